@@ -1,0 +1,242 @@
+//! Command-line interface: argument parsing and printing only; the work is in the library.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{human_bytes, UfmConfig, ValidConfig};
+use crate::error::{Error, Result};
+use crate::loss::Loss;
+use crate::report::{prediction_text, table, write_json_atomic};
+use crate::solver::SolveParams;
+use crate::theory::predict;
+use crate::verdict::Tolerances;
+use crate::verify::{verify, VerifyOptions};
+
+/// Verifies multi-label neural collapse (pick-all-label UFM) by optimisation.
+#[derive(Parser, Debug)]
+#[command(name = "mlab-nc", version, about, allow_negative_numbers = true)]
+pub struct Cli {
+    /// Worker threads (default: all cores). Results do not depend on it.
+    #[arg(long, global = true)]
+    pub threads: Option<usize>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Solve the UFM from random starts, compare with the theorem, and give a verdict.
+    Ufm(UfmArgs),
+    /// Print the theorem's predicted optimum only (no solve).
+    Predict(ProblemArgs),
+}
+
+/// The problem: sizes, counts, weight decays and loss.
+#[derive(Args, Debug, Clone)]
+pub struct ProblemArgs {
+    /// Number of classes K (>= 2).
+    #[arg(long = "classes", short = 'K', value_name = "K")]
+    pub classes: usize,
+    /// Largest label-set size M (1..=K).
+    #[arg(long = "max-labels", short = 'M', value_name = "M")]
+    pub max_labels: usize,
+    /// Feature dimension d (default K).
+    #[arg(long = "dim", short = 'd', value_name = "d")]
+    pub dim: Option<usize>,
+    /// Samples per label set: one count, or one per multiplicity ("3,2,1").
+    #[arg(long = "per-set", value_name = "COUNTS", default_value = "1", allow_hyphen_values = true)]
+    pub per_set: String,
+    /// Weight decay on W.
+    #[arg(long = "lambda-w", default_value_t = 5e-3, allow_hyphen_values = true)]
+    pub lambda_w: f64,
+    /// Weight decay on H.
+    #[arg(long = "lambda-h", default_value_t = 5e-3, allow_hyphen_values = true)]
+    pub lambda_h: f64,
+    /// Weight decay on b (0 leaves b unregularised).
+    #[arg(long = "lambda-b", default_value_t = 5e-3, allow_hyphen_values = true)]
+    pub lambda_b: f64,
+    /// Loss: pal (sum over labels) or pal-mean (divided by |S|).
+    #[arg(long, value_enum, default_value_t = Loss::Pal)]
+    pub loss: Loss,
+}
+
+/// Flags of `ufm`.
+#[derive(Args, Debug, Clone)]
+pub struct UfmArgs {
+    #[command(flatten)]
+    pub problem: ProblemArgs,
+    /// First seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Number of random starts (seeds s, s+1, ...), solved in parallel.
+    #[arg(long, default_value_t = 1)]
+    pub seeds: u64,
+    /// L-BFGS iteration cap.
+    #[arg(long = "max-iters", default_value_t = SolveParams::default().max_iters)]
+    pub max_iters: u64,
+    /// Stop when the gradient norm is at most this.
+    #[arg(long = "tol-grad", default_value_t = SolveParams::default().tol_grad)]
+    pub tol_grad: f64,
+    /// Standard deviation of the Gaussian start.
+    #[arg(long = "init-std", default_value_t = SolveParams::default().init_std)]
+    pub init_std: f64,
+    /// Write the full JSON report here (atomically).
+    #[arg(long, value_name = "PATH")]
+    pub json: Option<PathBuf>,
+    #[command(flatten)]
+    pub tol: TolArgs,
+}
+
+/// Verdict thresholds.
+#[derive(Args, Debug, Clone)]
+pub struct TolArgs {
+    /// Max relative objective gap to the prediction for `verified`.
+    #[arg(long = "tol-objective", default_value_t = Tolerances::default().objective)]
+    pub objective: f64,
+    /// Max relative certified (duality) gap for `verified`.
+    #[arg(long = "tol-certificate", default_value_t = Tolerances::default().certificate)]
+    pub certificate: f64,
+    /// Max NC2-W, NC2-H, NC3 and relative errors of alpha and s_m.
+    #[arg(long = "tol-geometry", default_value_t = Tolerances::default().geometry)]
+    pub geometry: f64,
+    /// Max NC1.
+    #[arg(long = "tol-nc1", default_value_t = Tolerances::default().nc1)]
+    pub nc1: f64,
+    /// Max tag-wise angle, degrees.
+    #[arg(long = "tol-angle", default_value_t = Tolerances::default().angle_deg)]
+    pub angle_deg: f64,
+    /// Max bias norm (centred when lambda_b = 0).
+    #[arg(long = "tol-bias", default_value_t = Tolerances::default().bias)]
+    pub bias: f64,
+}
+
+impl TolArgs {
+    fn to_tolerances(&self) -> Result<Tolerances> {
+        let t = Tolerances {
+            objective: self.objective,
+            certificate: self.certificate,
+            geometry: self.geometry,
+            nc1: self.nc1,
+            angle_deg: self.angle_deg,
+            bias: self.bias,
+        };
+        for (name, v) in [
+            ("--tol-objective", t.objective),
+            ("--tol-certificate", t.certificate),
+            ("--tol-geometry", t.geometry),
+            ("--tol-nc1", t.nc1),
+            ("--tol-angle", t.angle_deg),
+            ("--tol-bias", t.bias),
+        ] {
+            positive(name, v)?;
+        }
+        Ok(t)
+    }
+}
+
+fn positive(name: &str, v: f64) -> Result<()> {
+    if v.is_finite() && v > 0.0 {
+        Ok(())
+    } else {
+        Err(Error::new(format!("{name} must be a finite number > 0 (got {v})")))
+    }
+}
+
+/// Parses "3" or "3,2,1" into counts.
+pub fn parse_counts(s: &str) -> Result<Vec<usize>> {
+    s.split(',')
+        .map(|t| t.trim().parse::<usize>().map_err(|_| Error::new(format!("--per-set: '{}' is not a sample count (a whole number >= 0)", t.trim()))))
+        .collect()
+}
+
+impl ProblemArgs {
+    /// Validated configuration.
+    pub fn to_config(&self) -> Result<ValidConfig> {
+        UfmConfig {
+            classes: self.classes,
+            max_labels: self.max_labels,
+            dim: self.dim.unwrap_or(self.classes),
+            per_set: parse_counts(&self.per_set)?,
+            lambda_w: self.lambda_w,
+            lambda_h: self.lambda_h,
+            lambda_b: self.lambda_b,
+            loss: self.loss,
+        }
+        .validate()
+    }
+}
+
+fn run_ufm(a: &UfmArgs) -> Result<i32> {
+    let cfg = a.problem.to_config()?;
+    positive("--tol-grad", a.tol_grad)?;
+    positive("--init-std", a.init_std)?;
+    if a.seeds == 0 {
+        return Err(Error::new("--seeds must be at least 1"));
+    }
+    let opts = VerifyOptions {
+        solve: SolveParams { tol_grad: a.tol_grad, max_iters: a.max_iters, init_std: a.init_std },
+        tol: a.tol.to_tolerances()?,
+    };
+    let mem = cfg.config.memory_estimate() * (a.seeds.min(rayon::current_num_threads() as u64)) as f64;
+    if mem > 256.0 * 1024.0 * 1024.0 {
+        eprintln!("estimated memory: {}", human_bytes(mem));
+    }
+    let seeds: Vec<u64> = (a.seed..a.seed + a.seeds).collect();
+    let report = verify(&cfg, &seeds, &opts)?;
+    print!("{}", table(&report));
+    if let Some(path) = &a.json {
+        write_json_atomic(path, &report)?;
+        println!("report written to {}", path.display());
+    }
+    Ok(0)
+}
+
+fn run_predict(p: &ProblemArgs) -> Result<i32> {
+    let cfg = p.to_config()?;
+    let t0 = std::time::Instant::now();
+    let pred = predict(&cfg);
+    print!("{}", prediction_text(&cfg.config, cfg.labels.samples(), &pred));
+    println!("computed in {:.3} ms ({} Newton iterations, |grad g| = {:.1e})", t0.elapsed().as_secs_f64() * 1e3, pred.newton_iterations, pred.reduced_gradient_norm);
+    Ok(0)
+}
+
+/// Runs the CLI on the given arguments and returns the process exit code.
+pub fn main_with_args<I, T>(args: I) -> i32
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand) {
+                let _ = e.print();
+                return if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand { 2 } else { 0 };
+            }
+            let text = e.render().to_string();
+            eprintln!("{}", text.lines().next().unwrap_or("error: bad arguments"));
+            return 2;
+        }
+    };
+    if let Some(t) = cli.threads {
+        if t == 0 {
+            eprintln!("error: --threads must be at least 1");
+            return 2;
+        }
+        let _ = rayon::ThreadPoolBuilder::new().num_threads(t).build_global();
+    }
+    let result = match &cli.command {
+        Command::Ufm(a) => run_ufm(a),
+        Command::Predict(p) => run_predict(p),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            2
+        }
+    }
+}

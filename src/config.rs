@@ -1,0 +1,184 @@
+//! Problem configuration, checked before any work starts (an unchecked [`UfmConfig`] becomes
+//! a [`ValidConfig`]; everything downstream only sees valid ones).
+
+use serde::{Deserialize, Serialize};
+
+use crate::bail;
+use crate::error::Result;
+use crate::labels::{binomial, LabelSets};
+use crate::loss::Loss;
+
+/// L-BFGS history length used by the solver.
+pub const LBFGS_HISTORY: usize = 10;
+
+/// A UFM problem as the user states it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UfmConfig {
+    /// Number of classes K.
+    pub classes: usize,
+    /// Largest label-set size M.
+    pub max_labels: usize,
+    /// Feature dimension d.
+    pub dim: usize,
+    /// Samples per label set, one count per multiplicity (index m-1).
+    pub per_set: Vec<usize>,
+    /// Weight decay on W.
+    pub lambda_w: f64,
+    /// Weight decay on H.
+    pub lambda_h: f64,
+    /// Weight decay on b.
+    pub lambda_b: f64,
+    /// The loss.
+    pub loss: Loss,
+}
+
+/// A configuration that passed [`UfmConfig::validate`], with its data layout built.
+#[derive(Debug, Clone)]
+pub struct ValidConfig {
+    /// The checked configuration (per_set expanded to one count per multiplicity).
+    pub config: UfmConfig,
+    /// The label sets and sample layout.
+    pub labels: LabelSets,
+}
+
+impl UfmConfig {
+    /// Number of samples N implied by the configuration (as f64, so huge sizes do not overflow).
+    pub fn samples_f64(&self) -> f64 {
+        let per = self.expanded_per_set();
+        (1..=self.max_labels.min(self.classes)).map(|m| per.get(m - 1).copied().unwrap_or(0) as f64 * binomial(self.classes, m)).sum()
+    }
+
+    fn expanded_per_set(&self) -> Vec<usize> {
+        if self.per_set.len() == 1 {
+            vec![self.per_set[0]; self.max_labels]
+        } else {
+            self.per_set.clone()
+        }
+    }
+
+    /// Estimated peak memory of one solve in bytes: parameters, gradient, L-BFGS history,
+    /// line-search temporaries and the K x N logit buffer.
+    pub fn memory_estimate(&self) -> f64 {
+        let n = self.samples_f64();
+        let (k, d) = (self.classes as f64, self.dim as f64);
+        let vars = k * d + d * n + k;
+        8.0 * ((2 * LBFGS_HISTORY + 8) as f64 * vars + 2.0 * k * n) + 8.0 * n
+    }
+
+    /// Checks every parameter; the error names the flag at fault.
+    pub fn validate(mut self) -> Result<ValidConfig> {
+        if self.classes < 2 {
+            bail!("--classes must be at least 2 (got {})", self.classes);
+        }
+        if self.max_labels < 1 || self.max_labels > self.classes {
+            bail!("--max-labels must be between 1 and --classes = {} (got {})", self.classes, self.max_labels);
+        }
+        if self.dim < 1 {
+            bail!("--dim must be at least 1 (got {})", self.dim);
+        }
+        for (name, v) in [("--lambda-w", self.lambda_w), ("--lambda-h", self.lambda_h), ("--lambda-b", self.lambda_b)] {
+            if !v.is_finite() || v < 0.0 {
+                bail!("{name} must be a finite number >= 0 (got {v})");
+            }
+        }
+        if self.lambda_w == 0.0 || self.lambda_h == 0.0 {
+            bail!("--lambda-w and --lambda-h must be > 0: without weight decay the UFM has no minimiser");
+        }
+        if self.per_set.len() != 1 && self.per_set.len() != self.max_labels {
+            bail!(
+                "--per-set: expected 1 count or {} counts (one per multiplicity), got {}",
+                self.max_labels,
+                self.per_set.len()
+            );
+        }
+        self.per_set = self.expanded_per_set();
+        let bytes = self.memory_estimate();
+        let available = available_memory_bytes();
+        if bytes > available {
+            bail!(
+                "problem too large: K={} M={} d={} gives N={:.3e} samples and needs about {} but the machine has {}",
+                self.classes,
+                self.max_labels,
+                self.dim,
+                self.samples_f64(),
+                human_bytes(bytes),
+                human_bytes(available)
+            );
+        }
+        let labels = LabelSets::balanced(self.classes, self.max_labels, &self.per_set)?;
+        Ok(ValidConfig { config: self, labels })
+    }
+}
+
+/// Memory the machine can give us: MemAvailable from /proc/meminfo, or 16 GiB if unknown.
+pub fn available_memory_bytes() -> f64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("MemAvailable:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<f64>().ok())
+        })
+        .map(|kib| kib * 1024.0)
+        .unwrap_or(16.0 * 1024.0 * 1024.0 * 1024.0)
+}
+
+/// Formats a byte count as KiB/MiB/GiB/TiB.
+pub fn human_bytes(b: f64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = b;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < units.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u + 1 == units.len() && v >= 1024.0 {
+        return format!("{b:.2e} B");
+    }
+    format!("{v:.1} {}", units[u])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> UfmConfig {
+        UfmConfig {
+            classes: 4,
+            max_labels: 2,
+            dim: 4,
+            per_set: vec![1],
+            lambda_w: 5e-3,
+            lambda_h: 5e-3,
+            lambda_b: 5e-3,
+            loss: Loss::Pal,
+        }
+    }
+
+    #[test]
+    fn rejects_bad_values_naming_the_flag() {
+        let cases: Vec<(UfmConfig, &str)> = vec![
+            (UfmConfig { classes: 1, ..base() }, "--classes"),
+            (UfmConfig { max_labels: 0, ..base() }, "--max-labels"),
+            (UfmConfig { max_labels: 5, ..base() }, "--max-labels"),
+            (UfmConfig { dim: 0, ..base() }, "--dim"),
+            (UfmConfig { lambda_w: -1.0, ..base() }, "--lambda-w"),
+            (UfmConfig { lambda_h: f64::NAN, ..base() }, "--lambda-h"),
+            (UfmConfig { lambda_b: f64::INFINITY, ..base() }, "--lambda-b"),
+            (UfmConfig { per_set: vec![1, 2, 3], ..base() }, "--per-set"),
+            (UfmConfig { classes: 100_000, max_labels: 5, ..base() }, "too large"),
+        ];
+        for (c, flag) in cases {
+            let e = c.validate().unwrap_err();
+            assert!(e.0.contains(flag), "{e} should mention {flag}");
+        }
+    }
+
+    #[test]
+    fn expands_single_count() {
+        let v = base().validate().unwrap();
+        assert_eq!(v.config.per_set, vec![1, 1]);
+        assert_eq!(v.labels.samples(), 10);
+    }
+}

@@ -1,0 +1,124 @@
+//! Multi-label losses on one logit column, with a stable log-sum-exp.
+//!
+//! Both losses are `L(u, S) = c_S (LSE(u) - t_S . u)` with target `t_S = 1_S / m`, m = |S|:
+//! - PAL (pick-all-label): `c_S = m`, i.e. `m LSE(u) - sum_{k in S} u_k`;
+//! - PAL-mean: `c_S = 1`, i.e. PAL divided by m.
+//!
+//! Gradient: `dL/du = c_S (softmax(u) - t_S)`.
+//! Conjugate (used by the certificate): `L*(v) = c_S sum_j p_j log p_j` with
+//! `p = v / c_S + t_S` in the probability simplex, `+inf` otherwise.
+
+use serde::{Deserialize, Serialize};
+
+/// Which multi-label loss the UFM is trained with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Loss {
+    /// Pick-all-label cross-entropy: sum over the labels of the cross-entropy.
+    Pal,
+    /// Pick-all-label divided by the number of labels (multi-hot targets normalised to sum 1).
+    PalMean,
+}
+
+impl Loss {
+    /// The weight c_m of a sample with m labels.
+    pub fn weight(self, m: usize) -> f64 {
+        match self {
+            Loss::Pal => m as f64,
+            Loss::PalMean => 1.0,
+        }
+    }
+
+    /// Name as used on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Loss::Pal => "pal",
+            Loss::PalMean => "pal-mean",
+        }
+    }
+}
+
+/// Evaluates `L(u, S)` and overwrites `u` with `scale * dL/du`.
+///
+/// `u` holds the logits on entry. Uses `LSE(u) = max + log sum exp(u - max)`.
+#[inline]
+pub fn loss_and_grad_in_place(loss: Loss, u: &mut [f64], set: &[usize], scale: f64) -> f64 {
+    let m = set.len();
+    let c = loss.weight(m);
+    let mx = u.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let in_set: f64 = set.iter().map(|&k| u[k]).sum();
+    let mut sum = 0.0;
+    for v in u.iter_mut() {
+        *v = (*v - mx).exp();
+        sum += *v;
+    }
+    let lse = mx + sum.ln();
+    let value = c * (lse - in_set / m as f64);
+    let a = c * scale / sum;
+    for v in u.iter_mut() {
+        *v *= a;
+    }
+    let t = c * scale / m as f64;
+    for &k in set {
+        u[k] -= t;
+    }
+    value
+}
+
+/// Evaluates `L(u, S)` alone.
+pub fn loss_value(loss: Loss, u: &[f64], set: &[usize]) -> f64 {
+    let m = set.len();
+    let mx = u.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let lse = mx + u.iter().map(|v| (v - mx).exp()).sum::<f64>().ln();
+    let in_set: f64 = set.iter().map(|&k| u[k]).sum();
+    loss.weight(m) * (lse - in_set / m as f64)
+}
+
+/// `sum_j p_j log p_j` with `0 log 0 = 0`.
+pub fn neg_entropy(p: &[f64]) -> f64 {
+    p.iter().filter(|&&x| x > 0.0).map(|&x| x * x.ln()).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fd_check(loss: Loss) {
+        let u0 = vec![0.3, -1.2, 2.5, 0.0, -0.7];
+        let set = [1, 3];
+        let mut g = u0.clone();
+        let v = loss_and_grad_in_place(loss, &mut g, &set, 1.0);
+        assert!((v - loss_value(loss, &u0, &set)).abs() < 1e-14);
+        for j in 0..u0.len() {
+            let h = 1e-6;
+            let (mut up, mut dn) = (u0.clone(), u0.clone());
+            up[j] += h;
+            dn[j] -= h;
+            let fd = (loss_value(loss, &up, &set) - loss_value(loss, &dn, &set)) / (2.0 * h);
+            assert!((fd - g[j]).abs() < 1e-8, "{loss:?} coord {j}: fd {fd} vs {}", g[j]);
+        }
+    }
+
+    #[test]
+    fn gradient_matches_finite_differences() {
+        fd_check(Loss::Pal);
+        fd_check(Loss::PalMean);
+    }
+
+    #[test]
+    fn pal_is_m_times_pal_mean_and_matches_definition() {
+        let u = [1.0, 2.0, 3.0];
+        let set = [0, 2];
+        let lse = (1f64.exp() + 2f64.exp() + 3f64.exp()).ln();
+        let pal = (lse - 1.0) + (lse - 3.0);
+        assert!((loss_value(Loss::Pal, &u, &set) - pal).abs() < 1e-14);
+        assert!((loss_value(Loss::PalMean, &u, &set) - pal / 2.0).abs() < 1e-14);
+    }
+
+    #[test]
+    fn stable_for_huge_logits() {
+        let u = [1000.0, -1000.0, 999.0];
+        let v = loss_value(Loss::Pal, &u, &[0]);
+        assert!(v.is_finite() && (v - (1.0 + (-1f64).exp()).ln()).abs() < 1e-12);
+    }
+}

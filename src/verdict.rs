@@ -1,0 +1,213 @@
+//! The verdict of one solve against the theorem, from comparisons that can fail.
+//!
+//! Order of judgement:
+//! 1. a precondition fails (d < K-1, or counts unequal within a multiplicity) -> `outside-theorem`;
+//! 2. the solve attained an objective below the predicted optimum -> `violated` (an attained
+//!    value below the claimed global minimum refutes the claim, converged or not);
+//! 3. the gradient did not reach the tolerance -> `not-converged`;
+//! 4. trivial regime -> `trivial` if the objective matches g(0), else `violated`;
+//! 5. above the prediction -> `violated` (the report says whether the point is certified optimal,
+//!    i.e. a counterexample, or only a non-global stationary point);
+//! 6. certified gap, then every geometry error, within tolerance -> `verified`, else the
+//!    failing properties are named with their values.
+//!
+//! **Default tolerances.** A point at relative objective distance eps from a minimiser of a
+//! problem with curvature ~ lambda lies O(sqrt(eps |f*| / lambda)) from the minimiser set, and
+//! NC2/NC3/scale/alpha errors are linear in that distance (NC1 is quadratic). The default
+//! gradient tolerance 1e-10 puts eps near 1e-14..1e-12, i.e. distances of 1e-6..1e-5 for
+//! lambda >= 1e-4; measured errors at convergence are 1e-9..1e-6. The defaults (1e-4 for
+//! linear metrics, 1e-8 for NC1, 0.01 degrees for angles) sit one to two orders above what
+//! converged solves show, and orders below what a wrong geometry gives (e.g. NC2 ~ 0.1 from a
+//! random start, angles of degrees).
+
+use serde::{Deserialize, Serialize};
+
+/// The one-word outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verdict {
+    /// Converged, at the prediction, certified, geometry as predicted.
+    Verified,
+    /// A property failed (named in the reasons).
+    Violated,
+    /// The solver stopped before the gradient tolerance.
+    NotConverged,
+    /// The predicted optimum is W = 0, H = 0 and the run agrees.
+    Trivial,
+    /// A precondition of the theorem fails.
+    OutsideTheorem,
+}
+
+impl Verdict {
+    /// Kebab-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Verdict::Verified => "verified",
+            Verdict::Violated => "violated",
+            Verdict::NotConverged => "not-converged",
+            Verdict::Trivial => "trivial",
+            Verdict::OutsideTheorem => "outside-theorem",
+        }
+    }
+}
+
+/// Thresholds of the verdict (all are command-line flags).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct Tolerances {
+    /// Max |f - f*| / |f*|.
+    pub objective: f64,
+    /// Max certified relative gap (f - D) / |f|.
+    pub certificate: f64,
+    /// Max NC2-W, NC2-H, NC3, and relative errors of alpha and of each s_m.
+    pub geometry: f64,
+    /// Max NC1.
+    pub nc1: f64,
+    /// Max tag-wise angle in degrees.
+    pub angle_deg: f64,
+    /// Max ||b|| (lambda_b > 0), or max ||b - mean(b) 1|| (lambda_b = 0).
+    pub bias: f64,
+}
+
+impl Default for Tolerances {
+    fn default() -> Self {
+        Tolerances { objective: 1e-9, certificate: 1e-7, geometry: 1e-4, nc1: 1e-8, angle_deg: 1e-2, bias: 1e-4 }
+    }
+}
+
+/// Everything the verdict looks at, already measured.
+#[derive(Debug, Clone)]
+pub struct Evidence {
+    /// d >= K-1.
+    pub etf_possible: bool,
+    /// Counts equal within each multiplicity.
+    pub balanced: bool,
+    /// Predicted trivial regime.
+    pub trivial: bool,
+    /// Gradient tolerance reached.
+    pub converged: bool,
+    /// (f - f*) / |f*|.
+    pub objective_gap: f64,
+    /// Certified relative gap, if a bound exists.
+    pub certified_gap: Option<f64>,
+    /// Named geometry errors with their tolerance class.
+    pub geometry: Vec<(String, f64, Kind)>,
+}
+
+/// Which tolerance a geometry error is held to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Linear metrics (NC2, NC3, relative errors).
+    Linear,
+    /// NC1.
+    Nc1,
+    /// Angles in degrees.
+    Angle,
+    /// Bias norm (centred when lambda_b = 0).
+    Bias,
+}
+
+/// Judges one solve; returns the verdict and the reasons behind it.
+pub fn judge(e: &Evidence, tol: &Tolerances) -> (Verdict, Vec<String>) {
+    let mut reasons = Vec::new();
+    if !e.etf_possible || !e.balanced {
+        if !e.etf_possible {
+            reasons.push("precondition d >= K-1 fails: the simplex ETF does not fit".into());
+        }
+        if !e.balanced {
+            reasons.push("precondition fails: sample counts differ within a multiplicity".into());
+        }
+        reasons.push(format!("objective is {:.3e} relative from the ETF value", e.objective_gap));
+        return (Verdict::OutsideTheorem, reasons);
+    }
+    if e.objective_gap < -tol.objective {
+        reasons.push(format!(
+            "COUNTEREXAMPLE: attained objective is below the predicted global optimum by {:.3e} relative",
+            -e.objective_gap
+        ));
+        return (Verdict::Violated, reasons);
+    }
+    if !e.converged {
+        reasons.push("gradient norm above tolerance when the solver stopped".into());
+        return (Verdict::NotConverged, reasons);
+    }
+    let certified = e.certified_gap.is_some_and(|g| g <= tol.certificate);
+    if e.trivial {
+        if e.objective_gap.abs() <= tol.objective {
+            return (Verdict::Trivial, reasons);
+        }
+        reasons.push(format!("trivial regime predicted, but objective is {:.3e} relative above g(0)", e.objective_gap));
+        return (Verdict::Violated, reasons);
+    }
+    if e.objective_gap > tol.objective {
+        if certified {
+            reasons.push(format!(
+                "COUNTEREXAMPLE: certified globally optimal (gap {:.1e}) yet {:.3e} relative above the prediction",
+                e.certified_gap.unwrap_or(f64::NAN),
+                e.objective_gap
+            ));
+        } else {
+            reasons.push(format!(
+                "objective {:.3e} relative above the prediction at a stationary point that is not certified optimal{}",
+                e.objective_gap,
+                e.certified_gap.map(|g| format!(" (gap {g:.1e})")).unwrap_or_default()
+            ));
+        }
+        return (Verdict::Violated, reasons);
+    }
+    match e.certified_gap {
+        None => reasons.push("no certificate of global optimality available".into()),
+        Some(g) if g > tol.certificate => reasons.push(format!("certified gap {g:.3e} > {:.0e}", tol.certificate)),
+        _ => {}
+    }
+    for (name, v, kind) in &e.geometry {
+        let (limit, skip) = match kind {
+            Kind::Linear => (tol.geometry, false),
+            Kind::Nc1 => (tol.nc1, false),
+            Kind::Angle => (tol.angle_deg, false),
+            Kind::Bias => (tol.bias, false),
+        };
+        if !skip && !(v.abs() <= limit) {
+            reasons.push(format!("{name} = {v:.3e} > {limit:.0e}"));
+        }
+    }
+    if reasons.is_empty() {
+        (Verdict::Verified, reasons)
+    } else {
+        (Verdict::Violated, reasons)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn good() -> Evidence {
+        Evidence {
+            etf_possible: true,
+            balanced: true,
+            trivial: false,
+                converged: true,
+            objective_gap: 1e-13,
+            certified_gap: Some(1e-10),
+            geometry: vec![("nc2_w".into(), 1e-7, Kind::Linear), ("nc1".into(), 1e-12, Kind::Nc1)],
+        }
+    }
+
+    #[test]
+    fn each_verdict_is_reachable() {
+        let t = Tolerances::default();
+        assert_eq!(judge(&good(), &t).0, Verdict::Verified);
+        assert_eq!(judge(&Evidence { etf_possible: false, ..good() }, &t).0, Verdict::OutsideTheorem);
+        assert_eq!(judge(&Evidence { converged: false, ..good() }, &t).0, Verdict::NotConverged);
+        assert_eq!(judge(&Evidence { trivial: true, ..good() }, &t).0, Verdict::Trivial);
+        let below = judge(&Evidence { objective_gap: -1e-6, converged: false, ..good() }, &t);
+        assert_eq!(below.0, Verdict::Violated);
+        assert!(below.1[0].contains("COUNTEREXAMPLE"));
+        let geo = judge(&Evidence { geometry: vec![("nc3".into(), 0.2, Kind::Linear)], ..good() }, &t);
+        assert_eq!(geo.0, Verdict::Violated);
+        assert!(geo.1[0].contains("nc3 = 2.000e-1"));
+        let nan = judge(&Evidence { geometry: vec![("nc1".into(), f64::NAN, Kind::Nc1)], ..good() }, &t);
+        assert_eq!(nan.0, Verdict::Violated, "a NaN metric must never pass");
+        assert_eq!(judge(&Evidence { certified_gap: Some(1e-3), ..good() }, &t).0, Verdict::Violated);
+    }
+}
