@@ -77,10 +77,10 @@ pub struct UfmArgs {
     #[arg(long = "max-iters", default_value_t = SolveParams::default().max_iters)]
     pub max_iters: u64,
     /// Stop when the gradient norm is at most this.
-    #[arg(long = "tol-grad", default_value_t = SolveParams::default().tol_grad)]
+    #[arg(long = "tol-grad", default_value_t = SolveParams::default().tol_grad, allow_hyphen_values = true)]
     pub tol_grad: f64,
     /// Standard deviation of the Gaussian start.
-    #[arg(long = "init-std", default_value_t = SolveParams::default().init_std)]
+    #[arg(long = "init-std", default_value_t = SolveParams::default().init_std, allow_hyphen_values = true)]
     pub init_std: f64,
     /// Write the full JSON report here (atomically).
     #[arg(long, value_name = "PATH")]
@@ -93,22 +93,22 @@ pub struct UfmArgs {
 #[derive(Args, Debug, Clone)]
 pub struct TolArgs {
     /// Max relative objective gap to the prediction for `verified`.
-    #[arg(long = "tol-objective", default_value_t = Tolerances::default().objective)]
+    #[arg(long = "tol-objective", default_value_t = Tolerances::default().objective, allow_hyphen_values = true)]
     pub objective: f64,
     /// Max relative certified (duality) gap for `verified`.
-    #[arg(long = "tol-certificate", default_value_t = Tolerances::default().certificate)]
+    #[arg(long = "tol-certificate", default_value_t = Tolerances::default().certificate, allow_hyphen_values = true)]
     pub certificate: f64,
     /// Max NC2-W, NC2-H, NC3 and relative errors of alpha and s_m.
-    #[arg(long = "tol-geometry", default_value_t = Tolerances::default().geometry)]
+    #[arg(long = "tol-geometry", default_value_t = Tolerances::default().geometry, allow_hyphen_values = true)]
     pub geometry: f64,
     /// Max NC1.
-    #[arg(long = "tol-nc1", default_value_t = Tolerances::default().nc1)]
+    #[arg(long = "tol-nc1", default_value_t = Tolerances::default().nc1, allow_hyphen_values = true)]
     pub nc1: f64,
     /// Max tag-wise angle, degrees.
-    #[arg(long = "tol-angle", default_value_t = Tolerances::default().angle_deg)]
+    #[arg(long = "tol-angle", default_value_t = Tolerances::default().angle_deg, allow_hyphen_values = true)]
     pub angle_deg: f64,
     /// Max bias norm (centred when lambda_b = 0).
-    #[arg(long = "tol-bias", default_value_t = Tolerances::default().bias)]
+    #[arg(long = "tol-bias", default_value_t = Tolerances::default().bias, allow_hyphen_values = true)]
     pub bias: f64,
 }
 
@@ -217,7 +217,13 @@ where
                 return if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand { 2 } else { 0 };
             }
             let text = e.render().to_string();
-            eprintln!("{}", text.lines().next().unwrap_or("error: bad arguments"));
+            let line: Vec<&str> = text
+                .lines()
+                .map(str::trim)
+                .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+                .filter(|l| !l.is_empty())
+                .collect();
+            eprintln!("{}", line.join(" "));
             return 2;
         }
     };

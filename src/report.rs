@@ -108,6 +108,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::rename(&tmp, path).map_err(|e| Error::new(format!("{}: cannot write: {e}", path.display())))
 }
 
+fn fixed(v: Option<f64>) -> String {
+    v.map(|x| format!("{x:.10}")).unwrap_or_else(|| "-".into())
+}
+
 fn opt(v: Option<f64>) -> String {
     v.map(|x| format!("{x:.3e}")).unwrap_or_else(|| "-".into())
 }
@@ -135,7 +139,7 @@ pub fn prediction_text(c: &UfmConfig, n: usize, p: &Prediction) -> String {
     );
     for (i, g) in p.gamma.iter().enumerate() {
         if let Some(g) = g {
-            let _ = writeln!(s, "  m={}  gamma = {:.12e}   s_m = {}", i + 1, g, opt(p.scale[i]));
+            let _ = writeln!(s, "  m={}  gamma = {:.12e}   s_m = {}", i + 1, g, fixed(p.scale[i]));
         }
     }
     s
@@ -179,10 +183,10 @@ pub fn table(r: &UfmReport) -> String {
                     run.seed,
                     t.multiplicity,
                     opt(t.max_angle_deg),
-                    t.scale_mean.map(|v| format!("{v:.10}")).unwrap_or("-".into()),
-                    opt(t.scale_min),
-                    opt(t.scale_max),
-                    t.scale_pred.map(|v| format!("{v:.10}")).unwrap_or("-".into()),
+                    fixed(t.scale_mean),
+                    fixed(t.scale_min),
+                    fixed(t.scale_max),
+                    fixed(t.scale_pred),
                     t.note.as_ref().map(|n| format!("  ({n})")).unwrap_or_default()
                 );
             }

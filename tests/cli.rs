@@ -1,0 +1,78 @@
+//! The binary as a user runs it: bad input gives one line and exit code 2, never a panic.
+
+use std::process::Command;
+
+fn run(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_mlab-nc")).args(args).output().expect("binary runs");
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+#[test]
+fn bad_input_is_one_line_naming_the_flag() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["ufm", "--classes", "1", "--max-labels", "1"], "--classes"),
+        (&["ufm", "--classes", "4", "--max-labels", "0"], "--max-labels"),
+        (&["ufm", "--classes", "4", "--max-labels", "5"], "--max-labels"),
+        (&["ufm", "--classes", "4", "--max-labels", "2", "--dim", "0"], "--dim"),
+        (&["ufm", "--classes", "4", "--max-labels", "2", "--lambda-w", "-1"], "--lambda-w"),
+        (&["ufm", "--classes", "4", "--max-labels", "2", "--lambda-h", "nan"], "--lambda-h"),
+        (&["ufm", "--classes", "4", "--max-labels", "2", "--lambda-b", "inf"], "--lambda-b"),
+        (&["ufm", "--classes", "4", "--max-labels", "2", "--per-set", "1,2,3"], "--per-set"),
+        (&["ufm", "--classes", "4", "--max-labels", "2", "--per-set", "x"], "--per-set"),
+        (&["ufm", "--classes", "100000", "--max-labels", "5"], "too large"),
+        (&["ufm", "--classes", "abc", "--max-labels", "2"], "--classes"),
+        (&["ufm", "--classes", "4"], "--max-labels"),
+        (&["predict", "--classes", "4", "--max-labels", "2", "--loss", "mse"], "--loss"),
+        (&["ufm", "--classes", "4", "--max-labels", "2", "--seeds", "0"], "--seeds"),
+        (&["ufm", "--classes", "4", "--max-labels", "2", "--tol-geometry", "-1"], "--tol-geometry"),
+    ];
+    for (args, flag) in cases {
+        let (code, _, err) = run(args);
+        assert_eq!(code, 2, "{args:?} exits 2, stderr: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: one line, got {err:?}");
+        assert!(err.contains(flag), "{args:?}: {err:?} names {flag}");
+        assert!(!err.contains("panicked"));
+    }
+}
+
+#[test]
+fn ufm_prints_a_verdict_and_writes_the_json_keys() {
+    let dir = std::env::temp_dir().join(format!("mlab-nc-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("r.json");
+    let (code, out, err) = run(&["ufm", "--classes", "4", "--max-labels", "2", "--seeds", "2", "--json", path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("VERDICT: verified"), "{out}");
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    for key in ["config", "predicted", "runs", "verdict", "summary"] {
+        assert!(v.get(key).is_some(), "missing {key}");
+    }
+    for key in ["objective", "alpha", "gamma", "scale", "trivial", "etf_possible"] {
+        assert!(v["predicted"].get(key).is_some(), "missing predicted.{key}");
+    }
+    let run0 = &v["runs"][0];
+    for key in ["seed", "objective", "converged", "iterations", "seconds", "termination", "verdict", "metrics", "certificate"] {
+        assert!(run0.get(key).is_some(), "missing runs[0].{key}");
+    }
+    for key in ["nc1", "nc2_w", "nc2_h", "nc3", "bias_norm", "tag"] {
+        assert!(run0["metrics"].get(key).is_some(), "missing metrics.{key}");
+    }
+    for key in ["multiplicity", "max_angle_deg", "scale_mean", "scale_pred"] {
+        assert!(run0["metrics"]["tag"][0].get(key).is_some(), "missing tag.{key}");
+    }
+    for key in ["lower_bound", "gap", "relative_gap", "spectral_ratio"] {
+        assert!(run0["certificate"].get(key).is_some(), "missing certificate.{key}");
+    }
+    assert_eq!(v["predicted"]["scale"][0], 1.0);
+    assert_eq!(v["verdict"], "verified");
+    assert_eq!(v["summary"]["reached_prediction"], 2);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn predict_is_fast_and_prints_the_optimum() {
+    let (code, out, _) = run(&["predict", "--classes", "50", "--max-labels", "3", "--per-set", "1"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("predicted  f* ="));
+    assert!(out.contains("etf_possible = true"));
+}

@@ -1,0 +1,98 @@
+//! The theorem as a regression test: solves reach the prediction and are judged correctly.
+
+mod common;
+
+use common::{config, reference_prediction};
+use mlab_nc::loss::Loss;
+use mlab_nc::verdict::Verdict;
+use mlab_nc::verify::{verify, VerifyOptions};
+
+#[test]
+fn solves_reach_the_prediction_and_are_verified() {
+    // (K, M, d, per-set, lw, lh, lb, loss): unequal counts across multiplicities, d >= K-1.
+    let cases: &[(usize, usize, usize, &[usize], f64, f64, f64, bool)] = &[
+        (4, 2, 3, &[2, 1], 5e-3, 5e-3, 5e-3, true),
+        (5, 3, 8, &[1, 3, 2], 3e-3, 6e-3, 1e-3, true),
+        (6, 2, 6, &[3, 1], 1e-3, 2e-3, 0.0, false),
+        (8, 3, 7, &[1, 1, 1], 2e-3, 2e-3, 2e-3, false),
+        (4, 4, 5, &[2, 1, 1, 3], 5e-3, 5e-3, 5e-3, true),
+    ];
+    for &(k, m, d, per, lw, lh, lb, pal) in cases {
+        let loss = if pal { Loss::Pal } else { Loss::PalMean };
+        let cfg = config(k, m, d, per, (lw, lh, lb), loss);
+        let report = verify(&cfg, &[0, 1], &VerifyOptions::default()).unwrap();
+        let (reference, _, _) = reference_prediction(k, per, pal, lw, lh);
+        assert!(((report.predicted.objective - reference) / reference).abs() < 1e-12);
+        for run in &report.runs {
+            assert!(((run.objective - reference) / reference).abs() < 1e-9, "K={k} M={m}: {} vs {reference}", run.objective);
+            assert!(run.certificate.relative_gap.unwrap() <= 1e-7);
+            assert!(run.certificate.lower_bound.unwrap() <= reference * (1.0 + 1e-12));
+        }
+        assert_eq!(report.verdict, Verdict::Verified, "K={k} M={m}: {:?}", report.runs[0].reasons);
+        assert_eq!(report.summary.verified, 2);
+    }
+}
+
+#[test]
+fn trivial_regime_is_recognised_by_the_solve() {
+    let lam_c = mlab_nc::theory::predict(&config(4, 2, 4, &[2, 1], (1.0, 1.0, 1.0), Loss::Pal)).trivial_statistic.sqrt();
+    let above = config(4, 2, 4, &[2, 1], (1.5 * lam_c, 1.5 * lam_c, 1e-2), Loss::Pal);
+    let r = verify(&above, &[0], &VerifyOptions::default()).unwrap();
+    assert!(r.predicted.trivial);
+    assert_eq!(r.verdict, Verdict::Trivial, "{:?}", r.runs[0].reasons);
+    // g(0) = sum_m p_m c_m log K, with N_1 = 8, N_2 = 6 (PAL: c_m = m).
+    let g0 = (8.0 * 1.0 + 6.0 * 2.0) / 14.0 * 4f64.ln();
+    assert!((r.runs[0].objective - g0).abs() < 1e-9 * g0);
+    let below = config(4, 2, 4, &[2, 1], (0.6 * lam_c, 0.6 * lam_c, 1e-2), Loss::Pal);
+    let r = verify(&below, &[0], &VerifyOptions::default()).unwrap();
+    assert!(!r.predicted.trivial);
+    assert_eq!(r.verdict, Verdict::Verified, "{:?}", r.runs[0].reasons);
+    assert!(r.runs[0].objective < g0 * (1.0 - 1e-3));
+}
+
+#[test]
+fn small_dimension_is_outside_the_theorem_with_a_large_certified_gap() {
+    let cfg = config(6, 3, 4, &[1], (5e-3, 5e-3, 5e-3), Loss::Pal);
+    let r = verify(&cfg, &[0], &VerifyOptions::default()).unwrap();
+    assert!(!r.predicted.etf_possible);
+    assert_eq!(r.verdict, Verdict::OutsideTheorem);
+    let run = &r.runs[0];
+    assert!(run.converged);
+    assert!(run.relative_objective_gap > 1e-2, "the ETF value is unattainable: gap {}", run.relative_objective_gap);
+    assert!(run.certificate.relative_gap.unwrap() > 1e-2);
+    // The bound stays valid: it is below the value the solve attained.
+    assert!(run.certificate.lower_bound.unwrap() <= run.objective);
+}
+
+#[test]
+fn multiclass_case_verifies() {
+    let cfg = config(5, 1, 5, &[3], (5e-3, 5e-3, 5e-3), Loss::Pal);
+    let r = verify(&cfg, &[3], &VerifyOptions::default()).unwrap();
+    assert_eq!(r.verdict, Verdict::Verified, "{:?}", r.runs[0].reasons);
+    assert!(r.runs[0].metrics.tag.is_empty());
+    assert!(r.runs[0].metrics.nc1.unwrap() < 1e-8);
+}
+
+#[test]
+fn not_converged_when_iterations_run_out() {
+    let cfg = config(5, 2, 5, &[1], (5e-3, 5e-3, 5e-3), Loss::Pal);
+    let mut opts = VerifyOptions::default();
+    opts.solve.max_iters = 5;
+    let r = verify(&cfg, &[0], &opts).unwrap();
+    assert_eq!(r.verdict, Verdict::NotConverged);
+    assert!(!r.runs[0].converged);
+}
+
+#[test]
+fn same_seed_same_numbers_whatever_the_thread_count() {
+    let cfg = config(5, 2, 5, &[2, 1], (5e-3, 5e-3, 5e-3), Loss::Pal);
+    let run = |threads| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| verify(&cfg, &[0, 1, 2], &VerifyOptions::default()).unwrap())
+    };
+    let (a, b) = (run(1), run(2));
+    for (x, y) in a.runs.iter().zip(&b.runs) {
+        assert_eq!(x.objective.to_bits(), y.objective.to_bits());
+        assert_eq!(x.iterations, y.iterations);
+    }
+}
