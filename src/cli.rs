@@ -8,7 +8,7 @@ use crate::config::{human_bytes, UfmConfig, ValidConfig};
 use crate::error::{Error, Result};
 use crate::loss::Loss;
 use crate::report::{prediction_text, table, write_json_atomic};
-use crate::solver::SolveParams;
+use crate::solver::{Method, SolveParams};
 use crate::theory::predict;
 use crate::verdict::Tolerances;
 use crate::verify::{verify, VerifyOptions};
@@ -76,12 +76,18 @@ pub struct UfmArgs {
     /// L-BFGS iteration cap.
     #[arg(long = "max-iters", default_value_t = SolveParams::default().max_iters)]
     pub max_iters: u64,
-    /// Stop when the gradient norm is at most this.
+    /// Relative gradient tolerance: stop when ||grad|| <= TOL sqrt(2 lambda_min |f|).
     #[arg(long = "tol-grad", default_value_t = SolveParams::default().tol_grad, allow_hyphen_values = true)]
     pub tol_grad: f64,
     /// Standard deviation of the Gaussian start.
     #[arg(long = "init-std", default_value_t = SolveParams::default().init_std, allow_hyphen_values = true)]
     pub init_std: f64,
+    /// Number of stored L-BFGS pairs.
+    #[arg(long, default_value_t = SolveParams::default().history)]
+    pub history: usize,
+    /// L-BFGS implementation: in-place (default) or argmin (argmin's own, for comparison).
+    #[arg(long, value_enum, default_value_t = Method::InPlace)]
+    pub solver: Method,
     /// Write the full JSON report here (atomically).
     #[arg(long, value_name = "PATH")]
     pub json: Option<PathBuf>,
@@ -172,11 +178,14 @@ fn run_ufm(a: &UfmArgs) -> Result<i32> {
     let cfg = a.problem.to_config()?;
     positive("--tol-grad", a.tol_grad)?;
     positive("--init-std", a.init_std)?;
+    if a.history == 0 {
+        return Err(Error::new("--history must be at least 1"));
+    }
     if a.seeds == 0 {
         return Err(Error::new("--seeds must be at least 1"));
     }
     let opts = VerifyOptions {
-        solve: SolveParams { tol_grad: a.tol_grad, max_iters: a.max_iters, init_std: a.init_std },
+        solve: SolveParams { tol_grad: a.tol_grad, max_iters: a.max_iters, init_std: a.init_std, history: a.history, method: a.solver },
         tol: a.tol.to_tolerances()?,
     };
     let mem = cfg.config.memory_estimate() * (a.seeds.min(rayon::current_num_threads() as u64)) as f64;

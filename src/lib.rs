@@ -19,4 +19,5 @@ pub mod solver;
 pub mod theory;
 pub mod ufm;
 pub mod verdict;
+pub mod vecops;
 pub mod verify;

@@ -16,7 +16,10 @@ use rand_distr::{Distribution, Normal};
 
 use crate::config::ValidConfig;
 use crate::labels::LabelSets;
+use rayon::prelude::*;
+
 use crate::linalg::{gemm, Mat};
+use crate::vecops::SharedMut;
 use crate::loss::{loss_and_grad_in_place, Loss};
 
 /// The regularised UFM objective for one configuration.
@@ -122,28 +125,145 @@ impl UfmObjective {
         self.data_term_and_dual(&mut z) + self.regulariser(x)
     }
 
-    /// Objective and gradient; `z` is K x N scratch and ends holding G.
-    pub fn value_and_gradient(&self, x: &[f64], grad: &mut [f64], z: &mut [f64]) -> f64 {
-        self.logits(x, z);
-        let data = self.data_term_and_dual(z);
+    /// Objective and gradient, fused and chunked over samples (see [`Workspace`]).
+    ///
+    /// Per chunk of [`SAMPLE_CHUNK`] samples: `Z_c = W H_c + b 1^T`; one pass turns it into
+    /// `G_c` and the loss; then `dH_c = W^T G_c + lh H_c`, and the partials `G_c H_c^T`,
+    /// `G_c 1` and `||H_c||^2`. Partials are summed in chunk order, so the result is
+    /// bit-identical whether chunks run on one thread or many.
+    pub fn value_and_gradient(&self, x: &[f64], grad: &mut [f64], ws: &mut Workspace) -> f64 {
+        let (k, d, n) = (self.k, self.d, self.n);
         let p = self.split(x);
-        let g = Mat::new(z, self.k, self.n);
-        let (kd, dn) = (self.k * self.d, self.d * self.n);
+        let (kd, dn) = (k * d, d * n);
         let (gw, rest) = grad.split_at_mut(kd);
         let (gh, gb) = rest.split_at_mut(dn);
-        gw.iter_mut().zip(p.w.data).for_each(|(o, w)| *o = self.lw * w);
-        gemm(1.0, g, false, p.h, true, 1.0, gw);
-        gh.iter_mut().zip(p.h.data).for_each(|(o, h)| *o = self.lh * h);
-        gemm(1.0, p.w, true, g, false, 1.0, gh);
-        gb.iter_mut().zip(p.b).for_each(|(o, b)| *o = self.lb * b);
-        for col in z.chunks_exact(self.k) {
-            gb.iter_mut().zip(col).for_each(|(o, v)| *o += v);
+        let chunks = n.div_ceil(SAMPLE_CHUNK);
+        let (zs, ghs, dws, dbs) =
+            (SharedMut::new(&mut ws.z), SharedMut::new(gh), SharedMut::new(&mut ws.dw), SharedMut::new(&mut ws.db));
+        let inv_n = 1.0 / n as f64;
+        let body = |c: usize| -> [f64; 2] {
+            let r = c * SAMPLE_CHUNK..((c + 1) * SAMPLE_CHUNK).min(n);
+            let m = r.len();
+            // SAFETY: chunk c owns columns r of Z and dH, and block c of the partials.
+            let (z, ghc, dwc, dbc) = unsafe {
+                (zs.slice(k * r.start..k * r.end), ghs.slice(d * r.start..d * r.end), dws.slice(kd * c..kd * (c + 1)), dbs.slice(k * c..k * (c + 1)))
+            };
+            let hc = Mat::new(&p.h.data[d * r.start..d * r.end], d, m);
+            gemm(1.0, p.w, false, hc, false, 0.0, z);
+            let mut loss = 0.0;
+            dbc.iter_mut().for_each(|v| *v = 0.0);
+            for (col, &s) in z.chunks_exact_mut(k).zip(&self.labels.set_of[r.clone()]) {
+                col.iter_mut().zip(p.b).for_each(|(v, bj)| *v += bj);
+                loss += loss_and_grad_in_place(self.loss, col, &self.labels.sets[s as usize], inv_n);
+                dbc.iter_mut().zip(col.iter()).for_each(|(o, v)| *o += v);
+            }
+            let gc = Mat::new(z, k, m);
+            gemm(1.0, gc, false, hc, true, 0.0, dwc);
+            let mut hsq = 0.0;
+            for (o, h) in ghc.iter_mut().zip(hc.data) {
+                *o = self.lh * h;
+                hsq += h * h;
+            }
+            gemm(1.0, p.w, true, gc, false, 1.0, ghc);
+            [loss, hsq]
+        };
+        let parts = &mut ws.parts[..chunks];
+        if chunks > 1 && k * d * n >= PARALLEL_FLOPS {
+            parts.par_iter_mut().enumerate().for_each(|(c, out)| *out = body(c));
+        } else {
+            parts.iter_mut().enumerate().for_each(|(c, out)| *out = body(c));
         }
-        data + self.regulariser(x)
+        let (mut loss, mut hsq) = (0.0, 0.0);
+        for pt in parts.iter() {
+            loss += pt[0];
+            hsq += pt[1];
+        }
+        gw.iter_mut().zip(p.w.data).for_each(|(o, w)| *o = self.lw * w);
+        gb.iter_mut().zip(p.b).for_each(|(o, b)| *o = self.lb * b);
+        for c in 0..chunks {
+            gw.iter_mut().zip(&ws.dw[kd * c..kd * (c + 1)]).for_each(|(o, v)| *o += v);
+            gb.iter_mut().zip(&ws.db[k * c..k * (c + 1)]).for_each(|(o, v)| *o += v);
+        }
+        let sq = |v: &[f64]| v.iter().map(|a| a * a).sum::<f64>();
+        loss * inv_n + 0.5 * (self.lw * sq(p.w.data) + self.lh * hsq + self.lb * sq(p.b))
+    }
+
+    /// The smallest weight decay among the regularised blocks: the curvature scale used by the
+    /// stopping rule `||grad|| <= tol sqrt(2 lambda_min |f|)` (estimated gap <= tol^2 |f|).
+    pub fn curvature_scale(&self) -> f64 {
+        let mut m = self.lw.min(self.lh);
+        if self.lb > 0.0 {
+            m = m.min(self.lb);
+        }
+        m
     }
 }
 
-/// The objective with a one-point cache of (x, f(x), grad f(x)), for argmin.
+/// Samples per chunk of the fused objective (fixed, so results do not depend on threads).
+pub const SAMPLE_CHUNK: usize = 512;
+/// Below this many multiply-adds per GEMM the objective runs on one thread.
+const PARALLEL_FLOPS: usize = 1 << 18;
+
+/// Scratch of the fused objective: logits/G (K x N), per-chunk partials of `G H^T`, `G 1`,
+/// and (loss, ||H||^2). Allocated once per solve.
+pub struct Workspace {
+    z: Vec<f64>,
+    dw: Vec<f64>,
+    db: Vec<f64>,
+    parts: Vec<[f64; 2]>,
+}
+
+impl Workspace {
+    /// Scratch sized for `obj`.
+    pub fn new(obj: &UfmObjective) -> Self {
+        let chunks = obj.n.div_ceil(SAMPLE_CHUNK).max(1);
+        Workspace { z: vec![0.0; obj.k * obj.n], dw: vec![0.0; chunks * obj.k * obj.d], db: vec![0.0; chunks * obj.k], parts: vec![[0.0; 2]; chunks] }
+    }
+
+    /// The K x N matrix G = dL/dZ / N after an evaluation.
+    pub fn dual(&self) -> &[f64] {
+        &self.z
+    }
+}
+
+/// A fused objective for the in-place solver: value and gradient in one call.
+pub trait FusedObjective {
+    /// Number of variables.
+    fn dim(&self) -> usize;
+    /// Writes the gradient at `x` into `grad` and returns the value.
+    fn eval(&mut self, x: &[f64], grad: &mut [f64]) -> f64;
+    /// Curvature scale for the relative gradient stopping rule.
+    fn curvature_scale(&self) -> f64;
+}
+
+/// The UFM objective with its scratch, as a [`FusedObjective`].
+pub struct UfmEval {
+    /// The objective.
+    pub objective: UfmObjective,
+    ws: Workspace,
+}
+
+impl UfmEval {
+    /// Wraps an objective with fresh scratch.
+    pub fn new(objective: UfmObjective) -> Self {
+        let ws = Workspace::new(&objective);
+        UfmEval { objective, ws }
+    }
+}
+
+impl FusedObjective for UfmEval {
+    fn dim(&self) -> usize {
+        self.objective.dim()
+    }
+    fn eval(&mut self, x: &[f64], grad: &mut [f64]) -> f64 {
+        self.objective.value_and_gradient(x, grad, &mut self.ws)
+    }
+    fn curvature_scale(&self) -> f64 {
+        self.objective.curvature_scale()
+    }
+}
+
+/// The objective with a one-point cache of (x, f(x), grad f(x)), for argmin's own L-BFGS.
 pub struct Cached {
     /// The objective.
     pub objective: UfmObjective,
@@ -154,18 +274,16 @@ struct CacheState {
     x: Vec<f64>,
     cost: f64,
     grad: Vec<f64>,
-    z: Vec<f64>,
+    ws: Workspace,
     evaluations: usize,
 }
 
 impl Cached {
     /// Wraps an objective.
     pub fn new(objective: UfmObjective) -> Self {
-        let (n, kn) = (objective.dim(), objective.k * objective.n);
-        Cached {
-            objective,
-            state: Mutex::new(CacheState { x: Vec::new(), cost: f64::NAN, grad: vec![0.0; n], z: vec![0.0; kn], evaluations: 0 }),
-        }
+        let n = objective.dim();
+        let ws = Workspace::new(&objective);
+        Cached { objective, state: Mutex::new(CacheState { x: Vec::new(), cost: f64::NAN, grad: vec![0.0; n], ws, evaluations: 0 }) }
     }
 
     /// Number of real (uncached) evaluations so far.
@@ -176,8 +294,8 @@ impl Cached {
     fn with_eval<T>(&self, x: &[f64], read: impl FnOnce(&CacheState) -> T) -> Result<T, ArgminError> {
         let mut st = self.state.lock().map_err(|_| ArgminError::msg("objective cache poisoned"))?;
         if st.x.as_slice() != x {
-            let CacheState { grad, z, .. } = &mut *st;
-            let cost = self.objective.value_and_gradient(x, grad, z);
+            let CacheState { grad, ws, .. } = &mut *st;
+            let cost = self.objective.value_and_gradient(x, grad, ws);
             st.cost = cost;
             st.x.clear();
             st.x.extend_from_slice(x);
@@ -232,8 +350,8 @@ mod tests {
                 let obj = objective(loss, lb);
                 let x = obj.random_start(7, 0.5);
                 let mut g = vec![0.0; obj.dim()];
-                let mut z = vec![0.0; obj.k * obj.n];
-                let f = obj.value_and_gradient(&x, &mut g, &mut z);
+                let mut ws = Workspace::new(&obj);
+                let f = obj.value_and_gradient(&x, &mut g, &mut ws);
                 assert!((f - obj.value(&x)).abs() < 1e-14);
                 for j in 0..obj.dim() {
                     let h = 1e-6;

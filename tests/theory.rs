@@ -47,8 +47,8 @@ fn predicted_point_is_stationary_in_the_full_ufm() {
         let obj = UfmObjective::new(&cfg);
         let x = predicted_point(&cfg, &p).unwrap();
         let mut g = vec![0.0; obj.dim()];
-        let mut z = vec![0.0; obj.k * obj.n];
-        let f = obj.value_and_gradient(&x, &mut g, &mut z);
+        let mut ws = mlab_nc::ufm::Workspace::new(&obj);
+        let f = obj.value_and_gradient(&x, &mut g, &mut ws);
         assert!(((f - p.objective) / p.objective).abs() < 1e-13, "f {f} vs {}", p.objective);
         assert!(norm(&g) < 1e-12, "K={k} M={m}: |grad| = {:e}", norm(&g));
     }

@@ -1,0 +1,172 @@
+//! Minimises the UFM objective in float64 with L-BFGS and a More-Thuente line search,
+//! driven by argmin's executor.
+//!
+//! Two solvers: the default in-place L-BFGS ([`lbfgs`], no allocation per iteration) and
+//! argmin's own L-BFGS ([`argmin_lbfgs`], for comparison). Both stop on the relative rule
+//! `||grad f|| <= tol_grad sqrt(2 lambda_min |f|)`: if the curvature along the remaining
+//! error is at least lambda_min (the weight decay), the objective is then within
+//! `tol_grad^2 |f|` of a stationary value. The run is "converged" when that rule holds at the
+//! final point, whatever argmin's termination reason says (it is recorded verbatim).
+//! A line-search failure restarts L-BFGS with an empty memory, at most 3 times.
+
+pub mod argmin_lbfgs;
+pub mod lbfgs;
+pub mod morethuente;
+
+use std::time::Instant;
+
+use argmin::core::{Executor, State, TerminationReason};
+use serde::Serialize;
+
+use crate::config::LBFGS_HISTORY;
+use crate::error::{Error, Result};
+use crate::ufm::{UfmEval, UfmObjective};
+use lbfgs::InPlaceLbfgs;
+
+/// Which L-BFGS implementation runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, clap::ValueEnum, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    /// In-place L-BFGS implementing argmin's `Solver` trait (default).
+    #[default]
+    InPlace,
+    /// argmin's own `LBFGS` with `MoreThuenteLineSearch`.
+    Argmin,
+}
+
+/// Solver settings.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct SolveParams {
+    /// Relative gradient tolerance (see the module docs).
+    pub tol_grad: f64,
+    /// Iteration cap.
+    pub max_iters: u64,
+    /// Standard deviation of the seeded Gaussian start.
+    pub init_std: f64,
+    /// Number of stored L-BFGS pairs.
+    pub history: usize,
+    /// Implementation.
+    pub method: Method,
+}
+
+impl Default for SolveParams {
+    fn default() -> Self {
+        SolveParams { tol_grad: 1e-8, max_iters: 5000, init_std: 0.1, history: LBFGS_HISTORY, method: Method::InPlace }
+    }
+}
+
+/// One point of the iteration history.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct HistoryPoint {
+    /// Iteration (0 = the start).
+    pub iter: u64,
+    /// Objective.
+    pub objective: f64,
+    /// Gradient norm.
+    pub grad_norm: f64,
+}
+
+/// Callback run on the start and on every iterate: `(iteration, x, f(x), ||grad||)`.
+pub type IterCallback = Box<dyn FnMut(u64, &[f64], f64, f64) + Send>;
+
+/// The outcome of one solve.
+#[derive(Debug, Clone)]
+pub struct SolveResult {
+    /// Final parameters `[W, H, b]`.
+    pub x: Vec<f64>,
+    /// Final objective.
+    pub objective: f64,
+    /// Final gradient norm.
+    pub grad_norm: f64,
+    /// The stopping rule holds at the final point.
+    pub converged: bool,
+    /// L-BFGS iterations.
+    pub iterations: u64,
+    /// Objective-and-gradient evaluations.
+    pub evaluations: usize,
+    /// Wall time in seconds.
+    pub seconds: f64,
+    /// argmin's termination reason(s), verbatim.
+    pub termination: String,
+    /// Objective and gradient norm per iteration.
+    pub history: Vec<HistoryPoint>,
+}
+
+fn reason_text(r: Option<&TerminationReason>) -> String {
+    match r {
+        Some(TerminationReason::SolverExit(msg)) => format!("solver exit: {msg}"),
+        Some(r) => r.text().to_string(),
+        None => "running".to_string(),
+    }
+}
+
+fn join_terminations(mut t: Vec<String>) -> String {
+    match t.len() {
+        0 => String::new(),
+        1 => t.pop().unwrap_or_default(),
+        n => format!("{} (after {} restart(s): {})", t[n - 1], n - 1, t[..n - 1].join("; ")),
+    }
+}
+
+/// Solves from the seeded start `N(0, init_std^2)`.
+pub fn solve(objective: &UfmObjective, seed: u64, params: &SolveParams, callback: Option<IterCallback>) -> Result<SolveResult> {
+    let x0 = objective.random_start(seed, params.init_std);
+    solve_from(objective, x0, params, callback)
+}
+
+/// Solves from a given start with the chosen method.
+pub fn solve_from(objective: &UfmObjective, x0: Vec<f64>, params: &SolveParams, callback: Option<IterCallback>) -> Result<SolveResult> {
+    match params.method {
+        Method::InPlace => solve_in_place(objective, x0, params, callback),
+        Method::Argmin => argmin_lbfgs::solve_argmin(objective, x0, params, callback),
+    }
+}
+
+fn solve_in_place(objective: &UfmObjective, x0: Vec<f64>, params: &SolveParams, mut callback: Option<IterCallback>) -> Result<SolveResult> {
+    const RESTARTS: usize = 3;
+    let start = Instant::now();
+    let mut eval = UfmEval::new(objective.clone());
+    let (mut x, mut iterations, mut evaluations) = (x0, 0u64, 0usize);
+    let mut history: Vec<HistoryPoint> = Vec::new();
+    let mut terminations = Vec::new();
+    let (mut f, mut grad_norm, mut converged) = (f64::NAN, f64::NAN, false);
+    for attempt in 0..=RESTARTS {
+        let solver = InPlaceLbfgs::new(x, params.history, params.tol_grad, callback.take());
+        let res = Executor::new(eval, solver)
+            .configure(|s| s.max_iters(params.max_iters.saturating_sub(iterations)))
+            .ctrlc(false)
+            .run()
+            .map_err(|e| Error::new(format!("solver failed: {e}")))?;
+        let reason = res.state().get_termination_reason().cloned();
+        terminations.push(reason_text(reason.as_ref()));
+        let mut solver = res.solver;
+        eval = res.problem.problem.ok_or_else(|| Error::new("solver lost the objective"))?;
+        let skip = usize::from(attempt > 0);
+        history.extend(solver.history.iter().skip(skip).map(|h| HistoryPoint { iter: h.iter + iterations, ..*h }));
+        iterations += res.state.get_iter();
+        evaluations += solver.evaluations;
+        f = solver.f;
+        grad_norm = solver.grad_norm;
+        converged = grad_norm <= solver.threshold(f);
+        callback = solver_callback(&mut solver);
+        x = std::mem::take(&mut solver.x);
+        if converged || !matches!(reason, Some(TerminationReason::SolverExit(_))) || iterations >= params.max_iters {
+            break;
+        }
+    }
+    Ok(SolveResult {
+        x,
+        objective: f,
+        grad_norm,
+        converged,
+        iterations,
+        evaluations,
+        seconds: start.elapsed().as_secs_f64(),
+        termination: join_terminations(terminations),
+        history,
+    })
+}
+
+fn solver_callback(s: &mut InPlaceLbfgs) -> Option<IterCallback> {
+    s.take_callback()
+}
