@@ -31,6 +31,31 @@ pub enum Command {
     Ufm(UfmArgs),
     /// Print the theorem's predicted optimum only (no solve).
     Predict(ProblemArgs),
+    /// Time solves of the benchmark presets (A..E, scale) to a relative gap; prints medians.
+    Timing(TimingArgs),
+}
+
+/// Flags of `timing`.
+#[derive(Args, Debug, Clone)]
+pub struct TimingArgs {
+    /// Comma list of presets: A, B, C, D, E, scale.
+    #[arg(long, default_value = "A,B,C,D,E")]
+    pub preset: String,
+    /// Target relative objective gap to the prediction.
+    #[arg(long, default_value_t = 1e-10)]
+    pub gap: f64,
+    /// Repetitions per preset (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    pub repeat: usize,
+    /// L-BFGS implementation.
+    #[arg(long, value_enum, default_value_t = Method::InPlace)]
+    pub solver: Method,
+    /// Number of stored L-BFGS pairs.
+    #[arg(long, default_value_t = SolveParams::default().history)]
+    pub history: usize,
+    /// Write the timings as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
 }
 
 /// The problem: sizes, counts, weight decays and loss.
@@ -185,7 +210,7 @@ fn run_ufm(a: &UfmArgs) -> Result<i32> {
         return Err(Error::new("--seeds must be at least 1"));
     }
     let opts = VerifyOptions {
-        solve: SolveParams { tol_grad: a.tol_grad, max_iters: a.max_iters, init_std: a.init_std, history: a.history, method: a.solver },
+        solve: SolveParams { tol_grad: a.tol_grad, max_iters: a.max_iters, init_std: a.init_std, history: a.history, method: a.solver, target_objective: None },
         tol: a.tol.to_tolerances()?,
     };
     let mem = cfg.config.memory_estimate() * (a.seeds.min(rayon::current_num_threads() as u64)) as f64;
@@ -198,6 +223,29 @@ fn run_ufm(a: &UfmArgs) -> Result<i32> {
     if let Some(path) = &a.json {
         write_json_atomic(path, &report)?;
         println!("report written to {}", path.display());
+    }
+    Ok(0)
+}
+
+fn run_timing(a: &TimingArgs) -> Result<i32> {
+    positive("--gap", a.gap)?;
+    if a.repeat == 0 || a.history == 0 {
+        return Err(Error::new("--repeat and --history must be at least 1"));
+    }
+    let params = SolveParams { method: a.solver, history: a.history, ..SolveParams::default() };
+    let mut all = Vec::new();
+    println!("{:>6} {:>10} {:>10} {:>8} {:>8} {:>10}   (median of {}, {} thread(s), gap {:e})", "preset", "median s", "min s", "iters", "evals", "end gap", a.repeat, rayon::current_num_threads(), a.gap);
+    for name in a.preset.split(',').map(str::trim) {
+        let cfg = crate::timing::preset(name)?.validate()?;
+        eprintln!("estimated memory for {name}: {}", human_bytes(cfg.config.memory_estimate()));
+        let mut runs = (0..a.repeat).map(|_| crate::timing::time_to_gap(name, &cfg, a.gap, &params)).collect::<Result<Vec<_>>>()?;
+        runs.sort_by(|x, y| x.seconds.total_cmp(&y.seconds));
+        let med = runs[runs.len() / 2].clone();
+        println!("{:>6} {:>10.4} {:>10.4} {:>8} {:>8} {:>10.2e}", name, med.seconds, runs[0].seconds, med.iterations, med.evaluations, med.gap);
+        all.push(med);
+    }
+    if let Some(p) = &a.json {
+        write_json_atomic(p, &all)?;
     }
     Ok(0)
 }
@@ -246,6 +294,7 @@ where
     let result = match &cli.command {
         Command::Ufm(a) => run_ufm(a),
         Command::Predict(p) => run_predict(p),
+        Command::Timing(a) => run_timing(a),
     };
     match result {
         Ok(code) => code,

@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod report;
 pub mod solver;
 pub mod theory;
+pub mod timing;
 pub mod ufm;
 pub mod verdict;
 pub mod vecops;

@@ -71,7 +71,13 @@ pub fn solve_argmin(objective: &UfmObjective, x0: Vec<f64>, params: &SolveParams
             .map_err(|e| Error::new(format!("solver setup: {e}")))?;
         let recorder = Recorder { history: history.clone(), callback: callback.clone(), offset: iterations, skip_init: attempt > 0 };
         let res = Executor::new(problem, lbfgs)
-            .configure(|s| s.param(x).max_iters(params.max_iters.saturating_sub(iterations)))
+            .configure(|s| {
+                let s = s.param(x).max_iters(params.max_iters.saturating_sub(iterations));
+                match params.target_objective {
+                    Some(t) => s.target_cost(t),
+                    None => s,
+                }
+            })
             .add_observer(recorder, ObserverMode::Always)
             .run()
             .map_err(|e| Error::new(format!("solver failed: {e}")))?;
@@ -82,7 +88,8 @@ pub fn solve_argmin(objective: &UfmObjective, x0: Vec<f64>, params: &SolveParams
         let reason = state.get_termination_reason().cloned();
         terminations.push(super::reason_text(reason.as_ref()));
         let grad_small = state.get_gradient().is_some_and(|g| norm(g) <= threshold(state.get_cost()));
-        if grad_small || !matches!(reason, Some(TerminationReason::SolverExit(_))) || iterations >= params.max_iters {
+        let target_hit = params.target_objective.is_some_and(|t| state.get_cost() <= t);
+        if grad_small || target_hit || !matches!(reason, Some(TerminationReason::SolverExit(_))) || iterations >= params.max_iters {
             break;
         }
     }

@@ -47,11 +47,14 @@ pub struct SolveParams {
     pub history: usize,
     /// Implementation.
     pub method: Method,
+    /// Also stop as soon as the objective is at most this (argmin's target cost); used to
+    /// time "reach a given gap to the prediction".
+    pub target_objective: Option<f64>,
 }
 
 impl Default for SolveParams {
     fn default() -> Self {
-        SolveParams { tol_grad: 1e-8, max_iters: 5000, init_std: 0.1, history: LBFGS_HISTORY, method: Method::InPlace }
+        SolveParams { tol_grad: 1e-8, max_iters: 5000, init_std: 0.1, history: LBFGS_HISTORY, method: Method::InPlace, target_objective: None }
     }
 }
 
@@ -133,7 +136,13 @@ fn solve_in_place(objective: &UfmObjective, x0: Vec<f64>, params: &SolveParams, 
     for attempt in 0..=RESTARTS {
         let solver = InPlaceLbfgs::new(x, params.history, params.tol_grad, callback.take());
         let res = Executor::new(eval, solver)
-            .configure(|s| s.max_iters(params.max_iters.saturating_sub(iterations)))
+            .configure(|s| {
+                let s = s.max_iters(params.max_iters.saturating_sub(iterations));
+                match params.target_objective {
+                    Some(t) => s.target_cost(t),
+                    None => s,
+                }
+            })
             .ctrlc(false)
             .run()
             .map_err(|e| Error::new(format!("solver failed: {e}")))?;
@@ -150,7 +159,8 @@ fn solve_in_place(objective: &UfmObjective, x0: Vec<f64>, params: &SolveParams, 
         converged = grad_norm <= solver.threshold(f);
         callback = solver_callback(&mut solver);
         x = std::mem::take(&mut solver.x);
-        if converged || !matches!(reason, Some(TerminationReason::SolverExit(_))) || iterations >= params.max_iters {
+        let target_hit = params.target_objective.is_some_and(|t| f <= t);
+        if converged || target_hit || !matches!(reason, Some(TerminationReason::SolverExit(_))) || iterations >= params.max_iters {
             break;
         }
     }

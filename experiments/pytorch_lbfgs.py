@@ -1,0 +1,104 @@
+#!/usr/bin/env python3
+"""PyTorch L-BFGS on the same UFM problems, timed to the same relative gap (optional; not in CI).
+
+Usage: python3 experiments/pytorch_lbfgs.py [--presets A,B,C,D,E] [--repeat 5] [--threads 2]
+       [--binary target/release/mlab-nc]
+
+Same objective as mlab-nc (float64, PAL loss, lambda_w = lambda_h = lambda_b, N(0, 0.1^2) start),
+torch.optim.LBFGS with history 20 and the strong-Wolfe line search, stopped as soon as the
+objective is within GAP of the optimum the theorem predicts (read from `mlab-nc predict`).
+Prints the median wall time per preset, and, next to it, mlab-nc's median from `mlab-nc timing`.
+"""
+import argparse
+import itertools
+import re
+import statistics
+import subprocess
+import time
+
+import torch
+
+PRESETS = {  # K, M, d, per set, lambda
+    "A": (4, 2, 8, 5, 5e-3),
+    "B": (10, 3, 16, 2, 2e-3),
+    "C": (20, 3, 32, 2, 1e-3),
+    "D": (50, 3, 64, 1, 2e-4),
+    "E": (100, 2, 128, 2, 2e-4),
+    "scale": (100, 3, 100, 1, 5e-5),
+}
+
+
+def predicted_optimum(binary, k, m, d, per, lam):
+    out = subprocess.run(
+        [binary, "predict", "--classes", str(k), "--max-labels", str(m), "--dim", str(d), "--per-set", str(per),
+         "--lambda-w", str(lam), "--lambda-h", str(lam), "--lambda-b", str(lam)],
+        check=True, capture_output=True, text=True).stdout
+    return float(re.search(r"f\* = ([0-9.eE+-]+)", out).group(1))
+
+
+def problem(k, m, per):
+    sets = [s for size in range(1, m + 1) for s in itertools.combinations(range(k), size)]
+    rows = [s for s in sets for _ in range(per)]
+    n = len(rows)
+    y = torch.zeros(n, k, dtype=torch.float64)
+    for i, s in enumerate(rows):
+        y[i, list(s)] = 1.0
+    return y
+
+
+def solve(k, d, y, lam, target, seed, max_iters=5000):
+    torch.manual_seed(seed)
+    n = y.shape[0]
+    w = (0.1 * torch.randn(k, d, dtype=torch.float64)).requires_grad_()
+    h = (0.1 * torch.randn(n, d, dtype=torch.float64)).requires_grad_()
+    b = (0.1 * torch.randn(k, dtype=torch.float64)).requires_grad_()
+    mult = y.sum(1)
+    opt = torch.optim.LBFGS([w, h, b], lr=1, max_iter=1, max_eval=30, history_size=20, line_search_fn="strong_wolfe",
+                            tolerance_grad=0, tolerance_change=0)
+
+    def objective():
+        z = h @ w.T + b
+        lse = torch.logsumexp(z, dim=1)
+        loss = (mult * lse - (y * z).sum(1)).mean()
+        return loss + 0.5 * lam * (w.pow(2).sum() + h.pow(2).sum() + b.pow(2).sum())
+
+    def closure():
+        opt.zero_grad()
+        f = objective()
+        f.backward()
+        return f
+
+    t0 = time.perf_counter()
+    for it in range(max_iters):
+        f = opt.step(closure)
+        with torch.no_grad():
+            if objective().item() <= target:
+                return time.perf_counter() - t0, it + 1
+    return float("nan"), max_iters
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--presets", default="A,B,C,D,E")
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--gap", type=float, default=1e-10)
+    ap.add_argument("--binary", default="target/release/mlab-nc")
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    print(f"{'preset':>6} {'torch s':>10} {'iters':>6} {'mlab-nc s':>10} {'ratio':>7}   (medians of {a.repeat}, {a.threads} threads)")
+    for name in a.presets.split(","):
+        k, m, d, per, lam = PRESETS[name]
+        target = predicted_optimum(a.binary, k, m, d, per, lam) * (1 + a.gap)
+        y = problem(k, m, per)
+        runs = [solve(k, d, y, lam, target, seed=r) for r in range(a.repeat)]
+        t = statistics.median(r[0] for r in runs)
+        its = statistics.median(r[1] for r in runs)
+        out = subprocess.run([a.binary, "--threads", str(a.threads), "timing", "--preset", name, "--repeat", str(a.repeat),
+                              "--gap", str(a.gap)], check=True, capture_output=True, text=True).stdout
+        ours = float(out.strip().splitlines()[-1].split()[1])
+        print(f"{name:>6} {t:>10.4f} {its:>6.0f} {ours:>10.4f} {t / ours:>7.1f}x", flush=True)
+
+
+if __name__ == "__main__":
+    main()
