@@ -31,8 +31,30 @@ pub enum Command {
     Ufm(UfmArgs),
     /// Print the theorem's predicted optimum only (no solve).
     Predict(ProblemArgs),
+    /// Measure the neural-collapse metrics of exported features (.npy).
+    Measure(MeasureArgs),
     /// Time solves of the benchmark presets (A..E, scale) to a relative gap; prints medians.
     Timing(TimingArgs),
+}
+
+/// Flags of `measure`.
+#[derive(Args, Debug, Clone)]
+pub struct MeasureArgs {
+    /// Features, N x d, float32 or float64 (.npy).
+    #[arg(long)]
+    pub features: PathBuf,
+    /// Multi-hot labels, N x K, 0/1 (uint8, bool, int or float .npy).
+    #[arg(long)]
+    pub labels: PathBuf,
+    /// Classifier, K x d (nn.Linear.weight layout).
+    #[arg(long)]
+    pub classifier: Option<PathBuf>,
+    /// Bias, length K.
+    #[arg(long)]
+    pub bias: Option<PathBuf>,
+    /// Write the full report as JSON here (atomically).
+    #[arg(long)]
+    pub json: Option<PathBuf>,
 }
 
 /// Flags of `timing`.
@@ -250,6 +272,16 @@ fn run_timing(a: &TimingArgs) -> Result<i32> {
     Ok(0)
 }
 
+fn run_measure(a: &MeasureArgs) -> Result<i32> {
+    let r = crate::measure::measure_files(&a.features, &a.labels, a.classifier.as_deref(), a.bias.as_deref())?;
+    print!("{}", crate::measure::measure_table(&r));
+    if let Some(p) = &a.json {
+        write_json_atomic(p, &r)?;
+        println!("report written to {}", p.display());
+    }
+    Ok(0)
+}
+
 fn run_predict(p: &ProblemArgs) -> Result<i32> {
     let cfg = p.to_config()?;
     let t0 = std::time::Instant::now();
@@ -295,6 +327,7 @@ where
         Command::Ufm(a) => run_ufm(a),
         Command::Predict(p) => run_predict(p),
         Command::Timing(a) => run_timing(a),
+        Command::Measure(a) => run_measure(a),
     };
     match result {
         Ok(code) => code,

@@ -60,6 +60,26 @@ impl LabelSets {
         Ok(LabelSets { classes, max_labels, sets, counts, set_of })
     }
 
+    /// The label sets of samples given in any order: distinct sets are sorted by size, then
+    /// lexicographically; `set_of` keeps the samples' order.
+    pub fn from_samples(classes: usize, samples: &[Vec<usize>]) -> Result<Self> {
+        let mut sets: Vec<Vec<usize>> = samples.to_vec();
+        sets.sort_by(|a, b| a.len().cmp(&b.len()).then_with(|| a.cmp(b)));
+        sets.dedup();
+        let max_labels = sets.iter().map(Vec::len).max().unwrap_or(0);
+        if max_labels == 0 {
+            bail!("no labelled samples");
+        }
+        let mut counts = vec![0; sets.len()];
+        let mut set_of = Vec::with_capacity(samples.len());
+        for s in samples {
+            let j = sets.binary_search_by(|x| x.len().cmp(&s.len()).then_with(|| x.cmp(s))).map_err(|_| crate::error::Error::new("internal: label set not found"))?;
+            counts[j] += 1;
+            set_of.push(j as u32);
+        }
+        Ok(LabelSets { classes, max_labels, sets, counts, set_of })
+    }
+
     /// Total number of samples N.
     pub fn samples(&self) -> usize {
         self.set_of.len()

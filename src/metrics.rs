@@ -76,7 +76,7 @@ pub struct Metrics {
     pub tag: Vec<TagMetric>,
     /// The direction-only angle ratio (see module docs).
     pub angle_ratio: Option<f64>,
-    /// Why NC1/NC2-H/NC3 are missing, if they are.
+    /// Why NC2-H/NC3 are missing (and which classes NC1 used), if some class lacks a mean.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
 }
@@ -144,7 +144,18 @@ impl Metrics {
             nc2_h = Some(etf_distance(&(cm.transpose() * &cm)));
             nc3 = w_mat.as_ref().map(|w| etf_distance(&(w * &cm)));
         } else {
-            note = Some(format!("no multiplicity-1 mean for class {}", join(&missing)));
+            let present: Vec<usize> = singleton.iter().flatten().copied().collect();
+            if present.len() >= 2 {
+                let h1 = DMatrix::from_columns(&present.iter().map(|&j| mu.column(j).into_owned()).collect::<Vec<_>>());
+                let mu_g = h1.column_mean();
+                let cm = DMatrix::from_columns(&h1.column_iter().map(|c| c - &mu_g).collect::<Vec<_>>());
+                nc1 = Some(nc1_value(h, labels, &mu, &cm));
+            }
+            note = Some(format!(
+                "no multiplicity-1 mean for class {}: NC2-H and NC3 are undefined; NC1 uses the {} classes that have one",
+                join(&missing),
+                present.len()
+            ));
         }
         let (tag, angle_ratio) = tag_metrics(labels, &mu, &singleton);
         Metrics { nc1, nc2_w, nc2_h, nc3, bias_norm, alpha, tag, angle_ratio, note }
@@ -155,9 +166,10 @@ fn join(v: &[usize]) -> String {
     v.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(", ")
 }
 
-/// tr(Sigma_W Sigma_B^+)/K with Sigma_B^+ = K U_r diag(sigma_r^-2) U_r^T from the SVD of C.
+/// tr(Sigma_W Sigma_B^+)/K' with Sigma_B = C C^T / K', i.e. tr(Sigma_W (C C^T)^+), using
+/// the SVD of C (d x K', K' classes with a multiplicity-1 mean) and at most K'-1 directions.
 fn nc1_value(h: Mat, labels: &LabelSets, mu: &DMatrix<f64>, cm: &DMatrix<f64>) -> f64 {
-    let k = labels.classes;
+    let k = cm.ncols();
     let n = labels.samples();
     let d = h.rows;
     let svd = cm.clone().svd(true, false);

@@ -1,0 +1,90 @@
+//! Benchmarks: objective and gradient against its three matrix products alone, one L-BFGS
+//! iteration (in-place vs argmin), full solves of A to C to a 1e-10 gap (in-place vs argmin),
+//! and the certificate against one objective evaluation.
+//!
+//! `cargo bench --bench ufm` (add `-- objective` etc. to filter).
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use mlab_nc::certificate::certify;
+use mlab_nc::config::ValidConfig;
+use mlab_nc::linalg::{gemm, Mat};
+use mlab_nc::solver::{solve, Method, SolveParams};
+use mlab_nc::timing::{preset, time_to_gap};
+use mlab_nc::ufm::{UfmObjective, Workspace, SAMPLE_CHUNK};
+use rayon::prelude::*;
+
+fn cfg(name: &str) -> ValidConfig {
+    preset(name).unwrap().validate().unwrap()
+}
+
+/// The objective's three GEMMs alone, chunked and parallel exactly like the objective.
+fn three_gemms(obj: &UfmObjective, x: &[f64], z: &mut [f64], dw: &mut [f64], dh: &mut [f64]) {
+    let (k, d, n) = (obj.k, obj.d, obj.n);
+    let p = obj.split(x);
+    let chunks = n.div_ceil(SAMPLE_CHUNK);
+    let zc: Vec<&mut [f64]> = z.chunks_mut(k * SAMPLE_CHUNK).collect();
+    let dwc: Vec<&mut [f64]> = dw.chunks_mut(k * d).collect();
+    let dhc: Vec<&mut [f64]> = dh.chunks_mut(d * SAMPLE_CHUNK).collect();
+    zc.into_par_iter().zip(dwc).zip(dhc).enumerate().take(chunks).for_each(|(c, ((z, dw), dh))| {
+        let m = z.len() / k;
+        let hc = Mat::new(&p.h.data[d * c * SAMPLE_CHUNK..d * (c * SAMPLE_CHUNK + m)], d, m);
+        gemm(1.0, p.w, false, hc, false, 0.0, z);
+        gemm(1.0, Mat::new(z, k, m), false, hc, true, 0.0, dw);
+        gemm(1.0, p.w, true, Mat::new(z, k, m), false, 0.0, dh);
+    });
+}
+
+fn objective(c: &mut Criterion) {
+    let mut g = c.benchmark_group("objective");
+    g.sample_size(20);
+    for name in ["C", "D", "E"] {
+        let cfg = cfg(name);
+        let obj = UfmObjective::new(&cfg);
+        let x = obj.random_start(0, 0.1);
+        let mut grad = vec![0.0; obj.dim()];
+        let mut ws = Workspace::new(&obj);
+        g.bench_function(format!("value_and_gradient/{name}"), |b| b.iter(|| black_box(obj.value_and_gradient(&x, &mut grad, &mut ws))));
+        let chunks = obj.n.div_ceil(SAMPLE_CHUNK);
+        let (mut z, mut dw, mut dh) = (vec![0.0; obj.k * obj.n], vec![0.0; chunks * obj.k * obj.d], vec![0.0; obj.d * obj.n]);
+        g.bench_function(format!("three_gemms/{name}"), |b| b.iter(|| three_gemms(&obj, &x, &mut z, &mut dw, &mut dh)));
+        let f = obj.value(&x);
+        g.bench_function(format!("certificate/{name}"), |b| b.iter(|| black_box(certify(&obj, &x, f))));
+    }
+    g.finish();
+}
+
+/// 20 L-BFGS iterations from a fixed start (divide by 20 for one iteration).
+fn iterations(c: &mut Criterion) {
+    let mut g = c.benchmark_group("lbfgs_20_iterations");
+    g.sample_size(10);
+    for name in ["C", "D", "E"] {
+        let cfg = cfg(name);
+        let obj = UfmObjective::new(&cfg);
+        for method in [Method::InPlace, Method::Argmin] {
+            if method == Method::Argmin && name != "C" {
+                continue;
+            }
+            let params = SolveParams { max_iters: 20, tol_grad: 1e-300, method, ..SolveParams::default() };
+            g.bench_function(format!("{method:?}/{name}"), |b| b.iter(|| black_box(solve(&obj, 0, &params, None).unwrap().objective)));
+        }
+    }
+    g.finish();
+}
+
+fn solves(c: &mut Criterion) {
+    let mut g = c.benchmark_group("solve_to_1e-10");
+    g.sample_size(10);
+    for name in ["A", "B", "C"] {
+        let cfg = cfg(name);
+        for method in [Method::InPlace, Method::Argmin] {
+            let params = SolveParams { method, ..SolveParams::default() };
+            g.bench_function(format!("{method:?}/{name}"), |b| b.iter(|| black_box(time_to_gap(name, &cfg, 1e-10, &params).unwrap().gap)));
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, objective, iterations, solves);
+criterion_main!(benches);
