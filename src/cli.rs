@@ -31,10 +31,31 @@ pub enum Command {
     Ufm(UfmArgs),
     /// Print the theorem's predicted optimum only (no solve).
     Predict(ProblemArgs),
+    /// Run a TOML grid of ufm configurations, one JSON line per run (resumable, shardable).
+    Sweep(SweepArgs),
     /// Measure the neural-collapse metrics of exported features (.npy).
     Measure(MeasureArgs),
     /// Time solves of the benchmark presets (A..E, scale) to a relative gap; prints medians.
     Timing(TimingArgs),
+}
+
+/// Flags of `sweep`.
+#[derive(Args, Debug, Clone)]
+pub struct SweepArgs {
+    /// The sweep file (TOML).
+    pub file: PathBuf,
+    /// Output, one JSON line per run; rerunning skips the runs already in it.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Run only shard i of n ("i/n"); the n shards together are the whole grid.
+    #[arg(long, default_value = "1/1")]
+    pub shard: String,
+    /// Relative gradient tolerance.
+    #[arg(long = "tol-grad", default_value_t = SolveParams::default().tol_grad)]
+    pub tol_grad: f64,
+    /// L-BFGS iteration cap.
+    #[arg(long = "max-iters", default_value_t = SolveParams::default().max_iters)]
+    pub max_iters: u64,
 }
 
 /// Flags of `measure`.
@@ -272,6 +293,34 @@ fn run_timing(a: &TimingArgs) -> Result<i32> {
     Ok(0)
 }
 
+fn run_sweep_cmd(a: &SweepArgs) -> Result<i32> {
+    let text = std::fs::read_to_string(&a.file).map_err(|e| Error::new(format!("{}: cannot read: {e}", a.file.display())))?;
+    let spec = crate::sweep::parse_spec(&text, &a.file.display().to_string())?;
+    let shard = crate::sweep::parse_shard(&a.shard)?;
+    positive("--tol-grad", a.tol_grad)?;
+    let opts = VerifyOptions { solve: SolveParams { tol_grad: a.tol_grad, max_iters: a.max_iters, ..SolveParams::default() }, ..VerifyOptions::default() };
+    let t0 = std::time::Instant::now();
+    let s = crate::sweep::run_sweep(&spec, &a.out, shard, &opts, true)?;
+    if s.repaired {
+        eprintln!("{}: a torn last line was cut off before resuming", a.out.display());
+    }
+    let v: Vec<String> = s.verdicts.iter().map(|(k, n)| format!("{n} {k}")).collect();
+    println!(
+        "shard {}/{}: {} runs ({} grid points x {} seeds in all); {} already done, {} solved in {:.1} s{}{}",
+        shard.0,
+        shard.1,
+        s.shard_runs,
+        spec.grid.len(),
+        spec.seeds,
+        s.skipped,
+        s.solved,
+        t0.elapsed().as_secs_f64(),
+        if v.is_empty() { "" } else { ": " },
+        v.join(", ")
+    );
+    Ok(0)
+}
+
 fn run_measure(a: &MeasureArgs) -> Result<i32> {
     let r = crate::measure::measure_files(&a.features, &a.labels, a.classifier.as_deref(), a.bias.as_deref())?;
     print!("{}", crate::measure::measure_table(&r));
@@ -328,6 +377,7 @@ where
         Command::Predict(p) => run_predict(p),
         Command::Timing(a) => run_timing(a),
         Command::Measure(a) => run_measure(a),
+        Command::Sweep(a) => run_sweep_cmd(a),
     };
     match result {
         Ok(code) => code,

@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod npy;
 pub mod report;
 pub mod solver;
+pub mod sweep;
 pub mod theory;
 pub mod timing;
 pub mod ufm;

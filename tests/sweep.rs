@@ -1,0 +1,89 @@
+//! Sweeps: a 12-run grid completes; shards partition the grid; reruns add nothing; a torn
+//! last line is repaired.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+
+use mlab_nc::sweep::{load_finished, parse_shard, parse_spec, run_sweep};
+use mlab_nc::verify::VerifyOptions;
+
+const GRID: &str = r#"
+classes = [3, 4]
+max_labels = 2
+per_set = [[1, 1], [2, 1]]
+lambda_w = [5e-3, 1e-2, 1.0]
+seeds = 1
+"#;
+
+fn tmp(name: &str) -> PathBuf {
+    let p = std::env::temp_dir().join(format!("mlab-nc-sweep-{}-{name}.jsonl", std::process::id()));
+    std::fs::remove_file(&p).ok();
+    p
+}
+
+fn keys(p: &PathBuf) -> HashSet<String> {
+    std::fs::read_to_string(p)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            format!("{}#{}", v["config"], v["seed"])
+        })
+        .collect()
+}
+
+#[test]
+fn grid_expands_as_the_cartesian_product() {
+    let spec = parse_spec(GRID, "grid").unwrap();
+    assert_eq!(spec.grid.len(), 12);
+    assert_eq!(spec.grid[0].config.per_set, vec![1, 1]);
+    assert_eq!(spec.grid[3].config.per_set, vec![2, 1]);
+    // A list of counts is one configuration, a scalar is expanded to every multiplicity.
+    let one = parse_spec("classes = 4\nmax_labels = 3\nper_set = [3, 2, 1]\n", "x").unwrap();
+    assert_eq!(one.grid.len(), 1);
+    assert_eq!(one.grid[0].config.per_set, vec![3, 2, 1]);
+    assert!(parse_spec("classes = 4\nmax_labels = 2\nbogus = 1\n", "x").unwrap_err().0.contains("unknown key 'bogus'"));
+    assert!(parse_spec("classes = 4\nmax_labels = 2\nlambda_h = -1.0\n", "x").unwrap_err().0.contains("--lambda-h"));
+    assert!(parse_shard("3/2").is_err() && parse_shard("0/2").is_err() && parse_shard("1/2").is_ok());
+}
+
+#[test]
+fn full_run_shards_rerun_and_torn_line() {
+    let spec = parse_spec(GRID, "grid").unwrap();
+    let opts = VerifyOptions::default();
+    let whole = tmp("whole");
+    let s = run_sweep(&spec, &whole, (1, 1), &opts, false).unwrap();
+    assert_eq!((s.solved, s.skipped), (12, 0));
+    let all = keys(&whole);
+    assert_eq!(all.len(), 12);
+    for l in std::fs::read_to_string(&whole).unwrap().lines() {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        for k in ["config", "seed", "objective", "predicted", "metrics", "certificate", "verdict"] {
+            assert!(v.get(k).is_some(), "missing {k}");
+        }
+    }
+    // Rerunning adds nothing.
+    let again = run_sweep(&spec, &whole, (1, 1), &opts, false).unwrap();
+    assert_eq!((again.solved, again.skipped), (0, 12));
+    assert_eq!(std::fs::read_to_string(&whole).unwrap().lines().count(), 12);
+    // Two shards are disjoint and together are the grid.
+    let (a, b) = (tmp("s1"), tmp("s2"));
+    run_sweep(&spec, &a, (1, 2), &opts, false).unwrap();
+    run_sweep(&spec, &b, (2, 2), &opts, false).unwrap();
+    let (ka, kb) = (keys(&a), keys(&b));
+    assert!(ka.is_disjoint(&kb));
+    assert_eq!(ka.union(&kb).cloned().collect::<HashSet<_>>(), all);
+    // A torn last line is cut off and the run redone; every line ends valid.
+    let text = std::fs::read(&whole).unwrap();
+    let torn = tmp("torn");
+    std::fs::write(&torn, &text[..text.len() - 100]).unwrap();
+    let (_, kept, repaired) = load_finished(&torn).unwrap();
+    assert!(repaired);
+    assert_eq!(kept, 11);
+    let s = run_sweep(&spec, &torn, (1, 1), &opts, false).unwrap();
+    assert_eq!(s.solved, 1);
+    assert_eq!(keys(&torn), all);
+    for p in [whole, a, b, torn] {
+        std::fs::remove_file(p).ok();
+    }
+}
