@@ -33,6 +33,8 @@ pub enum Command {
     Predict(ProblemArgs),
     /// Run a TOML grid of ufm configurations, one JSON line per run (resumable, shardable).
     Sweep(SweepArgs),
+    /// Regenerate every figure (PNG and SVG) from real solves.
+    Figures(FiguresArgs),
     /// Measure the neural-collapse metrics of exported features (.npy).
     Measure(MeasureArgs),
     /// Time solves of the benchmark presets (A..E, scale) to a relative gap; prints medians.
@@ -56,6 +58,14 @@ pub struct SweepArgs {
     /// L-BFGS iteration cap.
     #[arg(long = "max-iters", default_value_t = SolveParams::default().max_iters)]
     pub max_iters: u64,
+}
+
+/// Flags of `figures`.
+#[derive(Args, Debug, Clone)]
+pub struct FiguresArgs {
+    /// Output folder.
+    #[arg(long, default_value = "figures")]
+    pub out: PathBuf,
 }
 
 /// Flags of `measure`.
@@ -321,6 +331,16 @@ fn run_sweep_cmd(a: &SweepArgs) -> Result<i32> {
     Ok(0)
 }
 
+fn run_figures(a: &FiguresArgs) -> Result<i32> {
+    let t0 = std::time::Instant::now();
+    let files = crate::figures::render_all(&a.out)?;
+    for f in &files {
+        println!("{}", f.display());
+    }
+    println!("{} files in {:.1} s", files.len(), t0.elapsed().as_secs_f64());
+    Ok(0)
+}
+
 fn run_measure(a: &MeasureArgs) -> Result<i32> {
     let r = crate::measure::measure_files(&a.features, &a.labels, a.classifier.as_deref(), a.bias.as_deref())?;
     print!("{}", crate::measure::measure_table(&r));
@@ -378,6 +398,7 @@ where
         Command::Timing(a) => run_timing(a),
         Command::Measure(a) => run_measure(a),
         Command::Sweep(a) => run_sweep_cmd(a),
+        Command::Figures(a) => run_figures(a),
     };
     match result {
         Ok(code) => code,

@@ -10,6 +10,7 @@ pub mod certificate;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod figures;
 pub mod labels;
 pub mod linalg;
 pub mod loss;

@@ -113,30 +113,68 @@ impl Reduced {
         self.active.iter().map(|&(m, pc, q)| (pc * (self.k - m as f64) / self.k).powi(2) / q).sum()
     }
 
-    /// Damped Newton with Armijo backtracking, from gamma = log K for every multiplicity.
+    /// Start on the ray gamma = rho a/q (the direction of the minimiser as lambda -> lambda_c):
+    /// rho minimises the convex 1-D function g(rho a/q), found by bisection on its derivative.
+    fn ray_start(&self) -> Vec<f64> {
+        let v: Vec<f64> = self.active.iter().map(|&(m, pc, q)| pc * (self.k - m as f64) / self.k / q).collect();
+        let dir = |rho: f64| -> f64 {
+            let g: Vec<f64> = v.iter().map(|x| rho * x).collect();
+            self.gradient_hessian(&g).0.iter().zip(&v).map(|(a, b)| a * b).sum()
+        };
+        let (mut lo, mut hi) = (0.0, 1.0);
+        while dir(hi) < 0.0 && hi < 1e300 {
+            lo = hi;
+            hi *= 2.0;
+        }
+        for _ in 0..200 {
+            let mid = 0.5 * (lo + hi);
+            if dir(mid) < 0.0 {
+                lo = mid
+            } else {
+                hi = mid
+            }
+        }
+        v.iter().map(|x| 0.5 * (lo + hi) * x).collect()
+    }
+
+    /// Damped Newton from the ray start, keeping every gamma_m > 0 (the minimiser is
+    /// strictly positive outside the trivial regime). A step is accepted on Armijo decrease of g,
+    /// or, once decreases are below what f64 resolves in g (near the trivial threshold gamma*
+    /// is tiny and g is flat), on a decrease of ||grad g||. Stops when the step is below
+    /// 1e-16 relative to gamma, or nothing decreases.
     fn solve(&self) -> (Vec<f64>, usize, f64) {
-        let mut gamma = vec![self.k.ln().max(1.0); self.active.len()];
+        let mut gamma = self.ray_start();
         let mut f = self.value(&gamma);
+        let (mut grad, mut hess) = self.gradient_hessian(&gamma);
         let mut iters = 0;
-        for it in 0..200 {
+        for it in 0..500 {
             iters = it + 1;
-            let (grad, hess) = self.gradient_hessian(&gamma);
             let step = match hess.clone().cholesky() {
                 Some(ch) => -ch.solve(&grad),
                 None => -grad.clone(),
             };
             let decrement = -grad.dot(&step);
-            if !(decrement > 1e-32) {
+            let gnorm = grad.norm();
+            if !(decrement > 0.0) || step.norm() <= 1e-16 * gamma.iter().map(|g| g * g).sum::<f64>().sqrt() {
                 break;
             }
             let mut t = 1.0;
             let mut accepted = false;
             while t > 1e-20 {
                 let cand: Vec<f64> = gamma.iter().zip(step.iter()).map(|(g, s)| g + t * s).collect();
+                if cand.iter().any(|&g| !(g > 0.0)) {
+                    t *= 0.5;
+                    continue;
+                }
                 let fc = self.value(&cand);
-                if fc <= f - 1e-4 * t * decrement || (fc <= f && decrement < 1e-20) {
+                let armijo = fc <= f - 1e-4 * t * decrement;
+                let flat = t * decrement <= 64.0 * f64::EPSILON * f.abs();
+                let (gc, hc) = self.gradient_hessian(&cand);
+                if armijo || (flat && gc.norm() < gnorm) {
                     gamma = cand;
                     f = fc;
+                    grad = gc;
+                    hess = hc;
                     accepted = true;
                     break;
                 }
@@ -146,8 +184,7 @@ impl Reduced {
                 break;
             }
         }
-        let grad_norm = if self.active.is_empty() { 0.0 } else { self.gradient_hessian(&gamma).0.norm() };
-        (gamma, iters, grad_norm)
+        (gamma, iters, grad.norm())
     }
 }
 
@@ -253,6 +290,26 @@ mod tests {
             assert!((p.gamma[0].unwrap() - gamma).abs() < 1e-12 * gamma, "{:?} vs {gamma}", p.gamma);
             let f = (1.0 + (kf - 1.0) * (-gamma).exp()).ln() + r * gamma;
             assert!((p.objective - f).abs() < 1e-14 * f);
+        }
+    }
+
+    /// Linearising the optimality conditions at gamma = 0 gives gamma_m proportional to a_m/q_m
+    /// as lambda -> lambda_c, so s_m -> m (a_m/q_m)/(a_1/q_1); with equal n across multiplicities
+    /// a_m/q_m is the same for all m and s_m -> m.
+    #[test]
+    fn scale_tends_to_m_at_the_trivial_threshold() {
+        for (k, m) in [(6usize, 3usize), (5, 2), (8, 4)] {
+            let n_m: Vec<usize> = (1..=m).map(|j| crate::labels::binomial(k, j) as usize).collect();
+            let lam_c = predict_counts(k, k, &n_m, Loss::Pal, 1.0, 1.0).trivial_statistic.sqrt();
+            for eps in [1e-3, 1e-5] {
+                let lam = lam_c * (1.0 - eps);
+                let p = predict_counts(k, k, &n_m, Loss::Pal, lam, lam);
+                assert!(!p.trivial);
+                for j in 2..=m {
+                    let s = p.scale[j - 1].unwrap();
+                    assert!((s - j as f64).abs() < 10.0 * eps * j as f64, "K={k} eps={eps} s_{j} = {s}");
+                }
+            }
         }
     }
 
