@@ -33,6 +33,8 @@ pub enum Command {
     Predict(ProblemArgs),
     /// Run a TOML grid of ufm configurations, one JSON line per run (resumable, shardable).
     Sweep(SweepArgs),
+    /// Search for counterexamples with random certified solves; shrink any failure.
+    Hunt(HuntArgs),
     /// Regenerate every figure (PNG and SVG) from real solves.
     Figures(FiguresArgs),
     /// Measure the neural-collapse metrics of exported features (.npy).
@@ -58,6 +60,29 @@ pub struct SweepArgs {
     /// L-BFGS iteration cap.
     #[arg(long = "max-iters", default_value_t = SolveParams::default().max_iters)]
     pub max_iters: u64,
+}
+
+/// Flags of `hunt`.
+#[derive(Args, Debug, Clone)]
+pub struct HuntArgs {
+    /// Number of configurations to draw.
+    #[arg(long)]
+    pub budget: u64,
+    /// Master seed (the same seed draws the same configurations).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Output, one JSON line per configuration (resumable).
+    #[arg(long, default_value = "hunt.jsonl")]
+    pub out: PathBuf,
+    /// Random starts per configuration.
+    #[arg(long, default_value_t = 3)]
+    pub seeds: u64,
+    /// Also draw configurations that break a precondition (d < K-1).
+    #[arg(long)]
+    pub outside: bool,
+    /// Shrink at most this many failures.
+    #[arg(long, default_value_t = 3)]
+    pub shrink: usize,
 }
 
 /// Flags of `figures`.
@@ -331,6 +356,23 @@ fn run_sweep_cmd(a: &SweepArgs) -> Result<i32> {
     Ok(0)
 }
 
+fn run_hunt(a: &HuntArgs) -> Result<i32> {
+    if a.seeds == 0 {
+        return Err(Error::new("--seeds must be at least 1"));
+    }
+    let p = crate::hunt::HuntParams { budget: a.budget, seed: a.seed, seeds: a.seeds, outside: a.outside, shrink: a.shrink, progress: true };
+    let s = crate::hunt::hunt(&p, &a.out, &VerifyOptions::default())?;
+    println!(
+        "tried {} configurations: {} verified, {} trivial, {} outside the theorem ({} where its value is not reached), {} unresolved, {} counterexamples",
+        s.tried, s.verified, s.trivial, s.outside, s.outside_failures, s.unresolved, s.counterexamples
+    );
+    println!("worst certified gap among the verified: {:.2e}; wall time {:.1} s", s.worst_verified_certified_gap, s.seconds);
+    for c in &s.shrunk {
+        println!("smallest failing configuration: {c}");
+    }
+    Ok(if s.counterexamples > 0 { 1 } else { 0 })
+}
+
 fn run_figures(a: &FiguresArgs) -> Result<i32> {
     let t0 = std::time::Instant::now();
     let files = crate::figures::render_all(&a.out)?;
@@ -399,6 +441,7 @@ where
         Command::Measure(a) => run_measure(a),
         Command::Sweep(a) => run_sweep_cmd(a),
         Command::Figures(a) => run_figures(a),
+        Command::Hunt(a) => run_hunt(a),
     };
     match result {
         Ok(code) => code,

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod figures;
+pub mod hunt;
 pub mod labels;
 pub mod linalg;
 pub mod loss;

@@ -196,28 +196,36 @@ fn key_of(config: &serde_json::Value, seed: u64) -> String {
 }
 
 /// Reads the finished runs of an output file, cutting off a torn last line.
-/// Returns the keys present and how many lines were kept.
+/// Returns the keys present, how many lines were kept, and whether a line was cut.
 pub fn load_finished(path: &Path) -> Result<(HashSet<String>, usize, bool)> {
-    let Ok(bytes) = std::fs::read(path) else { return Ok((HashSet::new(), 0, false)) };
+    let (kept, _, repaired) = load_finished_with(path, "config")?;
     let mut keys = HashSet::new();
-    let mut good_end = 0usize;
-    let mut kept = 0;
+    if kept > 0 {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::new(format!("{}: cannot read: {e}", path.display())))?;
+        for (i, line) in text.lines().enumerate() {
+            let v: serde_json::Value = serde_json::from_str(line).map_err(|e| Error::new(format!("{}: line {}: {e}", path.display(), i + 1)))?;
+            match (v.get("config"), v.get("seed").and_then(|s| s.as_u64())) {
+                (Some(c), Some(seed)) => {
+                    keys.insert(key_of(c, seed));
+                }
+                _ => bail!("{}: line {} is not a sweep record", path.display(), i + 1),
+            }
+        }
+    }
+    Ok((keys, kept, repaired))
+}
+
+/// Cuts off a torn last line of a JSON-lines file (any record type); returns
+/// (lines kept, bytes kept, repaired). `field` must be present in every record.
+pub fn load_finished_with(path: &Path, field: &str) -> Result<(usize, usize, bool)> {
+    let Ok(bytes) = std::fs::read(path) else { return Ok((0, 0, false)) };
+    let (mut start, mut kept, mut good_end) = (0usize, 0usize, 0usize);
     let mut repaired = false;
-    let mut start = 0;
     while start < bytes.len() {
         let end = bytes[start..].iter().position(|&b| b == b'\n').map(|p| start + p);
-        let line = &bytes[start..end.unwrap_or(bytes.len())];
-        let parsed: Option<serde_json::Value> = serde_json::from_slice(line).ok();
+        let parsed: Option<serde_json::Value> = serde_json::from_slice(&bytes[start..end.unwrap_or(bytes.len())]).ok();
         match (parsed, end) {
-            (Some(v), Some(e)) => {
-                let seed = v.get("seed").and_then(|s| s.as_u64());
-                let cfg = v.get("config");
-                match (cfg, seed) {
-                    (Some(c), Some(s)) => {
-                        keys.insert(key_of(c, s));
-                    }
-                    _ => bail!("{}: line {} is not a sweep record", path.display(), kept + 1),
-                }
+            (Some(v), Some(e)) if v.get(field).is_some() => {
                 kept += 1;
                 good_end = e + 1;
                 start = e + 1;
@@ -226,14 +234,14 @@ pub fn load_finished(path: &Path) -> Result<(HashSet<String>, usize, bool)> {
                 repaired = true;
                 break;
             }
-            (None, Some(_)) => bail!("{}: line {} is not valid JSON (and is not the last line)", path.display(), kept + 1),
+            _ => bail!("{}: line {} is not a valid record (and is not the last line)", path.display(), kept + 1),
         }
     }
     if repaired {
         let f = OpenOptions::new().write(true).open(path).map_err(|e| Error::new(format!("{}: cannot repair: {e}", path.display())))?;
         f.set_len(good_end as u64).map_err(|e| Error::new(format!("{}: cannot repair: {e}", path.display())))?;
     }
-    Ok((keys, kept, repaired))
+    Ok((kept, good_end, repaired))
 }
 
 /// What a sweep did.

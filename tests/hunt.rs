@@ -1,0 +1,63 @@
+//! `hunt`: deterministic draws inside the preconditions, classification, resumability, and
+//! shrinking of precondition failures.
+
+use mlab_nc::hunt::{classify, draw, hunt, shrink, Class, HuntParams};
+use mlab_nc::verify::VerifyOptions;
+
+#[test]
+fn draws_are_deterministic_and_inside_the_stated_range() {
+    for i in 0..200 {
+        let a = draw(7, i, false).unwrap();
+        let b = draw(7, i, false).unwrap();
+        assert_eq!(a.config, b.config);
+        let c = &a.config;
+        assert!((2..=12).contains(&c.classes));
+        assert!(c.max_labels >= 1 && c.max_labels <= c.classes.min(4));
+        assert!(c.dim + 1 >= c.classes && c.dim <= 2 * c.classes);
+        assert!(c.per_set.iter().all(|&n| (1..=5).contains(&n)));
+    }
+    assert_ne!(draw(7, 0, false).unwrap().config, draw(8, 0, false).unwrap().config);
+}
+
+#[test]
+fn hunt_classifies_resumes_and_shrinks() {
+    let out = std::env::temp_dir().join(format!("mlab-nc-hunt-{}.jsonl", std::process::id()));
+    std::fs::remove_file(&out).ok();
+    let opts = VerifyOptions::default();
+    let p = HuntParams { budget: 24, seed: 1, seeds: 2, outside: true, shrink: 1, progress: false };
+    let s = hunt(&p, &out, &opts).unwrap();
+    assert_eq!(s.tried, 24);
+    assert_eq!(s.counterexamples, 0);
+    assert!(s.verified + s.trivial > 0);
+    assert!(s.outside_failures > 0, "d < K-1 draws must fail to reach the ETF value");
+    assert!(s.worst_verified_certified_gap <= 1e-7);
+    // The shrunk failure is small and still fails.
+    let small = &s.shrunk[0];
+    let k: usize = small.split("--classes ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+    assert!(k <= 4, "{small}");
+    // Resuming with a larger budget only adds the new indices.
+    let lines_before = std::fs::read_to_string(&out).unwrap().lines().count();
+    let s2 = hunt(&HuntParams { budget: 30, shrink: 0, ..p }, &out, &opts).unwrap();
+    assert_eq!(s2.tried, 30);
+    assert_eq!(std::fs::read_to_string(&out).unwrap().lines().count(), lines_before + 6);
+    std::fs::remove_file(&out).ok();
+}
+
+#[test]
+fn shrinking_keeps_a_failure_and_reduces_it() {
+    let cfg = mlab_nc::config::UfmConfig {
+        classes: 6,
+        max_labels: 3,
+        dim: 3,
+        per_set: vec![3, 2, 2],
+        lambda_w: 4.3e-3,
+        lambda_h: 6.1e-3,
+        lambda_b: 1e-3,
+        loss: mlab_nc::loss::Loss::Pal,
+    };
+    let opts = VerifyOptions::default();
+    assert_eq!(classify(&cfg.clone().validate().unwrap(), 2, &opts).unwrap().0, Class::OutsideFailure);
+    let (small, steps) = shrink(&cfg, 2, &opts).unwrap();
+    assert!(steps > 0 && small.classes <= 4 && small.dim + 1 < small.classes);
+    assert_eq!(classify(&small.validate().unwrap(), 2, &opts).unwrap().0, Class::OutsideFailure);
+}
