@@ -7,7 +7,7 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use mlab_nc::certificate::certify;
+use mlab_nc::certificate::certify_with;
 use mlab_nc::config::ValidConfig;
 use mlab_nc::linalg::{gemm, Mat};
 use mlab_nc::solver::{solve, Method, SolveParams};
@@ -50,7 +50,8 @@ fn objective(c: &mut Criterion) {
         let (mut z, mut dw, mut dh) = (vec![0.0; obj.k * obj.n], vec![0.0; chunks * obj.k * obj.d], vec![0.0; obj.d * obj.n]);
         g.bench_function(format!("three_gemms/{name}"), |b| b.iter(|| three_gemms(&obj, &x, &mut z, &mut dw, &mut dh)));
         let f = obj.value(&x);
-        g.bench_function(format!("certificate/{name}"), |b| b.iter(|| black_box(certify(&obj, &x, f))));
+        let mut cws = Workspace::new(&obj);
+        g.bench_function(format!("certificate/{name}"), |b| b.iter(|| black_box(certify_with(&obj, &x, f, &mut cws))));
     }
     g.finish();
 }

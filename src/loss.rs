@@ -43,16 +43,29 @@ impl Loss {
 /// `u` holds the logits on entry. Uses `LSE(u) = max + log sum exp(u - max)`.
 #[inline]
 pub fn loss_and_grad_in_place(loss: Loss, u: &mut [f64], set: &[usize], scale: f64) -> f64 {
+    loss_grad_entropy_in_place::<false>(loss, u, set, scale).0
+}
+
+/// As [`loss_and_grad_in_place`]; with `ENTROPY` also returns the softmax's negative entropy
+/// `sum_j sigma_j log sigma_j = sum_j sigma_j (u_j - max) - log sum_j exp(u_j - max)`,
+/// from the same exponentials.
+#[inline]
+pub fn loss_grad_entropy_in_place<const ENTROPY: bool>(loss: Loss, u: &mut [f64], set: &[usize], scale: f64) -> (f64, f64) {
     let m = set.len();
     let c = loss.weight(m);
     let mx = u.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     let in_set: f64 = set.iter().map(|&k| u[k]).sum();
-    let mut sum = 0.0;
+    let (mut sum, mut su) = (0.0, 0.0);
     for v in u.iter_mut() {
-        *v = (*v - mx).exp();
+        let shifted = *v - mx;
+        *v = shifted.exp();
         sum += *v;
+        if ENTROPY {
+            su += *v * shifted;
+        }
     }
     let lse = mx + sum.ln();
+    let neg_entropy = if ENTROPY { su / sum - sum.ln() } else { 0.0 };
     let value = c * (lse - in_set / m as f64);
     let a = c * scale / sum;
     for v in u.iter_mut() {
@@ -62,7 +75,7 @@ pub fn loss_and_grad_in_place(loss: Loss, u: &mut [f64], set: &[usize], scale: f
     for &k in set {
         u[k] -= t;
     }
-    value
+    (value, neg_entropy)
 }
 
 /// Evaluates `L(u, S)` alone.

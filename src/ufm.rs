@@ -20,7 +20,7 @@ use rayon::prelude::*;
 
 use crate::linalg::{gemm, Mat};
 use crate::vecops::SharedMut;
-use crate::loss::{loss_and_grad_in_place, Loss};
+use crate::loss::{loss_and_grad_in_place, loss_grad_entropy_in_place, Loss};
 
 /// The regularised UFM objective for one configuration.
 #[derive(Debug, Clone)]
@@ -188,6 +188,48 @@ impl UfmObjective {
         loss * inv_n + 0.5 * (self.lw * sq(p.w.data) + self.lh * hsq + self.lb * sq(p.b))
     }
 
+    /// The certificate's pass, chunked and parallel like the objective: writes
+    /// `G = dL/dZ / N` into the workspace, each column's softmax negative entropy
+    /// `sum_j sigma_j log sigma_j = sum_j sigma_j u_j - LSE(u)`, and returns `(G G^T, G 1)`.
+    pub fn dual_pass(&self, x: &[f64], ws: &mut Workspace) -> (Vec<f64>, Vec<f64>) {
+        let (k, d, n) = (self.k, self.d, self.n);
+        let p = self.split(x);
+        let chunks = n.div_ceil(SAMPLE_CHUNK);
+        ws.gram.resize(chunks * k * k, 0.0);
+        ws.neg_entropy.resize(n, 0.0);
+        let (zs, grs, dbs, es) =
+            (SharedMut::new(&mut ws.z), SharedMut::new(&mut ws.gram), SharedMut::new(&mut ws.db), SharedMut::new(&mut ws.neg_entropy));
+        let inv_n = 1.0 / n as f64;
+        let body = |c: usize| {
+            let r = c * SAMPLE_CHUNK..((c + 1) * SAMPLE_CHUNK).min(n);
+            let m = r.len();
+            // SAFETY: chunk c owns columns r of Z, entries r of the entropies, and block c of the partials.
+            let (z, gr, dbc, ec) =
+                unsafe { (zs.slice(k * r.start..k * r.end), grs.slice(k * k * c..k * k * (c + 1)), dbs.slice(k * c..k * (c + 1)), es.slice(r.clone())) };
+            let hc = Mat::new(&p.h.data[d * r.start..d * r.end], d, m);
+            gemm(1.0, p.w, false, hc, false, 0.0, z);
+            dbc.iter_mut().for_each(|v| *v = 0.0);
+            for ((col, &s), e) in z.chunks_exact_mut(k).zip(&self.labels.set_of[r.clone()]).zip(ec.iter_mut()) {
+                col.iter_mut().zip(p.b).for_each(|(v, bj)| *v += bj);
+                *e = loss_grad_entropy_in_place::<true>(self.loss, col, &self.labels.sets[s as usize], inv_n).1;
+                dbc.iter_mut().zip(col.iter()).for_each(|(o, v)| *o += v);
+            }
+            let gc = Mat::new(z, k, m);
+            gemm(1.0, gc, false, gc, true, 0.0, gr);
+        };
+        if chunks > 1 && k * d * n >= PARALLEL_FLOPS {
+            (0..chunks).into_par_iter().for_each(body);
+        } else {
+            (0..chunks).for_each(body);
+        }
+        let (mut gram, mut g1) = (vec![0.0; k * k], vec![0.0; k]);
+        for c in 0..chunks {
+            gram.iter_mut().zip(&ws.gram[k * k * c..k * k * (c + 1)]).for_each(|(o, v)| *o += v);
+            g1.iter_mut().zip(&ws.db[k * c..k * (c + 1)]).for_each(|(o, v)| *o += v);
+        }
+        (gram, g1)
+    }
+
     /// The smallest weight decay among the regularised blocks: the curvature scale used by the
     /// stopping rule `||grad|| <= tol sqrt(2 lambda_min |f|)` (estimated gap <= tol^2 |f|).
     pub fn curvature_scale(&self) -> f64 {
@@ -211,18 +253,32 @@ pub struct Workspace {
     dw: Vec<f64>,
     db: Vec<f64>,
     parts: Vec<[f64; 2]>,
+    gram: Vec<f64>,
+    neg_entropy: Vec<f64>,
 }
 
 impl Workspace {
     /// Scratch sized for `obj`.
     pub fn new(obj: &UfmObjective) -> Self {
         let chunks = obj.n.div_ceil(SAMPLE_CHUNK).max(1);
-        Workspace { z: vec![0.0; obj.k * obj.n], dw: vec![0.0; chunks * obj.k * obj.d], db: vec![0.0; chunks * obj.k], parts: vec![[0.0; 2]; chunks] }
+        Workspace {
+            z: vec![0.0; obj.k * obj.n],
+            dw: vec![0.0; chunks * obj.k * obj.d],
+            db: vec![0.0; chunks * obj.k],
+            parts: vec![[0.0; 2]; chunks],
+            gram: Vec::new(),
+            neg_entropy: Vec::new(),
+        }
     }
 
-    /// The K x N matrix G = dL/dZ / N after an evaluation.
+    /// The K x N matrix G = dL/dZ / N after an evaluation or a [`UfmObjective::dual_pass`].
     pub fn dual(&self) -> &[f64] {
         &self.z
+    }
+
+    /// `sum_j sigma_ij log sigma_ij` of every column's softmax after a dual pass.
+    pub fn softmax_neg_entropy(&self) -> &[f64] {
+        &self.neg_entropy
     }
 }
 
