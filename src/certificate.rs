@@ -28,6 +28,12 @@
 //! `Lambda = s G`, `s = min(1, mu / ||G||_2)`, shrunk by a relative 1e-11 to absorb rounding
 //! in `||G||_2`; `p_i = s softmax(u_i) + (1 - s) t_i` stays in the simplex.
 //! At a global optimum with d >= rank Z the chain is tight, so the gap closes.
+//!
+//! **BCE.** The relaxation holds for any loss convex in Z. Per entry
+//! `l(u) = softplus(u) - y u` has `l*(v) = h(v + y)`, `h(p) = p log p + (1-p) log(1-p)` on
+//! [0, 1], so `D(Lambda) = -(1/N) sum_ij h(N lambda_ij + y_ij) - ||Lambda 1||^2/(2 lb)`.
+//! There is no column constraint; `Lambda = s G` gives `p = s sigmoid(u) + (1-s) y` in [0, 1].
+//! For `lb = 0` the rows are centred as above and p is checked.
 
 use serde::Serialize;
 
@@ -35,7 +41,7 @@ use nalgebra::DMatrix;
 use rayon::prelude::*;
 
 use crate::linalg::sym_eigenvalues_desc;
-use crate::loss::neg_entropy;
+use crate::loss::{binary_neg_entropy, neg_entropy, Loss};
 use crate::ufm::{UfmObjective, Workspace};
 
 /// Relative safety margin on the computed spectral norm.
@@ -84,7 +90,10 @@ pub fn certify_with(obj: &UfmObjective, x: &[f64], f: f64, ws: &mut Workspace) -
     let spec = sym_eigenvalues_desc(&DMatrix::from_column_slice(k, k, &gram))[0].max(0.0).sqrt();
     let mu = (obj.lw * obj.lh).sqrt();
     let s = if spec > 0.0 { (mu / (spec * (1.0 + SPECTRAL_MARGIN))).min(1.0) } else { 1.0 };
-    let bound = if obj.lb > 0.0 {
+    let bound = if obj.loss == Loss::Bce {
+        let r: Vec<f64> = if obj.lb > 0.0 { vec![0.0; k] } else { g1.iter().map(|v| v / n as f64).collect() };
+        bound_bce(obj, ws.dual(), &r, s)
+    } else if obj.lb > 0.0 {
         let d = -structured_entropy(obj, ws, s) / n as f64 - s * s * g1.iter().map(|v| v * v).sum::<f64>() / (2.0 * obj.lb);
         Some(d)
     } else {
@@ -135,6 +144,34 @@ fn structured_entropy(obj: &UfmObjective, ws: &Workspace, s: f64) -> f64 {
     let range = |c: usize| c * crate::ufm::SAMPLE_CHUNK..((c + 1) * crate::ufm::SAMPLE_CHUNK).min(n);
     let parts: Vec<f64> = (0..chunks).into_par_iter().map(|c| chunk(range(c))).collect();
     parts.iter().sum()
+}
+
+/// BCE: `D = -(1/N) sum_ij h(p_ij) - ||Lambda 1||^2 / (2 lb)` with `p = N lambda + y`,
+/// `Lambda = s (G - r 1^T)`, `G = (sigmoid(U) - Y)/N`, so `p = s (sigmoid(u) - N r) + (1-s) y`
+/// for `r = 0` (lambda_b > 0) lies in [0, 1]. `None` if some p leaves [0, 1] (lambda_b = 0).
+pub fn bound_bce(obj: &UfmObjective, g: &[f64], r: &[f64], s: f64) -> Option<f64> {
+    let (k, n) = (obj.k, obj.n);
+    let mut total = 0.0;
+    let mut row_sum = vec![0.0; k];
+    let mut y = vec![0.0; k];
+    for (col, &si) in g.chunks_exact(k).zip(&obj.labels.set_of) {
+        y.iter_mut().for_each(|v| *v = 0.0);
+        obj.labels.sets[si as usize].iter().for_each(|&j| y[j] = 1.0);
+        for j in 0..k {
+            let lam = s * (col[j] - r[j]);
+            let p = n as f64 * lam + y[j];
+            if !(0.0..=1.0).contains(&p) {
+                return None;
+            }
+            total += binary_neg_entropy(p);
+            row_sum[j] += lam;
+        }
+    }
+    let mut d = -total / n as f64;
+    if obj.lb > 0.0 {
+        d -= row_sum.iter().map(|v| v * v).sum::<f64>() / (2.0 * obj.lb);
+    }
+    Some(d)
 }
 
 /// D for `Lambda = s (G - r 1^T)` visiting every entry (`lambda_b = 0`, `r = G 1 / N`), or
@@ -210,6 +247,27 @@ mod tests {
             }
             assert!((l + conj - inner).abs() < 1e-13, "{loss:?}: {} vs {inner}", l + conj);
         }
+    }
+
+    /// BCE: Fenchel-Young equality l(U) + l*(G) = <G, U> at G = grad l(U).
+    #[test]
+    fn fenchel_young_equality_holds_for_bce() {
+        let obj = objective(Loss::Bce, 0.01);
+        let x = obj.random_start(4, 1.0);
+        let mut u = vec![0.0; obj.k * obj.n];
+        obj.logits(&x, &mut u);
+        let mut g = u.clone();
+        let l = obj.data_term_and_dual(&mut g);
+        let inner: f64 = g.iter().zip(&u).map(|(a, b)| a * b).sum();
+        let mut conj = 0.0;
+        for (i, col) in g.chunks_exact(obj.k).enumerate() {
+            let set = &obj.labels.sets[obj.labels.set_of[i] as usize];
+            for (j, gj) in col.iter().enumerate() {
+                let y = if set.contains(&j) { 1.0 } else { 0.0 };
+                conj += binary_neg_entropy(obj.n as f64 * gj + y) / obj.n as f64;
+            }
+        }
+        assert!((l + conj - inner).abs() < 1e-12, "{} vs {inner}", l + conj);
     }
 
     /// The structured entropy (no per-entry log) equals the direct sum over every entry.

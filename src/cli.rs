@@ -160,9 +160,18 @@ pub struct ProblemArgs {
     /// Weight decay on b (0 leaves b unregularised).
     #[arg(long = "lambda-b", default_value_t = 5e-3, allow_hyphen_values = true)]
     pub lambda_b: f64,
-    /// Loss: pal (sum over labels) or pal-mean (divided by |S|).
+    /// Loss: pal (sum over labels), pal-mean (divided by |S|), or bce (one-vs-all sigmoid).
     #[arg(long, value_enum, default_value_t = Loss::Pal)]
     pub loss: Loss,
+    /// Explicit sample counts, one label set per line: "i j k : n" (replaces --per-set).
+    #[arg(long, value_name = "FILE")]
+    pub counts: Option<PathBuf>,
+    /// Skew the counts: class k gets weight RHO^(-k/(K-1)), multiplying the per-set counts.
+    #[arg(long = "class-skew", value_name = "RHO", allow_hyphen_values = true)]
+    pub class_skew: Option<f64>,
+    /// With --class-skew, skew only multiplicity 1.
+    #[arg(long = "skew-singletons-only")]
+    pub skew_singletons_only: bool,
 }
 
 /// Flags of `ufm`.
@@ -263,7 +272,7 @@ pub fn parse_counts(s: &str) -> Result<Vec<usize>> {
 impl ProblemArgs {
     /// Validated configuration.
     pub fn to_config(&self) -> Result<ValidConfig> {
-        UfmConfig {
+        let base = UfmConfig {
             classes: self.classes,
             max_labels: self.max_labels,
             dim: self.dim.unwrap_or(self.classes),
@@ -272,8 +281,24 @@ impl ProblemArgs {
             lambda_h: self.lambda_h,
             lambda_b: self.lambda_b,
             loss: self.loss,
+        };
+        match (&self.counts, self.class_skew) {
+            (Some(_), Some(_)) => Err(Error::new("--counts and --class-skew cannot be combined")),
+            (Some(path), None) => {
+                let text = std::fs::read_to_string(path).map_err(|e| Error::new(format!("{}: cannot read: {e}", path.display())))?;
+                let counts = crate::config::parse_counts_file(&text, &path.display().to_string())?;
+                base.validate_with_counts(counts)
+            }
+            (None, Some(rho)) => {
+                if !(rho.is_finite() && rho > 0.0) {
+                    return Err(Error::new(format!("--class-skew must be a finite number > 0 (got {rho})")));
+                }
+                let v = base.clone().validate()?;
+                let counts = crate::config::skewed_counts(&v.config, rho, self.skew_singletons_only);
+                base.validate_with_counts(counts)
+            }
+            (None, None) => base.validate(),
         }
-        .validate()
     }
 }
 

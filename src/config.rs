@@ -39,6 +39,61 @@ pub struct ValidConfig {
     pub config: UfmConfig,
     /// The label sets and sample layout.
     pub labels: LabelSets,
+    /// Explicit per-set counts, when they replace `per_set` (`--counts`, `--class-skew`).
+    pub counts: Option<Vec<SetCount>>,
+}
+
+/// One label set and its number of samples.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetCount {
+    /// Sorted, distinct class indices.
+    pub set: Vec<usize>,
+    /// Samples carrying exactly this label set.
+    pub count: usize,
+}
+
+/// Parses a counts file: one label set per line, `i j k : n` (class indices, a colon, the
+/// count); blank lines and lines starting with `#` are skipped.
+pub fn parse_counts_file(text: &str, name: &str) -> Result<Vec<SetCount>> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let Some((set, count)) = line.split_once(':') else {
+            bail!("{name}: line {}: expected 'class indices : count', got '{line}'", i + 1);
+        };
+        let mut set: Vec<usize> = set
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|t| !t.is_empty())
+            .map(|t| t.parse::<usize>().map_err(|_| crate::error::Error::new(format!("{name}: line {}: '{t}' is not a class index", i + 1))))
+            .collect::<Result<_>>()?;
+        let count = count.trim().parse::<usize>().map_err(|_| crate::error::Error::new(format!("{name}: line {}: '{}' is not a count", i + 1, count.trim())))?;
+        set.sort_unstable();
+        out.push(SetCount { set, count });
+    }
+    Ok(out)
+}
+
+/// Counts skewed by class frequency: class k gets weight `rho^(-k/(K-1))`, and a set's count
+/// is `max(1, round(n_|S| prod_{k in S} w_k))`. With `singletons_only`, only multiplicity 1
+/// is skewed.
+pub fn skewed_counts(c: &UfmConfig, rho: f64, singletons_only: bool) -> Vec<SetCount> {
+    let per = c.expanded_per_set();
+    let w = |k: usize| rho.powf(-(k as f64) / (c.classes - 1) as f64);
+    let mut out = Vec::new();
+    for m in 1..=c.max_labels {
+        for set in crate::labels::combinations(c.classes, m) {
+            let n = per[m - 1];
+            if n == 0 {
+                continue;
+            }
+            let weight: f64 = if singletons_only && m > 1 { 1.0 } else { set.iter().map(|&k| w(k)).product() };
+            out.push(SetCount { count: ((n as f64 * weight).round() as usize).max(1), set });
+        }
+    }
+    out
 }
 
 impl UfmConfig {
@@ -65,8 +120,39 @@ impl UfmConfig {
         8.0 * ((2 * LBFGS_HISTORY + 8) as f64 * vars + 2.0 * k * n) + 8.0 * n
     }
 
-    /// Checks every parameter; the error names the flag at fault.
-    pub fn validate(mut self) -> Result<ValidConfig> {
+    /// Checks every parameter, with explicit per-set counts instead of `per_set`.
+    pub fn validate_with_counts(self, counts: Vec<SetCount>) -> Result<ValidConfig> {
+        let base = UfmConfig { per_set: vec![1], ..self.clone() };
+        base.check_scalars()?;
+        let mut seen = std::collections::HashSet::new();
+        for sc in &counts {
+            if sc.set.is_empty() || sc.set.len() > self.max_labels {
+                bail!("--counts: label set {:?} must have 1 to M = {} classes", sc.set, self.max_labels);
+            }
+            if sc.set.windows(2).any(|w| w[0] == w[1]) || sc.set.iter().any(|&k| k >= self.classes) {
+                bail!("--counts: label set {:?} must list distinct classes below K = {}", sc.set, self.classes);
+            }
+            if !seen.insert(sc.set.clone()) {
+                bail!("--counts: label set {:?} is listed twice", sc.set);
+            }
+        }
+        let n: f64 = counts.iter().map(|c| c.count as f64).sum();
+        let bytes = 8.0 * ((2 * LBFGS_HISTORY + 8) as f64 * (self.classes * self.dim) as f64 + (2 * LBFGS_HISTORY + 8) as f64 * self.dim as f64 * n + 2.0 * self.classes as f64 * n);
+        if bytes > available_memory_bytes() {
+            bail!("problem too large: N = {n:.3e} samples need about {}", human_bytes(bytes));
+        }
+        let mut sorted = counts.clone();
+        sorted.sort_by(|a, b| a.set.len().cmp(&b.set.len()).then_with(|| a.set.cmp(&b.set)));
+        let (sets, cnts): (Vec<_>, Vec<_>) = sorted.iter().map(|c| (c.set.clone(), c.count)).unzip();
+        let labels = LabelSets::from_counts(self.classes, self.max_labels, sets, cnts)?;
+        let mut per_set = vec![0; self.max_labels];
+        for c in &sorted {
+            per_set[c.set.len() - 1] = per_set[c.set.len() - 1].max(c.count);
+        }
+        Ok(ValidConfig { config: UfmConfig { per_set, ..self }, labels, counts: Some(sorted) })
+    }
+
+    fn check_scalars(&self) -> Result<()> {
         if self.classes < 2 {
             bail!("--classes must be at least 2 (got {})", self.classes);
         }
@@ -84,6 +170,12 @@ impl UfmConfig {
         if self.lambda_w == 0.0 || self.lambda_h == 0.0 {
             bail!("--lambda-w and --lambda-h must be > 0: without weight decay the UFM has no minimiser");
         }
+        Ok(())
+    }
+
+    /// Checks every parameter; the error names the flag at fault.
+    pub fn validate(mut self) -> Result<ValidConfig> {
+        self.check_scalars()?;
         if self.per_set.len() != 1 && self.per_set.len() != self.max_labels {
             bail!(
                 "--per-set: expected 1 count or {} counts (one per multiplicity), got {}",
@@ -106,7 +198,7 @@ impl UfmConfig {
             );
         }
         let labels = LabelSets::balanced(self.classes, self.max_labels, &self.per_set)?;
-        Ok(ValidConfig { config: self, labels })
+        Ok(ValidConfig { config: self, labels, counts: None })
     }
 }
 

@@ -1,12 +1,16 @@
 //! Multi-label losses on one logit column, with a stable log-sum-exp.
 //!
-//! Both losses are `L(u, S) = c_S (LSE(u) - t_S . u)` with target `t_S = 1_S / m`, m = |S|:
+//! The softmax losses are `L(u, S) = c_S (LSE(u) - t_S . u)` with target `t_S = 1_S / m`:
 //! - PAL (pick-all-label): `c_S = m`, i.e. `m LSE(u) - sum_{k in S} u_k`;
 //! - PAL-mean: `c_S = 1`, i.e. PAL divided by m.
 //!
 //! Gradient: `dL/du = c_S (softmax(u) - t_S)`.
 //! Conjugate (used by the certificate): `L*(v) = c_S sum_j p_j log p_j` with
 //! `p = v / c_S + t_S` in the probability simplex, `+inf` otherwise.
+//!
+//! One-vs-all binary cross-entropy (BCE): `L(u, S) = sum_j softplus(u_j) - y_j u_j`,
+//! `y = 1_S`, softplus(x) = max(x, 0) + log(1 + e^{-|x|}); gradient `sigmoid(u) - y`;
+//! conjugate `L*(v) = sum_j h(v_j + y_j)`, `h(p) = p log p + (1-p) log(1-p)` on [0, 1].
 
 use serde::{Deserialize, Serialize};
 
@@ -18,6 +22,8 @@ pub enum Loss {
     Pal,
     /// Pick-all-label divided by the number of labels (multi-hot targets normalised to sum 1).
     PalMean,
+    /// One-vs-all binary cross-entropy (a sigmoid per class).
+    Bce,
 }
 
 impl Loss {
@@ -25,7 +31,7 @@ impl Loss {
     pub fn weight(self, m: usize) -> f64 {
         match self {
             Loss::Pal => m as f64,
-            Loss::PalMean => 1.0,
+            Loss::PalMean | Loss::Bce => 1.0,
         }
     }
 
@@ -34,6 +40,7 @@ impl Loss {
         match self {
             Loss::Pal => "pal",
             Loss::PalMean => "pal-mean",
+            Loss::Bce => "bce",
         }
     }
 }
@@ -51,6 +58,9 @@ pub fn loss_and_grad_in_place(loss: Loss, u: &mut [f64], set: &[usize], scale: f
 /// from the same exponentials.
 #[inline]
 pub fn loss_grad_entropy_in_place<const ENTROPY: bool>(loss: Loss, u: &mut [f64], set: &[usize], scale: f64) -> (f64, f64) {
+    if loss == Loss::Bce {
+        return (bce_and_grad_in_place(u, set, scale), 0.0);
+    }
     let m = set.len();
     let c = loss.weight(m);
     let mx = u.iter().copied().fold(f64::NEG_INFINITY, f64::max);
@@ -78,8 +88,47 @@ pub fn loss_grad_entropy_in_place<const ENTROPY: bool>(loss: Loss, u: &mut [f64]
     (value, neg_entropy)
 }
 
+/// `log(1 + e^x)`, stably.
+#[inline]
+pub fn softplus(x: f64) -> f64 {
+    x.max(0.0) + (-x.abs()).exp().ln_1p()
+}
+
+/// `1 / (1 + e^{-x})`, stably.
+#[inline]
+pub fn sigmoid(x: f64) -> f64 {
+    if x >= 0.0 {
+        1.0 / (1.0 + (-x).exp())
+    } else {
+        let e = x.exp();
+        e / (1.0 + e)
+    }
+}
+
+/// BCE value; overwrites `u` with `scale * (sigmoid(u) - y)`.
+fn bce_and_grad_in_place(u: &mut [f64], set: &[usize], scale: f64) -> f64 {
+    let mut value = -set.iter().map(|&k| u[k]).sum::<f64>();
+    for v in u.iter_mut() {
+        value += softplus(*v);
+        *v = scale * sigmoid(*v);
+    }
+    for &k in set {
+        u[k] -= scale;
+    }
+    value
+}
+
+/// `h(p) = p log p + (1-p) log(1-p)` with `0 log 0 = 0`.
+pub fn binary_neg_entropy(p: f64) -> f64 {
+    let xl = |x: f64| if x > 0.0 { x * x.ln() } else { 0.0 };
+    xl(p) + xl(1.0 - p)
+}
+
 /// Evaluates `L(u, S)` alone.
 pub fn loss_value(loss: Loss, u: &[f64], set: &[usize]) -> f64 {
+    if loss == Loss::Bce {
+        return u.iter().map(|&v| softplus(v)).sum::<f64>() - set.iter().map(|&k| u[k]).sum::<f64>();
+    }
     let m = set.len();
     let mx = u.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     let lse = mx + u.iter().map(|v| (v - mx).exp()).sum::<f64>().ln();
@@ -116,6 +165,16 @@ mod tests {
     fn gradient_matches_finite_differences() {
         fd_check(Loss::Pal);
         fd_check(Loss::PalMean);
+        fd_check(Loss::Bce);
+    }
+
+    #[test]
+    fn bce_matches_its_definition() {
+        let u = [0.5, -2.0, 30.0];
+        let set = [1];
+        let sp = |x: f64| (1.0 + x.exp()).ln();
+        let expect = (sp(0.5)) + (sp(-2.0) - (-2.0)) + sp(30.0);
+        assert!((loss_value(Loss::Bce, &u, &set) - expect).abs() < 1e-12);
     }
 
     #[test]

@@ -257,6 +257,54 @@ fn tag_metrics(labels: &LabelSets, mu: &DMatrix<f64>, singleton: &[Option<usize>
     (out, ratio)
 }
 
+/// The geometry of a solution when the theorem's prediction does not apply.
+#[derive(Debug, Clone, Serialize)]
+pub struct Geometry {
+    /// ||w_k|| per class.
+    pub classifier_norms: Vec<f64>,
+    /// cos(w_j, w_k), K x K (row-major list of rows).
+    pub classifier_cosines: Vec<Vec<f64>>,
+    /// ||W W^T/||W W^T|| - E||_F (NC2-W).
+    pub etf_distance: f64,
+    /// Singular values of W, largest first.
+    pub classifier_singular_values: Vec<f64>,
+    /// Numerical rank of W (singular values above 1e-8 of the largest).
+    pub classifier_rank: usize,
+    /// Least squares of each multi-label mean over all multiplicity-1 means:
+    /// weights (one per class) and relative residual.
+    pub synthesis_all: Vec<Synthesis>,
+}
+
+/// Classifier norms, cosines, spectrum, and the synthesis over all multiplicity-1 means.
+pub fn geometry(h: Mat, w: Mat, labels: &LabelSets) -> Geometry {
+    let wm = w.to_dmatrix();
+    let k = wm.nrows();
+    let norms: Vec<f64> = (0..k).map(|i| wm.row(i).norm()).collect();
+    let cos = (0..k).map(|i| (0..k).map(|j| wm.row(i).dot(&wm.row(j)) / (norms[i] * norms[j])).collect()).collect();
+    let mut sv: Vec<f64> = wm.clone().svd(false, false).singular_values.iter().copied().collect();
+    sv.sort_by(|a, b| b.total_cmp(a));
+    let rank = sv.iter().filter(|&&x| x > 1e-8 * sv[0]).count();
+    let mu = set_means(h, labels);
+    let singles: Vec<Option<usize>> = (0..labels.classes).map(|c| labels.singleton(c).filter(|&j| labels.counts[j] > 0)).collect();
+    let mut all = Vec::new();
+    if singles.iter().all(Option::is_some) {
+        let a = DMatrix::from_columns(&singles.iter().flatten().map(|&j| mu.column(j).into_owned()).collect::<Vec<_>>());
+        let svd = a.clone().svd(true, true);
+        let eps = 1e-12 * svd.singular_values.max();
+        for (j, set) in labels.sets.iter().enumerate() {
+            if set.len() < 2 || labels.counts[j] == 0 {
+                continue;
+            }
+            let y: DVector<f64> = mu.column(j).into_owned();
+            if let Ok(c) = svd.solve(&y, eps) {
+                let residual = (&y - &a * &c).norm() / y.norm().max(f64::MIN_POSITIVE);
+                all.push(Synthesis { set: set.clone(), weights: c.iter().copied().collect(), residual });
+            }
+        }
+    }
+    Geometry { classifier_norms: norms, classifier_cosines: cos, etf_distance: etf_distance(&(&wm * wm.transpose())), classifier_singular_values: sv, classifier_rank: rank, synthesis_all: all }
+}
+
 /// Least-squares synthesis weights for every multi-label set whose tags all have a
 /// multiplicity-1 mean.
 pub fn synthesis(h: Mat, labels: &LabelSets) -> Vec<Synthesis> {

@@ -6,9 +6,9 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::certificate::Certificate;
-use crate::config::UfmConfig;
+use crate::config::{SetCount, UfmConfig};
 use crate::error::{Error, Result};
-use crate::metrics::Metrics;
+use crate::metrics::{Geometry, Metrics, Synthesis};
 use crate::solver::{HistoryPoint, SolveParams};
 use crate::theory::Prediction;
 use crate::verdict::{Tolerances, Verdict};
@@ -46,6 +46,15 @@ pub struct RunReport {
     pub metrics: Metrics,
     /// Duality-gap certificate.
     pub certificate: Certificate,
+    /// Least-squares synthesis of each multi-label mean over its own tags' means (omitted,
+    /// with `synthesis_omitted`, above 2000 multi-label sets).
+    pub synthesis: Vec<Synthesis>,
+    /// True when `synthesis` was too large to include.
+    pub synthesis_omitted: bool,
+    /// Classifier norms, cosines and spectrum, and the synthesis over all multiplicity-1
+    /// means, when a precondition of the theorem fails.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub geometry: Option<Geometry>,
     /// Objective and gradient norm per iteration.
     pub history: Vec<HistoryPoint>,
 }
@@ -77,6 +86,9 @@ pub struct CertifiedPrediction {
 pub struct UfmReport {
     /// Configuration.
     pub config: UfmConfig,
+    /// Explicit per-set counts, when given (`--counts`, `--class-skew`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub counts: Option<Vec<SetCount>>,
     /// Number of samples N.
     pub samples: usize,
     /// Verdict thresholds.

@@ -41,6 +41,9 @@ pub struct Prediction {
     pub newton_iterations: usize,
     /// Norm of the gradient of g at the returned gamma (0 in the trivial regime).
     pub reduced_gradient_norm: f64,
+    /// The theorem covers this loss (PAL, PAL-mean). For BCE nothing is predicted: every
+    /// number above is NaN and runs are `outside-theorem`.
+    pub loss_covered: bool,
 }
 
 /// Coefficients of the reduced problem for one configuration.
@@ -197,6 +200,22 @@ pub fn predict(cfg: &ValidConfig) -> Prediction {
 
 /// Predicts the optimum from the per-multiplicity sample counts N_m.
 pub fn predict_counts(k: usize, d: usize, n_m: &[usize], loss: Loss, lw: f64, lh: f64) -> Prediction {
+    if loss == Loss::Bce {
+        let none = vec![None; n_m.len()];
+        return Prediction {
+            objective: f64::NAN,
+            alpha: f64::NAN,
+            gamma: none.clone(),
+            t: none.clone(),
+            scale: none,
+            trivial: false,
+            trivial_statistic: f64::NAN,
+            etf_possible: d + 1 >= k,
+            newton_iterations: 0,
+            reduced_gradient_norm: f64::NAN,
+            loss_covered: false,
+        };
+    }
     let red = Reduced::new(k, n_m, loss, lw, lh);
     let stat = red.trivial_statistic();
     let trivial = red.active.is_empty() || stat <= 1.0;
@@ -240,6 +259,7 @@ pub fn predict_counts(k: usize, d: usize, n_m: &[usize], loss: Loss, lw: f64, lh
         etf_possible: d + 1 >= k,
         newton_iterations: iters,
         reduced_gradient_norm: grad_norm,
+        loss_covered: true,
     }
 }
 

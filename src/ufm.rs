@@ -401,7 +401,7 @@ mod tests {
     /// Central finite differences of the whole objective against the analytic gradient.
     #[test]
     fn gradient_matches_finite_differences_for_both_losses() {
-        for loss in [Loss::Pal, Loss::PalMean] {
+        for loss in [Loss::Pal, Loss::PalMean, Loss::Bce] {
             for lb in [0.0, 0.03] {
                 let obj = objective(loss, lb);
                 let x = obj.random_start(7, 0.5);

@@ -81,6 +81,8 @@ pub struct Evidence {
     pub etf_possible: bool,
     /// Counts equal within each multiplicity.
     pub balanced: bool,
+    /// The loss is one the theorem covers (PAL, PAL-mean).
+    pub loss_covered: bool,
     /// Predicted trivial regime.
     pub trivial: bool,
     /// Gradient tolerance reached.
@@ -109,14 +111,19 @@ pub enum Kind {
 /// Judges one solve; returns the verdict and the reasons behind it.
 pub fn judge(e: &Evidence, tol: &Tolerances) -> (Verdict, Vec<String>) {
     let mut reasons = Vec::new();
-    if !e.etf_possible || !e.balanced {
+    if !e.etf_possible || !e.balanced || !e.loss_covered {
+        if !e.loss_covered {
+            reasons.push("the theorem covers the pick-all-label loss; for BCE nothing is predicted, the geometry found is reported".into());
+        }
         if !e.etf_possible {
             reasons.push("precondition d >= K-1 fails: the simplex ETF does not fit".into());
         }
         if !e.balanced {
             reasons.push("precondition fails: sample counts differ within a multiplicity".into());
         }
-        reasons.push(format!("objective is {:.3e} relative from the ETF value", e.objective_gap));
+        if e.objective_gap.is_finite() {
+            reasons.push(format!("objective is {:.3e} relative from the ETF value", e.objective_gap));
+        }
         return (Verdict::OutsideTheorem, reasons);
     }
     if e.objective_gap < -tol.objective {
@@ -185,6 +192,7 @@ mod tests {
         Evidence {
             etf_possible: true,
             balanced: true,
+            loss_covered: true,
             trivial: false,
                 converged: true,
             objective_gap: 1e-13,

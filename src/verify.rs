@@ -23,6 +23,9 @@ pub struct VerifyOptions {
     pub tol: Tolerances,
 }
 
+/// Above this many multi-label sets the per-set synthesis is left out of the report.
+const MAX_SYNTHESIS_SETS: usize = 2000;
+
 /// `|a - b| / |b|`.
 pub fn rel_err(a: f64, b: f64) -> f64 {
     (a - b).abs() / b.abs()
@@ -80,6 +83,7 @@ pub fn assess(cfg: &ValidConfig, obj: &UfmObjective, pred: &Prediction, seed: u6
     let evidence = Evidence {
         etf_possible: pred.etf_possible,
         balanced: cfg.labels.balanced_within_multiplicity(),
+        loss_covered: pred.loss_covered,
         trivial: pred.trivial,
         converged: sol.converged,
         objective_gap,
@@ -87,6 +91,10 @@ pub fn assess(cfg: &ValidConfig, obj: &UfmObjective, pred: &Prediction, seed: u6
         geometry,
     };
     let (verdict, reasons) = judge(&evidence, tol);
+    let multi = cfg.labels.sets.iter().zip(&cfg.labels.counts).filter(|(s, &c)| s.len() >= 2 && c > 0).count();
+    let synthesis_omitted = multi > MAX_SYNTHESIS_SETS;
+    let synthesis = if synthesis_omitted { Vec::new() } else { crate::metrics::synthesis(p.h, &cfg.labels) };
+    let geometry = (!evidence.etf_possible || !evidence.balanced || !evidence.loss_covered).then(|| crate::metrics::geometry(p.h, p.w, &cfg.labels));
     RunReport {
         seed,
         objective: sol.objective,
@@ -103,6 +111,9 @@ pub fn assess(cfg: &ValidConfig, obj: &UfmObjective, pred: &Prediction, seed: u6
         reasons,
         metrics,
         certificate,
+        synthesis,
+        synthesis_omitted,
+        geometry,
         history: sol.history,
     }
 }
@@ -150,7 +161,7 @@ pub fn summarise(cfg: &ValidConfig, pred: Prediction, runs: Vec<RunReport>, opts
         best.map(|r| r.verdict).unwrap_or(Verdict::NotConverged)
     };
     let best_lower = runs.iter().filter_map(|r| r.certificate.lower_bound).fold(f64::NEG_INFINITY, f64::max);
-    let certified_prediction = (pred.etf_possible && best_lower.is_finite()).then(|| {
+    let certified_prediction = (pred.etf_possible && pred.loss_covered && cfg.labels.balanced_within_multiplicity() && best_lower.is_finite()).then(|| {
         let eps = (pred.objective - best_lower).max(0.0);
         CertifiedPrediction {
             epsilon: eps,
@@ -168,6 +179,7 @@ pub fn summarise(cfg: &ValidConfig, pred: Prediction, runs: Vec<RunReport>, opts
     };
     UfmReport {
         config: cfg.config.clone(),
+        counts: cfg.counts.clone(),
         samples: cfg.labels.samples(),
         tolerances: opts.tol,
         solver: opts.solve,

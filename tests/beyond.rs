@@ -1,0 +1,82 @@
+//! Beyond the paper: explicit and skewed counts, synthesis weights, BCE, d < K-1.
+
+mod common;
+
+use common::config;
+use mlab_nc::config::{skewed_counts, SetCount, UfmConfig};
+use mlab_nc::loss::Loss;
+use mlab_nc::verdict::Verdict;
+use mlab_nc::verify::{verify, VerifyOptions};
+
+#[test]
+fn balanced_synthesis_weights_are_uniform_at_s_m_over_m() {
+    let cfg = config(5, 3, 5, &[2, 1, 1], (5e-3, 5e-3, 5e-3), Loss::Pal);
+    let r = verify(&cfg, &[0], &VerifyOptions::default()).unwrap();
+    assert_eq!(r.verdict, Verdict::Verified);
+    let run = &r.runs[0];
+    assert!(!run.synthesis.is_empty());
+    for s in &run.synthesis {
+        let m = s.set.len();
+        let expect = r.predicted.scale[m - 1].unwrap() / m as f64;
+        assert!(s.weights.iter().all(|&c| (c - expect).abs() < 1e-6), "{:?}: {:?} vs {expect}", s.set, s.weights);
+        assert!(s.residual < 1e-6, "{:?}: residual {}", s.set, s.residual);
+    }
+}
+
+#[test]
+fn explicit_balanced_counts_reproduce_the_per_set_layout() {
+    let base = UfmConfig { classes: 4, max_labels: 2, dim: 4, per_set: vec![2, 1], lambda_w: 5e-3, lambda_h: 5e-3, lambda_b: 5e-3, loss: Loss::Pal };
+    let counts: Vec<SetCount> = mlab_nc::labels::combinations(4, 1)
+        .into_iter()
+        .map(|set| SetCount { set, count: 2 })
+        .chain(mlab_nc::labels::combinations(4, 2).into_iter().map(|set| SetCount { set, count: 1 }))
+        .collect();
+    let a = verify(&base.clone().validate().unwrap(), &[0], &VerifyOptions::default()).unwrap();
+    let b = verify(&base.validate_with_counts(counts).unwrap(), &[0], &VerifyOptions::default()).unwrap();
+    assert_eq!(b.verdict, Verdict::Verified);
+    assert_eq!(a.runs[0].objective.to_bits(), b.runs[0].objective.to_bits());
+}
+
+#[test]
+fn skewed_counts_are_outside_the_theorem_with_weights_residuals_and_a_certificate() {
+    let base = UfmConfig { classes: 4, max_labels: 2, dim: 4, per_set: vec![20, 10], lambda_w: 5e-3, lambda_h: 5e-3, lambda_b: 5e-3, loss: Loss::Pal };
+    let counts = skewed_counts(&base, 4.0, false);
+    assert_eq!(counts[0].count, 20);
+    assert_eq!(counts[3].count, 5); // 20 * 4^-1
+    let r = verify(&base.validate_with_counts(counts).unwrap(), &[0], &VerifyOptions::default()).unwrap();
+    let run = &r.runs[0];
+    assert_eq!(r.verdict, Verdict::OutsideTheorem);
+    assert!(run.converged);
+    assert!(run.certificate.relative_gap.unwrap() <= 1e-7);
+    assert_eq!(run.synthesis.len(), 6);
+    assert!(run.synthesis.iter().any(|s| s.residual > 1e-3), "skew should move means off their tags' span");
+    let g = run.geometry.as_ref().unwrap();
+    assert_eq!(g.classifier_norms.len(), 4);
+    assert!(g.classifier_norms[0] > g.classifier_norms[3], "the frequent class gets the larger classifier");
+    assert!(g.synthesis_all.iter().all(|s| s.weights.len() == 4));
+}
+
+#[test]
+fn bce_solves_are_certified_and_reported_outside_the_theorem() {
+    for (k, m, per) in [(4usize, 2usize, vec![1usize, 1]), (5, 3, vec![2, 1, 1])] {
+        let cfg = config(k, m, k, &per, (5e-3, 5e-3, 5e-3), Loss::Bce);
+        let r = verify(&cfg, &[0, 1], &VerifyOptions::default()).unwrap();
+        assert_eq!(r.verdict, Verdict::OutsideTheorem);
+        for run in &r.runs {
+            assert!(run.converged);
+            let gap = run.certificate.relative_gap.unwrap();
+            assert!((0.0..=1e-7).contains(&gap), "K={k}: certified gap {gap}");
+        }
+        assert!(r.runs[0].geometry.is_some());
+    }
+}
+
+#[test]
+fn low_dimension_reports_the_rank_of_the_classifier() {
+    let cfg = config(6, 3, 3, &[1], (5e-3, 5e-3, 5e-3), Loss::Pal);
+    let r = verify(&cfg, &[0], &VerifyOptions::default()).unwrap();
+    let g = r.runs[0].geometry.as_ref().unwrap();
+    assert_eq!(r.verdict, Verdict::OutsideTheorem);
+    assert!(g.classifier_rank <= 3);
+    assert_eq!(g.classifier_singular_values.len(), 3);
+}
