@@ -2,12 +2,15 @@
 //! font. Each figure is computed from real solves, configured by a TOML file in
 //! `experiments/` (compiled in, so `mlab-nc figures` works from any directory).
 
+pub mod bce;
 pub mod collapse;
 pub mod convergence;
 pub mod dimension;
 pub mod landscape;
+pub mod lowdim;
 pub mod phase;
 pub mod scale;
+pub mod skew;
 
 use std::path::{Path, PathBuf};
 use std::sync::Once;
@@ -107,6 +110,9 @@ pub fn render_all(out: &Path) -> Result<Vec<PathBuf>> {
         ("fig4_phase", Box::new(|o| save(o, &phase::compute()?))),
         ("fig5_dimension", Box::new(|o| save(o, &dimension::compute()?))),
         ("fig6_landscape", Box::new(|o| save(o, &landscape::compute()?))),
+        ("fig7_skew", Box::new(|o| save(o, &skew::compute()?))),
+        ("fig8_bce", Box::new(|o| save(o, &bce::compute()?))),
+        ("fig9_lowdim", Box::new(|o| save(o, &lowdim::compute()?))),
     ];
     for (name, step) in steps {
         let t = std::time::Instant::now();
