@@ -77,7 +77,8 @@ pub struct HuntArgs {
     /// Random starts per configuration.
     #[arg(long, default_value_t = 3)]
     pub seeds: u64,
-    /// Also draw configurations that break a precondition (d < K-1).
+    /// Also draw configurations that break a precondition (d < K-1, or counts skewed within
+    /// a multiplicity).
     #[arg(long)]
     pub outside: bool,
     /// Shrink at most this many failures.

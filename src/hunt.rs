@@ -7,8 +7,9 @@
 //! per multiplicity (independent, so unequal across multiplicities), PAL or PAL-mean, and
 //! lambda_w lambda_h = (t lambda_c)^2 with t log-uniform in [0.05, 3] (so draws straddle the
 //! trivial threshold lambda_c), lambda_w / lambda_h log-uniform in [1/3, 3], lambda_b
-//! log-uniform in [1e-4, 1e-1] or 0 (one draw in ten). `--outside` makes every other draw
-//! break a precondition: d in 1..=K-2.
+//! log-uniform in [1e-4, 1e-1] or 0 (one draw in ten). `--outside` makes half the draws
+//! break a precondition: odd draws take d in 1..=K-2; draws 2 mod 4 skew the counts within
+//! each multiplicity by class frequency (`--class-skew` with rho log-uniform in [2, 8]).
 //!
 //! Classes: `verified` (best start at the prediction, geometry as predicted, certified gap),
 //! `trivial`, `counterexample` (an attained objective below the prediction, or a certified
@@ -67,6 +68,9 @@ pub struct HuntRecord {
     pub index: u64,
     /// The configuration.
     pub config: UfmConfig,
+    /// Class-frequency skew of the counts, when drawn outside the theorem.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub class_skew: Option<f64>,
     /// Inside the theorem's preconditions.
     pub inside: bool,
     /// Outcome.
@@ -85,7 +89,23 @@ fn log_uniform(rng: &mut ChaCha8Rng, lo: f64, hi: f64) -> f64 {
     (lo.ln() + rng.random::<f64>() * (hi.ln() - lo.ln())).exp()
 }
 
-/// Draw `index` of the hunt with master seed `seed`.
+/// Draw `index` of the hunt with master seed `seed`, and the class skew it applies (if any).
+pub fn draw_skewed(seed: u64, index: u64, outside: bool) -> Result<(ValidConfig, Option<f64>)> {
+    let cfg = draw(seed, index, outside)?;
+    if !(outside && index % 4 == 2 && cfg.config.classes >= 3) {
+        return Ok((cfg, None));
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_mul(0xD1B5_4A32_D192_ED03) ^ index);
+    let rho = log_uniform(&mut rng, 2.0, 8.0);
+    Ok((with_skew(&cfg.config, rho)?, Some(rho)))
+}
+
+/// The configuration with its counts skewed by class frequency.
+pub fn with_skew(c: &UfmConfig, rho: f64) -> Result<ValidConfig> {
+    c.clone().validate_with_counts(crate::config::skewed_counts(c, rho, false))
+}
+
+/// Draw `index` of the hunt with master seed `seed` (balanced counts).
 pub fn draw(seed: u64, index: u64, outside: bool) -> Result<ValidConfig> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ index);
     let k = rng.random_range(2..=12usize);
@@ -112,8 +132,8 @@ pub fn classify(cfg: &ValidConfig, seeds: u64, opts: &VerifyOptions) -> Result<(
     let verdicts: Vec<Verdict> = r.runs.iter().map(|x| x.verdict).collect();
     let certified = cert.is_some_and(|g| g <= opts.tol.certificate);
     let below = r.runs.iter().any(|x| x.relative_objective_gap < -opts.tol.objective);
-    let class = if !r.predicted.etf_possible {
-        if gap > 1e-6 { Class::OutsideFailure } else { Class::OutsideHolds }
+    let class = if !r.predicted.etf_possible || !cfg.labels.balanced_within_multiplicity() {
+        if gap.abs() > 1e-6 { Class::OutsideFailure } else { Class::OutsideHolds }
     } else if below || (certified && best.converged && gap > opts.tol.objective) {
         Class::Counterexample
     } else if best.verdict == Verdict::Verified {
@@ -127,10 +147,11 @@ pub fn classify(cfg: &ValidConfig, seeds: u64, opts: &VerifyOptions) -> Result<(
 }
 
 /// The `mlab-nc ufm` command that reproduces a configuration.
-pub fn command(c: &UfmConfig, seeds: u64) -> String {
+pub fn command(c: &UfmConfig, skew: Option<f64>, seeds: u64) -> String {
     let per: Vec<String> = c.per_set.iter().map(|v| v.to_string()).collect();
+    let skew = skew.map(|r| format!(" --class-skew {r}")).unwrap_or_default();
     format!(
-        "mlab-nc ufm --classes {} --max-labels {} --dim {} --per-set {} --lambda-w {:e} --lambda-h {:e} --lambda-b {:e} --loss {} --seeds {}",
+        "mlab-nc ufm --classes {} --max-labels {} --dim {} --per-set {}{skew} --lambda-w {:e} --lambda-h {:e} --lambda-b {:e} --loss {} --seeds {}",
         c.classes,
         c.max_labels,
         c.dim,
@@ -178,13 +199,18 @@ fn shrink_candidates(c: &UfmConfig) -> Vec<UfmConfig> {
     out
 }
 
-/// Greedy shrinking: take the first candidate that still fails, until none does.
-pub fn shrink(cfg: &UfmConfig, seeds: u64, opts: &VerifyOptions) -> Result<(UfmConfig, usize)> {
+/// Greedy shrinking: take the first candidate that still fails, until none does. A skewed
+/// configuration keeps its skew.
+pub fn shrink(cfg: &UfmConfig, skew: Option<f64>, seeds: u64, opts: &VerifyOptions) -> Result<(UfmConfig, usize)> {
     let mut cur = cfg.clone();
     let mut steps = 0;
     'outer: loop {
         for cand in shrink_candidates(&cur) {
-            let Ok(v) = cand.clone().validate() else { continue };
+            let built = match skew {
+                Some(rho) => with_skew(&cand, rho),
+                None => cand.clone().validate(),
+            };
+            let Ok(v) = built else { continue };
             if classify(&v, seeds, opts)?.0.is_failure() {
                 cur = cand;
                 steps += 1;
@@ -259,9 +285,10 @@ pub fn hunt(p: &HuntParams, out: &Path, opts: &VerifyOptions) -> Result<HuntSumm
         .par_iter()
         .map(|&i| -> Result<HuntRecord> {
             let t = std::time::Instant::now();
-            let cfg = draw(p.seed, i, p.outside)?;
+            let (cfg, class_skew) = draw_skewed(p.seed, i, p.outside)?;
             let (class, best_gap, certified_gap, verdicts) = classify(&cfg, p.seeds, opts)?;
-            let rec = HuntRecord { index: i, inside: cfg.config.dim + 1 >= cfg.config.classes, config: cfg.config, class, best_gap, certified_gap, verdicts, seconds: t.elapsed().as_secs_f64() };
+            let inside = cfg.config.dim + 1 >= cfg.config.classes && cfg.labels.balanced_within_multiplicity();
+            let rec = HuntRecord { index: i, inside, config: cfg.config, class_skew, class, best_gap, certified_gap, verdicts, seconds: t.elapsed().as_secs_f64() };
             let mut line = serde_json::to_string(&rec).map_err(|e| Error::new(e.to_string()))?;
             line.push('\n');
             file.lock().map_err(|_| Error::new("output lock poisoned"))?.write_all(line.as_bytes()).map_err(|e| Error::new(format!("{}: write failed: {e}", out.display())))?;
@@ -299,8 +326,9 @@ pub fn hunt(p: &HuntParams, out: &Path, opts: &VerifyOptions) -> Result<HuntSumm
     failures.sort_by_key(|v| v["config"]["classes"].as_u64().unwrap_or(0));
     for f in failures.iter().take(p.shrink) {
         let cfg: UfmConfig = serde_json::from_value(f["config"].clone()).map_err(|e| Error::new(e.to_string()))?;
-        let (small, _) = shrink(&cfg, p.seeds, opts)?;
-        s.shrunk.push(command(&small, p.seeds));
+        let skew = f.get("class_skew").and_then(|v| v.as_f64());
+        let (small, _) = shrink(&cfg, skew, p.seeds, opts)?;
+        s.shrunk.push(command(&small, skew, p.seeds));
     }
     s.seconds = t0.elapsed().as_secs_f64();
     Ok(s)

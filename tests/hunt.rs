@@ -30,6 +30,8 @@ fn hunt_classifies_resumes_and_shrinks() {
     assert_eq!(s.counterexamples, 0);
     assert!(s.verified + s.trivial > 0);
     assert!(s.outside_failures > 0, "d < K-1 draws must fail to reach the ETF value");
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert!(text.contains("\"class_skew\""), "some outside draws skew the counts");
     assert!(s.worst_verified_certified_gap <= 1e-7);
     // The shrunk failure is small and still fails.
     let small = &s.shrunk[0];
@@ -57,7 +59,7 @@ fn shrinking_keeps_a_failure_and_reduces_it() {
     };
     let opts = VerifyOptions::default();
     assert_eq!(classify(&cfg.clone().validate().unwrap(), 2, &opts).unwrap().0, Class::OutsideFailure);
-    let (small, steps) = shrink(&cfg, 2, &opts).unwrap();
+    let (small, steps) = shrink(&cfg, None, 2, &opts).unwrap();
     assert!(steps > 0 && small.classes <= 4 && small.dim + 1 < small.classes);
     assert_eq!(classify(&small.validate().unwrap(), 2, &opts).unwrap().0, Class::OutsideFailure);
 }

@@ -10,7 +10,6 @@ use plotters::prelude::*;
 use serde::Deserialize;
 
 use super::{experiment, pe, Figure, FONT, PALETTE};
-use crate::config::UfmConfig;
 use crate::error::Result;
 use crate::loss::Loss;
 use crate::metrics::set_means;
@@ -44,7 +43,7 @@ pub fn compute() -> Result<Bce> {
     let e: Exp = experiment("fig8_bce.toml", include_str!("../../experiments/fig8_bce.toml"))?;
     let mut panels = Vec::new();
     for loss in [Loss::Pal, Loss::Bce] {
-        let cfg = UfmConfig { classes: e.classes, max_labels: e.max_labels, dim: e.classes, per_set: vec![e.per_set], lambda_w: e.lambda, lambda_h: e.lambda, lambda_b: e.lambda, loss }.validate()?;
+        let cfg = super::config(e.classes, e.max_labels, e.classes, vec![e.per_set], e.lambda, loss)?;
         let obj = crate::ufm::UfmObjective::new(&cfg);
         let opts = VerifyOptions::default();
         let sol = solve(&obj, 0, &opts.solve, None)?;

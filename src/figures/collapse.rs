@@ -12,7 +12,6 @@ use plotters::prelude::*;
 use serde::Deserialize;
 
 use super::{experiment, pe, Figure, FONT, PALETTE};
-use crate::config::UfmConfig;
 use crate::error::Result;
 use crate::loss::Loss;
 use crate::solver::{solve, SolveParams};
@@ -83,17 +82,7 @@ pub fn compute() -> Result<Collapse> {
     let e: Exp = experiment("fig1_collapse.toml", include_str!("../../experiments/fig1_collapse.toml"))?;
     let mut rows = Vec::new();
     for m in [1usize, 2] {
-        let cfg = UfmConfig {
-            classes: e.classes,
-            max_labels: m,
-            dim: e.dim,
-            per_set: vec![e.per_set; m],
-            lambda_w: e.lambda,
-            lambda_h: e.lambda,
-            lambda_b: e.lambda,
-            loss: Loss::Pal,
-        }
-        .validate()?;
+        let cfg = super::config(e.classes, m, e.dim, vec![e.per_set; m], e.lambda, Loss::Pal)?;
         let pred = predict(&cfg);
         let obj = UfmObjective::new(&cfg);
         let snaps: Arc<Mutex<Vec<(u64, f64, Vec<f64>)>>> = Arc::new(Mutex::new(Vec::new()));

@@ -10,7 +10,6 @@ use serde::Deserialize;
 
 use super::{experiment, log_range, pe, Figure, FONT, PALETTE};
 use crate::certificate::certify;
-use crate::config::UfmConfig;
 use crate::error::Result;
 use crate::loss::Loss;
 use crate::metrics::Metrics;
@@ -36,17 +35,7 @@ pub struct Convergence {
 /// Solves once, measuring every metric at every iterate.
 pub fn compute() -> Result<Convergence> {
     let e: Exp = experiment("fig2_convergence.toml", include_str!("../../experiments/fig2_convergence.toml"))?;
-    let cfg = UfmConfig {
-        classes: e.classes,
-        max_labels: e.max_labels,
-        dim: e.classes,
-        per_set: e.per_set.clone(),
-        lambda_w: e.lambda,
-        lambda_h: e.lambda,
-        lambda_b: e.lambda,
-        loss: Loss::Pal,
-    }
-    .validate()?;
+    let cfg = super::config(e.classes, e.max_labels, e.classes, e.per_set.clone(), e.lambda, Loss::Pal)?;
     let pred = predict(&cfg);
     let obj = UfmObjective::new(&cfg);
     let rows: Arc<Mutex<Vec<[f64; 10]>>> = Arc::new(Mutex::new(Vec::new()));

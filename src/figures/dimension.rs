@@ -8,7 +8,6 @@ use rayon::prelude::*;
 use serde::Deserialize;
 
 use super::{experiment, log_range, pe, Figure, FONT, PALETTE};
-use crate::config::UfmConfig;
 use crate::error::Result;
 use crate::loss::Loss;
 use crate::verify::{verify, VerifyOptions};
@@ -40,7 +39,7 @@ pub fn compute() -> Result<Dimension> {
     let rows = (1..=e.dim_max)
         .into_par_iter()
         .map(|d| -> Result<(f64, f64, f64)> {
-            let cfg = UfmConfig { classes: e.classes, max_labels: e.max_labels, dim: d, per_set: vec![e.per_set], lambda_w: e.lambda, lambda_h: e.lambda, lambda_b: e.lambda, loss: Loss::Pal }.validate()?;
+            let cfg = super::config(e.classes, e.max_labels, d, vec![e.per_set], e.lambda, Loss::Pal)?;
             let r = verify(&cfg, &seeds, &VerifyOptions::default())?;
             let best = r.runs.iter().min_by(|a, b| a.objective.total_cmp(&b.objective)).map(|b| (b.relative_objective_gap, b.certificate.relative_gap.unwrap_or(f64::NAN)));
             let (gap, cert) = best.unwrap_or((f64::NAN, f64::NAN));

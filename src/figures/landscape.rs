@@ -7,7 +7,6 @@ use rayon::prelude::*;
 use serde::Deserialize;
 
 use super::{experiment, pe, Figure, FONT, PALETTE};
-use crate::config::UfmConfig;
 use crate::error::Result;
 use crate::loss::Loss;
 use crate::solver::{solve, SolveParams};
@@ -35,7 +34,7 @@ const FLOOR: f64 = 1e-17;
 /// Solves from every start in parallel.
 pub fn compute() -> Result<Landscape> {
     let e: Exp = experiment("fig6_landscape.toml", include_str!("../../experiments/fig6_landscape.toml"))?;
-    let cfg = UfmConfig { classes: e.classes, max_labels: e.max_labels, dim: e.classes, per_set: e.per_set.clone(), lambda_w: e.lambda, lambda_h: e.lambda, lambda_b: e.lambda, loss: Loss::Pal }.validate()?;
+    let cfg = super::config(e.classes, e.max_labels, e.classes, e.per_set.clone(), e.lambda, Loss::Pal)?;
     let pred = predict(&cfg);
     let obj = UfmObjective::new(&cfg);
     let params = SolveParams { init_std: e.init_std, ..SolveParams::default() };

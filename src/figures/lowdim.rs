@@ -8,7 +8,6 @@ use rayon::prelude::*;
 use serde::Deserialize;
 
 use super::{experiment, pe, Figure, FONT, PALETTE};
-use crate::config::UfmConfig;
 use crate::error::Result;
 use crate::loss::Loss;
 use crate::verify::{verify, VerifyOptions};
@@ -36,7 +35,7 @@ pub fn compute() -> Result<LowDim> {
     let rows = (1..=e.classes)
         .into_par_iter()
         .map(|d| -> Result<(usize, Vec<f64>, f64, f64)> {
-            let cfg = UfmConfig { classes: e.classes, max_labels: e.max_labels, dim: d, per_set: vec![e.per_set], lambda_w: e.lambda, lambda_h: e.lambda, lambda_b: e.lambda, loss: Loss::Pal }.validate()?;
+            let cfg = super::config(e.classes, e.max_labels, d, vec![e.per_set], e.lambda, Loss::Pal)?;
             let r = verify(&cfg, &seeds, &VerifyOptions::default())?;
             let best = r.runs.iter().min_by(|a, b| a.objective.total_cmp(&b.objective)).ok_or_else(|| crate::error::Error::new("no runs"))?;
             let sv = match &best.geometry {

@@ -85,6 +85,11 @@ pub fn save<F: Figure>(out: &Path, fig: &F) -> Result<Vec<PathBuf>> {
     Ok(vec![png, svg])
 }
 
+/// A validated configuration with one weight decay for W, H and b.
+pub fn config(k: usize, m: usize, d: usize, per_set: Vec<usize>, lambda: f64, loss: crate::loss::Loss) -> Result<crate::config::ValidConfig> {
+    crate::config::UfmConfig { classes: k, max_labels: m, dim: d, per_set, lambda_w: lambda, lambda_h: lambda, lambda_b: lambda, loss }.validate()
+}
+
 /// Parses an experiment file.
 pub fn experiment<T: DeserializeOwned>(name: &str, text: &str) -> Result<T> {
     toml::from_str(text).map_err(|e| Error::new(format!("experiments/{name}: {}", e.message())))

@@ -9,7 +9,6 @@ use rayon::prelude::*;
 use serde::Deserialize;
 
 use super::{experiment, pe, Figure, FONT, PALETTE};
-use crate::config::UfmConfig;
 use crate::error::Result;
 use crate::loss::Loss;
 use crate::theory::predict;
@@ -37,7 +36,7 @@ pub struct Phase {
 /// Solves the grid (in parallel) and computes the boundary.
 pub fn compute() -> Result<Phase> {
     let e: Exp = experiment("fig4_phase.toml", include_str!("../../experiments/fig4_phase.toml"))?;
-    let mk = |lam: f64, n: usize| UfmConfig { classes: e.classes, max_labels: e.max_labels, dim: e.classes, per_set: vec![n], lambda_w: lam, lambda_h: lam, lambda_b: lam, loss: Loss::Pal }.validate();
+    let mk = |lam: f64, n: usize| super::config(e.classes, e.max_labels, e.classes, vec![n], lam, Loss::Pal);
     let lc1 = predict(&mk(1.0, 1)?).trivial_statistic.sqrt();
     let boundary = (0..=200).map(|i| 1.0 + (e.per_set_max as f64 - 1.0) * i as f64 / 200.0).map(|n| (lc1 / n.sqrt(), n)).collect();
     let mut grid = Vec::new();

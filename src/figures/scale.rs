@@ -8,7 +8,7 @@ use rayon::prelude::*;
 use serde::Deserialize;
 
 use super::{experiment, pe, Figure, FONT, PALETTE};
-use crate::config::{UfmConfig, ValidConfig};
+use crate::config::ValidConfig;
 use crate::error::Result;
 use crate::loss::Loss;
 use crate::theory::predict;
@@ -32,7 +32,7 @@ pub struct Scale {
 }
 
 fn cfg(e: &Exp, lam: f64) -> Result<ValidConfig> {
-    UfmConfig { classes: e.classes, max_labels: e.max_labels, dim: e.classes, per_set: vec![e.per_set], lambda_w: lam, lambda_h: lam, lambda_b: lam, loss: Loss::Pal }.validate()
+    super::config(e.classes, e.max_labels, e.classes, vec![e.per_set], lam, Loss::Pal)
 }
 
 /// Predicts along a fine lambda grid and solves at a coarse one.
