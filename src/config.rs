@@ -9,7 +9,7 @@ use crate::labels::{binomial, LabelSets};
 use crate::loss::Loss;
 
 /// L-BFGS history length used by the solver.
-pub const LBFGS_HISTORY: usize = 5;
+pub const LBFGS_HISTORY: usize = 3;
 
 /// A UFM problem as the user states it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
