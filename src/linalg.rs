@@ -71,13 +71,6 @@ pub fn gemm(alpha: f64, a: Mat, ta: bool, b: Mat, tb: bool, beta: f64, c: &mut [
     }
 }
 
-/// `A A^T` of a column-major `rows x cols` matrix (a `rows x rows` result).
-pub fn gram_rows(a: Mat) -> DMatrix<f64> {
-    let mut out = vec![0.0; a.rows * a.rows];
-    gemm(1.0, a, false, a, true, 0.0, &mut out);
-    DMatrix::from_column_slice(a.rows, a.rows, &out)
-}
-
 /// Eigenvalues of a symmetric matrix, largest first.
 pub fn sym_eigenvalues_desc(m: &DMatrix<f64>) -> Vec<f64> {
     let sym = (m + m.transpose()) * 0.5;

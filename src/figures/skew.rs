@@ -82,7 +82,7 @@ impl Figure for Skew {
             .map_err(pe)?;
         ch.configure_mesh().x_desc("class-frequency ratio ρ (most / least frequent class)").y_desc("weight c").label_style((FONT, 13)).axis_desc_style((FONT, 14)).x_label_formatter(&|v| format!("{v:.0}")).draw().map_err(pe)?;
         let k = self.k;
-        for (i, (label, pick)) in [(format!("c_0 (most frequent class 0)"), 1usize), (format!("c_{} (least frequent class {})", k - 1, k - 1), 2)].into_iter().enumerate() {
+        for (i, (label, pick)) in [("c_0 (most frequent class 0)".to_string(), 1usize), (format!("c_{} (least frequent class {})", k - 1, k - 1), 2)].into_iter().enumerate() {
             let col = PALETTE[i];
             let pts: Vec<(f64, f64)> = self.rows.iter().map(|r| (r.0, if pick == 1 { r.1 } else { r.2 })).collect();
             ch.draw_series(LineSeries::new(pts.clone(), col.stroke_width(2))).map_err(pe)?.label(label).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], col.stroke_width(2)));

@@ -158,9 +158,7 @@ impl MoreThuente {
             self.stmax = self.stp + XTRAPU * (self.stp - self.stx);
         }
         self.stp = self.stp.max(self.p.stpmin).min(self.p.stpmax);
-        if (self.brackt && (self.stp <= self.stmin || self.stp >= self.stmax))
-            || (self.brackt && self.stmax - self.stmin <= self.p.xtol * self.stmax)
-        {
+        if self.brackt && (self.stp <= self.stmin || self.stp >= self.stmax || self.stmax - self.stmin <= self.p.xtol * self.stmax) {
             self.stp = self.stx;
         }
         Action::Evaluate(self.stp)
