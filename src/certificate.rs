@@ -210,17 +210,23 @@ mod tests {
         UfmObjective::new(&cfg.validate().unwrap())
     }
 
+    /// At a random point: `(l(U), G = grad l(U), <G, U>)`.
+    fn loss_gradient_inner(obj: &UfmObjective, seed: u64) -> (f64, Vec<f64>, f64) {
+        let x = obj.random_start(seed, 1.0);
+        let mut u = vec![0.0; obj.k * obj.n];
+        obj.logits(&x, &mut u);
+        let mut g = u.clone();
+        let l = obj.data_term_and_dual(&mut g);
+        let inner: f64 = g.iter().zip(&u).map(|(a, b)| a * b).sum();
+        (l, g, inner)
+    }
+
     /// Fenchel-Young equality l(U) + l*(G) = <G, U> at G = grad l(U): checks the conjugate.
     #[test]
     fn fenchel_young_equality_holds_at_the_gradient() {
         for loss in [Loss::Pal, Loss::PalMean] {
             let obj = objective(loss, 0.01);
-            let x = obj.random_start(3, 1.0);
-            let mut u = vec![0.0; obj.k * obj.n];
-            obj.logits(&x, &mut u);
-            let mut g = u.clone();
-            let l = obj.data_term_and_dual(&mut g);
-            let inner: f64 = g.iter().zip(&u).map(|(a, b)| a * b).sum();
+            let (l, g, inner) = loss_gradient_inner(&obj, 3);
             let mut conj = 0.0;
             for (i, col) in g.chunks_exact(obj.k).enumerate() {
                 let set = &obj.labels.sets[obj.labels.set_of[i] as usize];
@@ -238,12 +244,7 @@ mod tests {
     #[test]
     fn fenchel_young_equality_holds_for_bce() {
         let obj = objective(Loss::Bce, 0.01);
-        let x = obj.random_start(4, 1.0);
-        let mut u = vec![0.0; obj.k * obj.n];
-        obj.logits(&x, &mut u);
-        let mut g = u.clone();
-        let l = obj.data_term_and_dual(&mut g);
-        let inner: f64 = g.iter().zip(&u).map(|(a, b)| a * b).sum();
+        let (l, g, inner) = loss_gradient_inner(&obj, 4);
         let mut conj = 0.0;
         for (i, col) in g.chunks_exact(obj.k).enumerate() {
             let set = &obj.labels.sets[obj.labels.set_of[i] as usize];

@@ -15,7 +15,7 @@ use crate::bail;
 use crate::error::{Error, Result};
 use crate::labels::LabelSets;
 use crate::linalg::Mat;
-use crate::metrics::{synthesis, Metrics, Synthesis};
+use crate::metrics::{set_means, synthesis, Metrics, Synthesis};
 use crate::npy;
 
 /// Counts of one multiplicity.
@@ -121,7 +121,8 @@ pub fn measure_inputs(inp: &Inputs, names: [&str; 4]) -> Result<MeasureReport> {
         finite(b, names[3])?;
     }
     let h = Mat::new(inp.features, d, n);
-    let metrics = Metrics::compute(h, &labels, w_col.as_deref().map(|w| Mat::new(w, k, d)), inp.bias);
+    let mu = set_means(h, &labels);
+    let metrics = Metrics::compute_from_means(h, &mu, &labels, w_col.as_deref().map(|w| Mat::new(w, k, d)), inp.bias);
     let mut counts = Vec::new();
     for m in 1..=labels.max_labels {
         let c: Vec<usize> = labels.sets.iter().zip(&labels.counts).filter(|(s, _)| s.len() == m).map(|(_, &c)| c).collect();
@@ -139,7 +140,7 @@ pub fn measure_inputs(inp: &Inputs, names: [&str; 4]) -> Result<MeasureReport> {
     } else {
         "NOT balanced within each multiplicity (missing label sets or unequal counts): the theorem's data precondition fails".to_string()
     };
-    Ok(MeasureReport { samples: n, dim: d, classes: k, counts, balanced_within_multiplicity: balanced, precondition, metrics, synthesis: synthesis(h, &labels) })
+    Ok(MeasureReport { samples: n, dim: d, classes: k, counts, balanced_within_multiplicity: balanced, precondition, metrics, synthesis: synthesis(&mu, &labels) })
 }
 
 /// Reads the `.npy` files and measures them.

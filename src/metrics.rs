@@ -119,9 +119,13 @@ pub fn set_means(h: Mat, labels: &LabelSets) -> DMatrix<f64> {
 impl Metrics {
     /// Computes every metric that the inputs allow. `h` is d x N, `w` K x d, `b` length K.
     pub fn compute(h: Mat, labels: &LabelSets, w: Option<Mat>, b: Option<&[f64]>) -> Metrics {
+        Self::compute_from_means(h, &set_means(h, labels), labels, w, b)
+    }
+
+    /// [`Metrics::compute`] with the label-set means already computed ([`set_means`]).
+    pub fn compute_from_means(h: Mat, mu: &DMatrix<f64>, labels: &LabelSets, w: Option<Mat>, b: Option<&[f64]>) -> Metrics {
         let k = labels.classes;
         let d = h.rows;
-        let mu = set_means(h, labels);
         let singleton: Vec<Option<usize>> = (0..k).map(|c| labels.singleton(c).filter(|&j| labels.counts[j] > 0)).collect();
         let missing: Vec<usize> = (0..k).filter(|&c| singleton[c].is_none()).collect();
         let w_mat = w.map(|w| w.to_dmatrix());
@@ -140,7 +144,7 @@ impl Metrics {
             for mut col in cm.column_iter_mut() {
                 col -= &mu_g;
             }
-            nc1 = Some(nc1_value(h, labels, &mu, &cm));
+            nc1 = Some(nc1_value(h, labels, mu, &cm));
             nc2_h = Some(etf_distance(&(cm.transpose() * &cm)));
             nc3 = w_mat.as_ref().map(|w| etf_distance(&(w * &cm)));
         } else {
@@ -149,7 +153,7 @@ impl Metrics {
                 let h1 = DMatrix::from_columns(&present.iter().map(|&j| mu.column(j).into_owned()).collect::<Vec<_>>());
                 let mu_g = h1.column_mean();
                 let cm = DMatrix::from_columns(&h1.column_iter().map(|c| c - &mu_g).collect::<Vec<_>>());
-                nc1 = Some(nc1_value(h, labels, &mu, &cm));
+                nc1 = Some(nc1_value(h, labels, mu, &cm));
             }
             note = Some(format!(
                 "no multiplicity-1 mean for class {}: NC2-H and NC3 are undefined; NC1 uses the {} classes that have one",
@@ -157,7 +161,7 @@ impl Metrics {
                 present.len()
             ));
         }
-        let (tag, angle_ratio) = tag_metrics(labels, &mu, &singleton);
+        let (tag, angle_ratio) = tag_metrics(labels, mu, &singleton);
         Metrics { nc1, nc2_w, nc2_h, nc3, bias_norm, alpha, tag, angle_ratio, note }
     }
 }
@@ -275,8 +279,9 @@ pub struct Geometry {
     pub synthesis_all: Vec<Synthesis>,
 }
 
-/// Classifier norms, cosines, spectrum, and the synthesis over all multiplicity-1 means.
-pub fn geometry(h: Mat, w: Mat, labels: &LabelSets) -> Geometry {
+/// Classifier norms, cosines, spectrum, and the synthesis over all multiplicity-1 means,
+/// from the label-set means `mu` ([`set_means`]).
+pub fn geometry(w: Mat, mu: &DMatrix<f64>, labels: &LabelSets) -> Geometry {
     let wm = w.to_dmatrix();
     let k = wm.nrows();
     let norms: Vec<f64> = (0..k).map(|i| wm.row(i).norm()).collect();
@@ -284,7 +289,6 @@ pub fn geometry(h: Mat, w: Mat, labels: &LabelSets) -> Geometry {
     let mut sv: Vec<f64> = wm.clone().svd(false, false).singular_values.iter().copied().collect();
     sv.sort_by(|a, b| b.total_cmp(a));
     let rank = sv.iter().filter(|&&x| x > 1e-8 * sv[0]).count();
-    let mu = set_means(h, labels);
     let singles: Vec<Option<usize>> = (0..labels.classes).map(|c| labels.singleton(c).filter(|&j| labels.counts[j] > 0)).collect();
     let mut all = Vec::new();
     if singles.iter().all(Option::is_some) {
@@ -306,9 +310,8 @@ pub fn geometry(h: Mat, w: Mat, labels: &LabelSets) -> Geometry {
 }
 
 /// Least-squares synthesis weights for every multi-label set whose tags all have a
-/// multiplicity-1 mean.
-pub fn synthesis(h: Mat, labels: &LabelSets) -> Vec<Synthesis> {
-    let mu = set_means(h, labels);
+/// multiplicity-1 mean, from the label-set means `mu` ([`set_means`]).
+pub fn synthesis(mu: &DMatrix<f64>, labels: &LabelSets) -> Vec<Synthesis> {
     let mut out = Vec::new();
     for (j, set) in labels.sets.iter().enumerate() {
         if set.len() < 2 || labels.counts[j] == 0 {

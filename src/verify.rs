@@ -7,7 +7,9 @@ use rayon::prelude::*;
 use crate::certificate::certify;
 use crate::config::ValidConfig;
 use crate::error::Result;
-use crate::metrics::Metrics;
+use nalgebra::DMatrix;
+
+use crate::metrics::{set_means, Metrics};
 use crate::report::{CertifiedPrediction, RunReport, Summary, UfmReport};
 use crate::solver::{solve, SolveParams, SolveResult};
 use crate::theory::{predict, Prediction};
@@ -34,7 +36,8 @@ pub fn rel_err(a: f64, b: f64) -> f64 {
 /// Measures a finished solve against the prediction and judges it.
 pub fn assess(cfg: &ValidConfig, obj: &UfmObjective, pred: &Prediction, seed: u64, sol: SolveResult, tol: &Tolerances) -> RunReport {
     let p = obj.split(&sol.x);
-    let mut metrics = Metrics::compute(p.h, &cfg.labels, Some(p.w), Some(p.b));
+    let mu = set_means(p.h, &cfg.labels);
+    let mut metrics = Metrics::compute_from_means(p.h, &mu, &cfg.labels, Some(p.w), Some(p.b));
     for t in &mut metrics.tag {
         if t.multiplicity == cfg.config.classes {
             t.note = Some("m = K: h_S = 0 is predicted, so angle and scale are 0/0; its norm is checked instead".into());
@@ -71,7 +74,7 @@ pub fn assess(cfg: &ValidConfig, obj: &UfmObjective, pred: &Prediction, seed: u6
             }
             if t.multiplicity == cfg.config.classes {
                 // m = K: h_S = 0 is predicted, so angle and scale are 0/0; check the norm instead.
-                let ratio = full_set_norm_ratio(obj, &sol.x, &cfg.labels);
+                let ratio = full_set_norm_ratio(&mu, &cfg.labels);
                 geometry.push(("||h_S|| / mean ||h_k|| for m=K".into(), ratio, Kind::Linear));
                 continue;
             }
@@ -93,8 +96,8 @@ pub fn assess(cfg: &ValidConfig, obj: &UfmObjective, pred: &Prediction, seed: u6
     let (verdict, reasons) = judge(&evidence, tol);
     let multi = cfg.labels.sets.iter().zip(&cfg.labels.counts).filter(|(s, &c)| s.len() >= 2 && c > 0).count();
     let synthesis_omitted = multi > MAX_SYNTHESIS_SETS;
-    let synthesis = if synthesis_omitted { Vec::new() } else { crate::metrics::synthesis(p.h, &cfg.labels) };
-    let geometry = (!evidence.etf_possible || !evidence.balanced || !evidence.loss_covered).then(|| crate::metrics::geometry(p.h, p.w, &cfg.labels));
+    let synthesis = if synthesis_omitted { Vec::new() } else { crate::metrics::synthesis(&mu, &cfg.labels) };
+    let geometry = (!evidence.etf_possible || !evidence.balanced || !evidence.loss_covered).then(|| crate::metrics::geometry(p.w, &mu, &cfg.labels));
     RunReport {
         seed,
         objective: sol.objective,
@@ -130,8 +133,7 @@ fn bias_error(cfg: &ValidConfig, b: &[f64]) -> f64 {
 }
 
 /// `||mu_S|| / mean_k ||mu_k||` for the set of all K labels (predicted 0).
-fn full_set_norm_ratio(obj: &UfmObjective, x: &[f64], labels: &crate::labels::LabelSets) -> f64 {
-    let mu = crate::metrics::set_means(obj.split(x).h, labels);
+fn full_set_norm_ratio(mu: &DMatrix<f64>, labels: &crate::labels::LabelSets) -> f64 {
     let full = labels.sets.iter().position(|s| s.len() == labels.classes);
     let singles: Vec<f64> = (0..labels.classes).filter_map(|k| labels.singleton(k)).map(|j| mu.column(j).norm()).collect();
     match full {
