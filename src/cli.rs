@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{human_bytes, UfmConfig, ValidConfig};
+use crate::config::{human_bytes, UfmConfig, ValidConfig, MAX_HISTORY};
 use crate::error::{Error, Result};
 use crate::loss::Loss;
 use crate::report::{prediction_text, table, write_json_atomic};
@@ -307,8 +307,8 @@ fn run_ufm(a: &UfmArgs) -> Result<i32> {
     let cfg = a.problem.to_config()?;
     positive("--tol-grad", a.tol_grad)?;
     positive("--init-std", a.init_std)?;
-    if a.history == 0 {
-        return Err(Error::new("--history must be at least 1"));
+    if a.history == 0 || a.history > MAX_HISTORY {
+        return Err(Error::new(format!("--history must be between 1 and {MAX_HISTORY}")));
     }
     if a.seeds == 0 {
         return Err(Error::new("--seeds must be at least 1"));
@@ -333,8 +333,8 @@ fn run_ufm(a: &UfmArgs) -> Result<i32> {
 
 fn run_timing(a: &TimingArgs) -> Result<i32> {
     positive("--gap", a.gap)?;
-    if a.repeat == 0 || a.history == 0 {
-        return Err(Error::new("--repeat and --history must be at least 1"));
+    if a.repeat == 0 || a.history == 0 || a.history > MAX_HISTORY {
+        return Err(Error::new(format!("--repeat must be at least 1 and --history between 1 and {MAX_HISTORY}")));
     }
     let params = SolveParams { method: a.solver, history: a.history, ..SolveParams::default() };
     let mut all = Vec::new();

@@ -10,6 +10,8 @@ use crate::loss::Loss;
 
 /// L-BFGS history length used by the solver.
 pub const LBFGS_HISTORY: usize = 3;
+/// Largest accepted L-BFGS history (the direction pass combines at most 2m + 1 vectors).
+pub const MAX_HISTORY: usize = 64;
 
 /// A UFM problem as the user states it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -3,24 +3,97 @@
 //! argmin's own L-BFGS allocates and clones whole parameter vectors on every vector
 //! operation; at 10^5..10^7 variables that costs far more than the objective (measured: see
 //! `benches/` and the README). This solver keeps every vector in buffers allocated once:
-//! x, grad, direction, trial point and trial gradient, and an m-pair ring buffer of (s, y).
-//! The two-loop recursion fuses each axpy with the next dot product (one pass per pair and
-//! loop). argmin's executor still drives the iterations, counts them, applies `max_iters`,
-//! runs observers, and reports termination reasons. The state carries the cost only; the
-//! iterate lives here and is read back from the solver after the run.
+//! x, the gradient, a trial point and its gradient, and m stored pairs (d_i, y_i) with
+//! s_i = sigma_i d_i (sigma_i the accepted step), 2m + 4 vectors in all.
+//!
+//! # Two passes over memory per iteration
+//! At 10^6..10^7 variables the solver's cost is memory traffic, so the two-loop recursion is
+//! run on *coefficients* (the dot-product formulation of Chen, Wang, Zhou and Gao, "Large-scale
+//! L-BFGS using MapReduce", NIPS 2014). The direction lies in the span of the basis
+//! `B = [d_1..d_m, y_1..y_m, g]`; given the Gram matrix `B^T B`, the recursion
+//!
+//! ```text
+//! q = -g;  for i newest..oldest: alpha_i = rho_i s_i.q;  q -= alpha_i y_i
+//! r = gamma q;  for i oldest..newest: beta = rho_i y_i.r;  r += (alpha_i - beta) s_i
+//! ```
+//! (rho_i = 1 / s_i.y_i, gamma = s.y / y.y of the newest pair) is carried out on the
+//! coefficient vectors of q and r in B, with every dot product read from the Gram matrix.
+//! Then two passes touch the long vectors:
+//! 1. *direction pass*: `d = B c` and the first trial point `x + a d` in one read of the
+//!    basis, also returning `d . g`;
+//! 2. *curvature pass* after each evaluation: `y = g_new - g` and all dot products of the new
+//!    vectors (d, y, g_new) with the kept basis, which refresh the Gram matrix. `d . g_new`
+//!    is the line search's phi'(a).
+//!
+//! Every Gram entry is a direct dot product of two stored vectors (none is derived by
+//! algebra), so the recursion sees the same numbers the textbook loop would compute, up to
+//! summation order. The new d is written over the retiring pair's d (its old content is one
+//! of the combined terms), and the new y over the retiring y.
+//!
+//! argmin's executor still drives the iterations, counts them, applies `max_iters`, runs
+//! observers, and reports termination reasons. The state carries the cost only; the iterate
+//! lives here and is read back from the solver after the run.
 
 use argmin::core::{Error as ArgminError, IterState, Problem, Solver, State, TerminationReason, TerminationStatus, KV};
 
 use super::morethuente::{Action, MoreThuente, MoreThuenteParams};
 use super::{HistoryPoint, IterCallback};
+use crate::config::MAX_HISTORY;
 use crate::ufm::FusedObjective;
-use crate::vecops::{axpy_dot, chunks, dot2, pair_update, scale_in_place_dot, scale_into_dot, step_into};
+use crate::vecops::{combine_and_step, curvature_pass, dot2, step_into_f32};
 
 /// argmin state type of this solver (cost only).
 pub type LbfgsState = IterState<Vec<f64>, (), (), (), (), f64>;
 
 /// Most objective evaluations in one line search.
 const MAX_LINE_SEARCH_EVALS: usize = 30;
+
+/// A basis vector of the direction: a stored d, a stored y, or the current gradient.
+#[derive(Clone, Copy)]
+enum Basis {
+    D(usize),
+    Y(usize),
+    G,
+}
+
+/// Dot products among the stored d_i, y_i (by slot) and the current gradient g.
+struct Gram {
+    m: usize,
+    dd: Vec<f64>,
+    /// `dy[i m + j] = d_i . y_j`.
+    dy: Vec<f64>,
+    yy: Vec<f64>,
+    dg: Vec<f64>,
+    yg: Vec<f64>,
+    gg: f64,
+}
+
+impl Gram {
+    fn new(m: usize) -> Self {
+        Gram { m, dd: vec![0.0; m * m], dy: vec![0.0; m * m], yy: vec![0.0; m * m], dg: vec![0.0; m], yg: vec![0.0; m], gg: 0.0 }
+    }
+
+    fn get(&self, a: Basis, b: Basis) -> f64 {
+        let m = self.m;
+        match (a, b) {
+            (Basis::D(i), Basis::D(j)) => self.dd[i * m + j],
+            (Basis::D(i), Basis::Y(j)) | (Basis::Y(j), Basis::D(i)) => self.dy[i * m + j],
+            (Basis::Y(i), Basis::Y(j)) => self.yy[i * m + j],
+            (Basis::D(i), Basis::G) | (Basis::G, Basis::D(i)) => self.dg[i],
+            (Basis::Y(i), Basis::G) | (Basis::G, Basis::Y(i)) => self.yg[i],
+            (Basis::G, Basis::G) => self.gg,
+        }
+    }
+
+    /// `a . (B c)` for the coefficients `(cd, cy, cg)` over the pairs in `slots`.
+    fn apply(&self, a: Basis, slots: &[usize], cd: &[f64], cy: &[f64], cg: f64) -> f64 {
+        let mut v = cg * self.get(a, Basis::G);
+        for &j in slots {
+            v += cd[j] * self.get(a, Basis::D(j)) + cy[j] * self.get(a, Basis::Y(j));
+        }
+        v
+    }
+}
 
 /// The in-place L-BFGS solver.
 pub struct InPlaceLbfgs {
@@ -30,14 +103,23 @@ pub struct InPlaceLbfgs {
     /// Current iterate.
     pub x: Vec<f64>,
     g: Vec<f64>,
-    d: Vec<f64>,
     x_new: Vec<f64>,
     g_new: Vec<f64>,
-    s: Vec<Vec<f64>>,
-    y: Vec<Vec<f64>>,
+    /// Stored directions (slot `slot()` holds the current one).
+    dirs: Vec<Vec<f32>>,
+    /// Stored gradient differences.
+    ys: Vec<Vec<f32>>,
+    sigma: Vec<f64>,
     rho: Vec<f64>,
     alpha: Vec<f64>,
+    cd: Vec<f64>,
+    cy: Vec<f64>,
     order: Vec<usize>,
+    gram: Gram,
+    /// Output of the last curvature pass.
+    pending: Vec<f64>,
+    /// Step at which `x_new` currently holds `x + a d`.
+    prefilled: f64,
     gamma: f64,
     newest: usize,
     len: usize,
@@ -46,7 +128,8 @@ pub struct InPlaceLbfgs {
     /// Gradient norm at `x`.
     pub grad_norm: f64,
     curvature: f64,
-    parts: Vec<[f64; 2]>,
+    parts: Vec<f64>,
+    parts2: Vec<[f64; 2]>,
     /// Objective-and-gradient evaluations.
     pub evaluations: usize,
     /// Objective and gradient norm per iteration.
@@ -62,26 +145,33 @@ impl InPlaceLbfgs {
     /// `||grad|| <= tol_grad sqrt(2 lambda_min |f|)`.
     pub fn new(x0: Vec<f64>, m: usize, tol_grad: f64, callback: Option<IterCallback>) -> Self {
         let n = x0.len();
+        let m = m.clamp(1, MAX_HISTORY);
         InPlaceLbfgs {
-            m: m.max(1),
+            m,
             tol_grad,
             ls: MoreThuenteParams::default(),
             g: vec![0.0; n],
-            d: vec![0.0; n],
             x_new: vec![0.0; n],
             g_new: vec![0.0; n],
-            s: (0..m.max(1)).map(|_| vec![0.0; n]).collect(),
-            y: (0..m.max(1)).map(|_| vec![0.0; n]).collect(),
-            rho: vec![0.0; m.max(1)],
-            alpha: vec![0.0; m.max(1)],
-            order: Vec::with_capacity(m.max(1)),
+            dirs: (0..m).map(|_| vec![0.0f32; n]).collect(),
+            ys: (0..m).map(|_| vec![0.0f32; n]).collect(),
+            sigma: vec![0.0; m],
+            rho: vec![0.0; m],
+            alpha: vec![0.0; m],
+            cd: vec![0.0; m],
+            cy: vec![0.0; m],
+            order: Vec::with_capacity(m),
+            gram: Gram::new(m),
+            pending: vec![0.0; 6 * m + 6],
+            prefilled: f64::NAN,
             gamma: 1.0,
             newest: 0,
             len: 0,
             f: f64::NAN,
             grad_norm: f64::NAN,
             curvature: 1.0,
-            parts: vec![[0.0; 2]; chunks(n)],
+            parts: Vec::new(),
+            parts2: vec![[0.0; 2]; crate::vecops::chunks(n)],
             evaluations: 0,
             history: Vec::new(),
             callback,
@@ -109,30 +199,65 @@ impl InPlaceLbfgs {
         }
     }
 
-    /// `d = -H g` by the two-loop recursion over the stored pairs (newest first).
-    fn direction(&mut self) {
-        let len = self.len;
-        if len == 0 {
-            scale_into_dot(-1.0, &self.g, &mut self.d, None, &mut self.parts);
-            return;
-        }
+    /// The slot that receives the new direction and gradient difference.
+    fn slot(&self) -> usize {
+        (self.newest + 1) % self.m
+    }
+
+    /// The stored pairs, newest first, into `order`.
+    fn fill_order(&mut self) {
         self.order.clear();
-        self.order.extend((0..len).map(|j| (self.newest + self.m - j) % self.m));
-        let (slots, s, y, d, parts) = (&self.order, &self.s, &self.y, &mut self.d, &mut self.parts);
-        let mut sq = scale_into_dot(-1.0, &self.g, d, Some(&s[slots[0]]), parts);
-        for j in 0..len {
-            let i = slots[j];
+        let (m, newest) = (self.m, self.newest);
+        self.order.extend((0..self.len).map(|j| (newest + m - j) % m));
+    }
+
+    /// Coefficients of `d = -H g` in the basis, by the two-loop recursion on the Gram matrix.
+    fn coefficients(&mut self) -> f64 {
+        self.cd.iter_mut().for_each(|v| *v = 0.0);
+        self.cy.iter_mut().for_each(|v| *v = 0.0);
+        let mut cg = -1.0;
+        for idx in 0..self.order.len() {
+            let i = self.order[idx];
+            let sq = self.sigma[i] * self.gram.apply(Basis::D(i), &self.order, &self.cd, &self.cy, cg);
             self.alpha[i] = self.rho[i] * sq;
-            let next = slots.get(j + 1).map(|&k| s[k].as_slice());
-            sq = axpy_dot(-self.alpha[i], &y[i], d, next, parts);
+            self.cy[i] -= self.alpha[i];
         }
-        let mut yr = scale_in_place_dot(self.gamma, d, Some(&y[slots[len - 1]]), parts);
-        for j in (0..len).rev() {
-            let i = slots[j];
+        let gamma = self.gamma;
+        self.cd.iter_mut().chain(self.cy.iter_mut()).for_each(|v| *v *= gamma);
+        cg *= gamma;
+        for idx in (0..self.order.len()).rev() {
+            let i = self.order[idx];
+            let yr = self.gram.apply(Basis::Y(i), &self.order, &self.cd, &self.cy, cg);
             let beta = self.rho[i] * yr;
-            let next = if j > 0 { Some(y[slots[j - 1]].as_slice()) } else { None };
-            yr = axpy_dot(self.alpha[i] - beta, &s[i], d, next, parts);
+            self.cd[i] += (self.alpha[i] - beta) * self.sigma[i];
         }
+        cg
+    }
+
+    /// Writes `d = -H g` into the new slot and `x + a d` into `x_new`; returns `d . g`.
+    fn direction(&mut self, a: f64) -> f64 {
+        let t = self.slot();
+        self.fill_order();
+        let cg = if self.len == 0 { -1.0 } else { self.coefficients() };
+        // The retiring pair (slot t, present when the memory is full) enters through `out`.
+        let c_out = if self.len == self.m { self.cd[t] } else { 0.0 };
+        let mut out = std::mem::take(&mut self.dirs[t]);
+        let dg = {
+            let mut terms: [(&[f32], f64); 2 * MAX_HISTORY] = [(&[], 0.0); 2 * MAX_HISTORY];
+            let mut used = 0;
+            for &i in &self.order[..self.len] {
+                if i != t {
+                    terms[used] = (&self.dirs[i], self.cd[i]);
+                    used += 1;
+                }
+                terms[used] = (&self.ys[i], self.cy[i]);
+                used += 1;
+            }
+            combine_and_step(&mut out, c_out, &terms[..used], &self.g, cg, &self.x, a, &mut self.x_new, &mut self.parts)
+        };
+        self.dirs[t] = out;
+        self.prefilled = a;
+        dg
     }
 }
 
@@ -141,13 +266,76 @@ impl InPlaceLbfgs {
 const EPS_F: f64 = 1e-13;
 
 impl InPlaceLbfgs {
-    /// Evaluates phi(a) and phi'(a) at `x + a d` into `x_new`, `g_new`; returns (f, phi', |g|^2).
+    /// Number of stored pairs that survive this iteration (all but a retiring one).
+    fn kept(&self) -> usize {
+        self.len.min(self.m - 1)
+    }
+
+    /// Evaluates phi(a) and phi'(a) at `x + a d` into `x_new`, `g_new`, then runs the
+    /// curvature pass; returns (f, phi', |g|^2).
     fn trial<O: FusedObjective>(&mut self, obj: &mut O, a: f64) -> (f64, f64, f64) {
-        step_into(&self.x, a, &self.d, &mut self.x_new, &mut self.parts);
+        let t = self.slot();
+        if a != self.prefilled {
+            step_into_f32(&self.x, a, &self.dirs[t], &mut self.x_new, &mut self.parts);
+            self.prefilled = a;
+        }
         let f = obj.eval(&self.x_new, &mut self.g_new);
         self.evaluations += 1;
-        let (gd, gg) = dot2(&self.g_new, &self.d, &mut self.parts);
-        (f, gd, gg)
+        let kept = self.kept();
+        let mut y = std::mem::take(&mut self.ys[t]);
+        {
+            let mut olds: [&[f32]; 2 * MAX_HISTORY] = [&[]; 2 * MAX_HISTORY];
+            for (j, &i) in self.order[..kept].iter().enumerate() {
+                olds[2 * j] = &self.dirs[i];
+                olds[2 * j + 1] = &self.ys[i];
+            }
+            curvature_pass(&self.g_new, &self.g, &self.dirs[t], &mut y, &olds[..2 * kept], &mut self.parts, &mut self.pending);
+        }
+        self.ys[t] = y;
+        let tail = &self.pending[6 * kept..];
+        (f, tail[2], tail[5])
+    }
+
+    /// Accepts the step: refreshes the Gram matrix from the last curvature pass, stores the
+    /// new pair if it has positive curvature, and moves to `x_new`.
+    fn accept(&mut self, step: f64, f_new: f64) {
+        let (t, m, kept) = (self.slot(), self.m, self.kept());
+        let p = &self.pending;
+        let tail = [p[6 * kept], p[6 * kept + 1], p[6 * kept + 2], p[6 * kept + 3], p[6 * kept + 4], p[6 * kept + 5]];
+        let gm = &mut self.gram;
+        for (j, &i) in self.order[..kept].iter().enumerate() {
+            gm.dg[i] = p[6 * j + 2];
+            gm.yg[i] = p[6 * j + 5];
+        }
+        gm.gg = tail[5];
+        let (sy, yy) = (step * tail[1], tail[3]);
+        if sy > f64::EPSILON * yy && yy > 0.0 {
+            for (j, &i) in self.order[..kept].iter().enumerate() {
+                gm.dd[i * m + t] = p[6 * j];
+                gm.dd[t * m + i] = p[6 * j];
+                gm.dy[i * m + t] = p[6 * j + 1];
+                gm.dy[t * m + i] = p[6 * j + 3];
+                gm.yy[i * m + t] = p[6 * j + 4];
+                gm.yy[t * m + i] = p[6 * j + 4];
+            }
+            gm.dd[t * m + t] = tail[0];
+            gm.dy[t * m + t] = tail[1];
+            gm.dg[t] = tail[2];
+            gm.yy[t * m + t] = tail[3];
+            gm.yg[t] = tail[4];
+            self.sigma[t] = step;
+            self.rho[t] = 1.0 / sy;
+            self.gamma = sy / yy;
+            self.newest = t;
+            self.len = (self.len + 1).min(m);
+        } else {
+            self.len = kept;
+        }
+        std::mem::swap(&mut self.x, &mut self.x_new);
+        std::mem::swap(&mut self.g, &mut self.g_new);
+        self.prefilled = f64::NAN;
+        self.f = f_new;
+        self.grad_norm = tail[5].sqrt();
     }
 
     /// Approximate Wolfe (Hager & Zhang 2005): `0.9 phi'(0) <= phi'(a) <= -0.8 phi'(0)` and
@@ -227,38 +415,26 @@ impl<O: FusedObjective> Solver<O, LbfgsState> for InPlaceLbfgs {
         self.curvature = obj.curvature_scale();
         self.f = obj.eval(&self.x, &mut self.g);
         self.evaluations += 1;
-        self.grad_norm = dot2(&self.g, &self.g, &mut self.parts).0.sqrt();
+        self.gram.gg = dot2(&self.g, &self.g, &mut self.parts2).1;
+        self.grad_norm = self.gram.gg.sqrt();
         self.record();
         Ok((state.cost(self.f), None))
     }
 
     fn next_iter(&mut self, problem: &mut Problem<O>, state: LbfgsState) -> Result<(LbfgsState, Option<KV>), ArgminError> {
         let obj = problem.problem.as_mut().ok_or_else(|| ArgminError::msg("no objective"))?;
-        self.direction();
-        let mut dg = dot2(&self.d, &self.g, &mut self.parts).0;
+        let first = if self.len == 0 && self.iter == 0 { (1.0 / self.grad_norm).min(1.0) } else { 1.0 };
+        let mut dg = self.direction(first);
         if !(dg < 0.0) {
             self.len = 0;
             self.resets += 1;
-            scale_into_dot(-1.0, &self.g, &mut self.d, None, &mut self.parts);
-            dg = -self.grad_norm * self.grad_norm;
+            dg = self.direction(first);
         }
-        let first = if self.len == 0 && self.iter == 0 { (1.0 / self.grad_norm).min(1.0) } else { 1.0 };
-        let Some((step, f_new, gn2)) = self.line_search(obj, dg, first) else {
+        let Some((step, f_new, _)) = self.line_search(obj, dg, first) else {
             let msg = "line search failed: no acceptable step (strong or approximate Wolfe)".to_string();
             return Ok((state.cost(self.f).terminate_with(TerminationReason::SolverExit(msg)), None));
         };
-        let slot = (self.newest + 1) % self.m;
-        let (sy, yy) = pair_update(step, &self.d, &self.g_new, &self.g, &mut self.s[slot], &mut self.y[slot], &mut self.parts);
-        if sy > f64::EPSILON * yy && yy > 0.0 {
-            self.newest = slot;
-            self.len = (self.len + 1).min(self.m);
-            self.rho[slot] = 1.0 / sy;
-            self.gamma = sy / yy;
-        }
-        std::mem::swap(&mut self.x, &mut self.x_new);
-        std::mem::swap(&mut self.g, &mut self.g_new);
-        self.f = f_new;
-        self.grad_norm = gn2.sqrt();
+        self.accept(step, f_new);
         self.iter = state.get_iter() + 1;
         self.record();
         Ok((state.cost(self.f), None))
