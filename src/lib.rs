@@ -10,6 +10,7 @@ pub mod certificate;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod fastexp;
 pub mod figures;
 pub mod hunt;
 pub mod labels;

@@ -110,7 +110,7 @@ where
 /// Whether the CPU has AVX2 (checked once). The multi-stream kernels below have a portable
 /// lane loop and an AVX2 version doing the same operations per lane in the same order
 /// (multiply, then add; no FMA), so results are bit-identical with or without AVX2.
-fn has_avx2() -> bool {
+pub(crate) fn has_avx2() -> bool {
     #[cfg(test)]
     if FORCE_PORTABLE.load(std::sync::atomic::Ordering::Relaxed) {
         return false;
