@@ -12,7 +12,9 @@ use mlab_nc::config::ValidConfig;
 use mlab_nc::linalg::{gemm, Mat};
 use mlab_nc::solver::{solve, Method, SolveParams};
 use mlab_nc::timing::{preset, time_to_gap};
+use mlab_nc::config::LBFGS_HISTORY;
 use mlab_nc::ufm::{UfmObjective, Workspace, SAMPLE_CHUNK};
+use mlab_nc::vecops::{combine_and_step, curvature_pass};
 use rayon::prelude::*;
 
 fn cfg(name: &str) -> ValidConfig {
@@ -56,6 +58,40 @@ fn objective(c: &mut Criterion) {
     g.finish();
 }
 
+/// The solver's two passes over memory per iteration (direction, then curvature), at the
+/// size of C, D and E with the default history: the L-BFGS bookkeeping of one iteration
+/// with one evaluation, to set against `objective/value_and_gradient`.
+fn passes(c: &mut Criterion) {
+    let mut g = c.benchmark_group("lbfgs_bookkeeping");
+    g.sample_size(20);
+    for name in ["C", "D", "E"] {
+        let n = UfmObjective::new(&cfg(name)).dim();
+        let m = LBFGS_HISTORY;
+        let v = |seed: u64| UfmObjective::new(&cfg(name)).random_start(seed, 1.0);
+        let (grad, x, g_new) = (v(1), v(2), v(3));
+        let dirs: Vec<Vec<f32>> = (0..m).map(|k| v(10 + k as u64).iter().map(|&a| a as f32).collect()).collect();
+        let ys: Vec<Vec<f32>> = (0..m).map(|k| v(20 + k as u64).iter().map(|&a| a as f32).collect()).collect();
+        let mut x_new = vec![0.0; n];
+        let mut out: Vec<f32> = vec![0.0; n];
+        let mut y: Vec<f32> = vec![0.0; n];
+        let mut parts = Vec::new();
+        let mut dots = vec![0.0; 6 * m + 6];
+        g.bench_function(format!("direction_and_curvature/{name}"), |b| {
+            b.iter(|| {
+                // Memory full: m - 1 kept directions and m differences enter the direction;
+                // the retiring direction is `out` itself.
+                let mut terms: Vec<(&[f32], f64)> = dirs[1..].iter().map(|d| (d.as_slice(), 0.1)).collect();
+                terms.extend(ys.iter().map(|y| (y.as_slice(), -0.2)));
+                let dg = combine_and_step(&mut out, 0.3, &terms, &grad, -0.5, &x, 1.0, &mut x_new, &mut parts);
+                let olds: Vec<&[f32]> = dirs[1..].iter().chain(&ys[1..]).map(|v| v.as_slice()).collect();
+                curvature_pass(&g_new, &grad, &out, &mut y, &olds, &mut parts, &mut dots);
+                black_box((dg, dots[0]))
+            })
+        });
+    }
+    g.finish();
+}
+
 /// 20 L-BFGS iterations from a fixed start (divide by 20 for one iteration).
 fn iterations(c: &mut Criterion) {
     let mut g = c.benchmark_group("lbfgs_20_iterations");
@@ -87,5 +123,5 @@ fn solves(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, objective, iterations, solves);
+criterion_group!(benches, objective, passes, iterations, solves);
 criterion_main!(benches);

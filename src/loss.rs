@@ -66,21 +66,20 @@ pub fn loss_grad_entropy_in_place<const ENTROPY: bool>(loss: Loss, u: &mut [f64]
     }
     let m = set.len();
     let c = loss.weight(m);
-    let mx = u.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let mx = lane_max(u);
     let in_set: f64 = set.iter().map(|&k| u[k]).sum();
-    let (mut sum, mut su) = (0.0, 0.0);
+    let mut su = 0.0;
     if ENTROPY {
         for v in u.iter_mut() {
             let shifted = *v - mx;
             *v = exp_nonpos(shifted);
-            sum += *v;
             su += *v * shifted;
         }
     } else {
         u.iter_mut().for_each(|v| *v -= mx);
         exp_nonpos_in_place(u);
-        sum = u.iter().sum();
     }
+    let sum = lane_sum(u);
     let lse = mx + sum.ln();
     let neg_entropy = if ENTROPY { su / sum - sum.ln() } else { 0.0 };
     let value = c * (lse - in_set / m as f64);
@@ -93,6 +92,34 @@ pub fn loss_grad_entropy_in_place<const ENTROPY: bool>(loss: Loss, u: &mut [f64]
         u[k] -= t;
     }
     (value, neg_entropy)
+}
+
+/// Sum in four interleaved lanes, combined in a fixed order (no serial dependency chain).
+#[inline]
+pub fn lane_sum(v: &[f64]) -> f64 {
+    let mut l = [0.0f64; 4];
+    let c = v.chunks_exact(4);
+    let tail: f64 = c.remainder().iter().sum();
+    for q in c {
+        for k in 0..4 {
+            l[k] += q[k];
+        }
+    }
+    ((l[0] + l[2]) + (l[1] + l[3])) + tail
+}
+
+/// Largest entry (NaN-propagating is not needed: a NaN logit makes the loss NaN anyway).
+#[inline]
+fn lane_max(v: &[f64]) -> f64 {
+    let mut l = [f64::NEG_INFINITY; 4];
+    let c = v.chunks_exact(4);
+    let tail = c.remainder().iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    for q in c {
+        for k in 0..4 {
+            l[k] = if q[k] > l[k] { q[k] } else { l[k] };
+        }
+    }
+    l[0].max(l[1]).max(l[2]).max(l[3]).max(tail)
 }
 
 /// `log(1 + e^x)`, stably.
