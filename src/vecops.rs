@@ -247,19 +247,26 @@ pub fn curvature_pass(g_new: &[f64], g: &[f64], d: &[f32], y: &mut [f32], olds: 
     reduce_many(n, 3 * k + 6, parts, out, |r, acc| {
         // SAFETY: disjoint chunk ranges.
         let yc = unsafe { ys.slice(r.clone()) };
+        // The new d and y, widened once per block for the products with the stored vectors.
+        let (mut dw_buf, mut yw_buf) = ([0.0f64; BLOCK], [0.0f64; BLOCK]);
         let mut s = r.start;
         while s < r.end {
             let e = (s + BLOCK).min(r.end);
             let yb = &mut yc[s - r.start..e - r.start];
             let (gn, go, db) = (&g_new[s..e], &g[s..e], &d[s..e]);
-            let t6 = diff_and_dots6(gn, go, db, yb);
+            let (dw, yw) = (&mut dw_buf[..e - s], &mut yw_buf[..e - s]);
+            let t6 = diff_and_dots6(gn, go, db, yb, dw, yw);
             acc[3 * k..3 * k + 6].iter_mut().zip(t6).for_each(|(a, v)| *a += v);
-            let yb = &*yb;
-            for (j, v) in olds.iter().enumerate() {
-                let t3 = dots3(&v[s..e], db, yb, gn);
-                acc[3 * j] += t3[0];
-                acc[3 * j + 1] += t3[1];
-                acc[3 * j + 2] += t3[2];
+            // Two stored vectors per sweep: two streams in flight, and half the re-reads.
+            for (j, pair) in olds.chunks(2).enumerate() {
+                let t = if pair.len() == 2 {
+                    dots_pair(&pair[0][s..e], &pair[1][s..e], dw, yw, gn)
+                } else {
+                    let t3 = dots3(&pair[0][s..e], dw, yw, gn);
+                    [t3[0], t3[1], t3[2], 0.0, 0.0, 0.0]
+                };
+                let w = 3 * pair.len();
+                acc[6 * j..6 * j + w].iter_mut().zip(t).for_each(|(a, v)| *a += v);
             }
             s = e;
         }
@@ -272,9 +279,12 @@ fn lanes<T>(v: &[T]) -> &[T; LANES] {
     v.try_into().expect("LANES elements")
 }
 
-/// Dot products of `v` with `a`, `b` (f32) and `c` (f64), over one read of each.
+/// Lanes of the pairwise product kernels (one AVX2 register each: six accumulators).
+const LANES4: usize = 4;
+
+/// Dot products of a stored vector `v` with `a`, `b`, `c`, over one read of each.
 #[inline(always)]
-fn dots3(v: &[f32], a: &[f32], b: &[f32], c: &[f64]) -> [f64; 3] {
+fn dots3(v: &[f32], a: &[f64], b: &[f64], c: &[f64]) -> [f64; 3] {
     let (mut la, mut lb, mut lc) = ([0.0f64; LANES], [0.0f64; LANES], [0.0f64; LANES]);
     let n = v.len() / LANES * LANES;
     #[cfg(target_arch = "x86_64")]
@@ -292,32 +302,74 @@ fn dots3(v: &[f32], a: &[f32], b: &[f32], c: &[f64]) -> [f64; 3] {
         let (vv, av, bv, cv) = (lanes(vv), lanes(av), lanes(bv), lanes(cv));
         for l in 0..LANES {
             let x = f64::from(vv[l]);
-            la[l] += x * f64::from(av[l]);
-            lb[l] += x * f64::from(bv[l]);
+            la[l] += x * av[l];
+            lb[l] += x * bv[l];
             lc[l] += x * cv[l];
         }
     }
     let (mut ta, mut tb, mut tc) = (0.0, 0.0, 0.0);
     for i in n..v.len() {
         let x = f64::from(v[i]);
-        ta += x * f64::from(a[i]);
-        tb += x * f64::from(b[i]);
+        ta += x * a[i];
+        tb += x * b[i];
         tc += x * c[i];
     }
     [hsum(&la) + ta, hsum(&lb) + tb, hsum(&lc) + tc]
 }
 
-/// `y <- round_f32(g_new - g)` and the six dot products among `(d, y, g_new)`:
-/// `[dd, dy, dg, yy, yg, gg]`.
+/// Dot products of two stored vectors `v0`, `v1` with `a`, `b`, `c`:
+/// `[v0.a, v0.b, v0.c, v1.a, v1.b, v1.c]`, over one read of each.
 #[inline(always)]
-fn diff_and_dots6(gn: &[f64], go: &[f64], d: &[f32], y: &mut [f32]) -> [f64; 6] {
+fn dots_pair(v0: &[f32], v1: &[f32], a: &[f64], b: &[f64], c: &[f64]) -> [f64; 6] {
+    let mut l = [[0.0f64; LANES4]; 6];
+    let n = v0.len() / LANES4 * LANES4;
+    #[cfg(target_arch = "x86_64")]
+    let done = if has_avx2() {
+        // SAFETY: AVX2 is present; all slices have at least n elements.
+        unsafe { simd::dots_pair(&v0[..n], &v1[..n], &a[..n], &b[..n], &c[..n], &mut l) };
+        n
+    } else {
+        0
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let done = 0;
+    let mut i = done;
+    while i < n {
+        for k in 0..LANES4 {
+            let (x0, x1) = (f64::from(v0[i + k]), f64::from(v1[i + k]));
+            let (av, bv, cv) = (a[i + k], b[i + k], c[i + k]);
+            l[0][k] += x0 * av;
+            l[1][k] += x0 * bv;
+            l[2][k] += x0 * cv;
+            l[3][k] += x1 * av;
+            l[4][k] += x1 * bv;
+            l[5][k] += x1 * cv;
+        }
+        i += LANES4;
+    }
+    let mut out = [0.0; 6];
+    for (o, lk) in out.iter_mut().zip(&l) {
+        *o = (lk[0] + lk[2]) + (lk[1] + lk[3]);
+    }
+    for i in n..v0.len() {
+        let (x0, x1) = (f64::from(v0[i]), f64::from(v1[i]));
+        let v = [x0 * a[i], x0 * b[i], x0 * c[i], x1 * a[i], x1 * b[i], x1 * c[i]];
+        out.iter_mut().zip(v).for_each(|(o, t)| *o += t);
+    }
+    out
+}
+
+/// `y <- round_f32(g_new - g)`, the widened `d` and `y` into `dw`, `yw`, and the six dot
+/// products among `(d, y, g_new)`: `[dd, dy, dg, yy, yg, gg]`.
+#[inline(always)]
+fn diff_and_dots6(gn: &[f64], go: &[f64], d: &[f32], y: &mut [f32], dw: &mut [f64], yw: &mut [f64]) -> [f64; 6] {
     let mut l = [[0.0f64; LANES]; 6];
     let len = y.len();
     let n = len / LANES * LANES;
     #[cfg(target_arch = "x86_64")]
     let done = if has_avx2() {
         // SAFETY: AVX2 is present; all slices have at least n elements.
-        unsafe { simd::diff_dots6(&gn[..n], &go[..n], &d[..n], &mut y[..n], &mut l) };
+        unsafe { simd::diff_dots6(&gn[..n], &go[..n], &d[..n], &mut y[..n], &mut dw[..n], &mut yw[..n], &mut l) };
         n
     } else {
         0
@@ -325,6 +377,7 @@ fn diff_and_dots6(gn: &[f64], go: &[f64], d: &[f32], y: &mut [f32]) -> [f64; 6] 
     #[cfg(not(target_arch = "x86_64"))]
     let done = 0;
     let it = y[done..n].chunks_exact_mut(LANES).zip(gn[done..n].chunks_exact(LANES)).zip(go[done..n].chunks_exact(LANES)).zip(d[done..n].chunks_exact(LANES));
+    let mut i = done;
     for (((yv, gv), ov), dv) in it {
         let yv: &mut [f32; LANES] = yv.try_into().expect("LANES elements");
         let (gv, ov, dv) = (lanes(gv), lanes(ov), lanes(dv));
@@ -332,6 +385,7 @@ fn diff_and_dots6(gn: &[f64], go: &[f64], d: &[f32], y: &mut [f32]) -> [f64; 6] 
             let yr = (gv[k] - ov[k]) as f32;
             yv[k] = yr;
             let (yk, dk) = (f64::from(yr), f64::from(dv[k]));
+            (dw[i + k], yw[i + k]) = (dk, yk);
             l[0][k] += dk * dk;
             l[1][k] += dk * yk;
             l[2][k] += dk * gv[k];
@@ -339,12 +393,14 @@ fn diff_and_dots6(gn: &[f64], go: &[f64], d: &[f32], y: &mut [f32]) -> [f64; 6] 
             l[4][k] += yk * gv[k];
             l[5][k] += gv[k] * gv[k];
         }
+        i += LANES;
     }
     let mut t = [0.0f64; 6];
     for i in n..len {
         let yr = (gn[i] - go[i]) as f32;
         y[i] = yr;
         let (yv, dv, gv) = (f64::from(yr), f64::from(d[i]), gn[i]);
+        (dw[i], yw[i]) = (dv, yv);
         let v = [dv * dv, dv * yv, dv * gv, yv * yv, yv * gv, gv * gv];
         t.iter_mut().zip(v).for_each(|(a, b)| *a += b);
     }
@@ -409,7 +465,7 @@ mod simd {
     /// # Safety
     /// AVX2 must be available; every slice has the length of `v`, a multiple of LANES.
     #[target_feature(enable = "avx2")]
-    pub unsafe fn dots3(v: &[f32], a: &[f32], b: &[f32], c: &[f64], out: [&mut [f64; LANES]; 3]) {
+    pub unsafe fn dots3(v: &[f32], a: &[f64], b: &[f64], c: &[f64], out: [&mut [f64; LANES]; 3]) {
         let n = v.len();
         let (pv, pa, pb, pc) = (v.as_ptr(), a.as_ptr(), b.as_ptr(), c.as_ptr());
         let mut acc = [[_mm256_setzero_pd(); 2]; 3];
@@ -421,8 +477,8 @@ mod simd {
             for h in 0..2 {
                 let j = i + 4 * h;
                 let x = ld32(pv.add(j));
-                acc[0][h] = _mm256_add_pd(acc[0][h], _mm256_mul_pd(x, ld32(pa.add(j))));
-                acc[1][h] = _mm256_add_pd(acc[1][h], _mm256_mul_pd(x, ld32(pb.add(j))));
+                acc[0][h] = _mm256_add_pd(acc[0][h], _mm256_mul_pd(x, _mm256_loadu_pd(pa.add(j))));
+                acc[1][h] = _mm256_add_pd(acc[1][h], _mm256_mul_pd(x, _mm256_loadu_pd(pb.add(j))));
                 acc[2][h] = _mm256_add_pd(acc[2][h], _mm256_mul_pd(x, _mm256_loadu_pd(pc.add(j))));
             }
             i += LANES;
@@ -434,11 +490,39 @@ mod simd {
     }
 
     /// # Safety
+    /// AVX2 must be available; every slice has the length of `v0`, a multiple of 4.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn dots_pair(v0: &[f32], v1: &[f32], a: &[f64], b: &[f64], c: &[f64], l: &mut [[f64; 4]; 6]) {
+        let n = v0.len();
+        let (p0, p1, pa, pb, pc) = (v0.as_ptr(), v1.as_ptr(), a.as_ptr(), b.as_ptr(), c.as_ptr());
+        let mut acc = [_mm256_setzero_pd(); 6];
+        for (k, a) in acc.iter_mut().enumerate() {
+            *a = _mm256_loadu_pd(l[k].as_ptr());
+        }
+        let mut i = 0;
+        while i < n {
+            let (x0, x1) = (ld32(p0.add(i)), ld32(p1.add(i)));
+            let (av, bv, cv) = (_mm256_loadu_pd(pa.add(i)), _mm256_loadu_pd(pb.add(i)), _mm256_loadu_pd(pc.add(i)));
+            acc[0] = _mm256_add_pd(acc[0], _mm256_mul_pd(x0, av));
+            acc[1] = _mm256_add_pd(acc[1], _mm256_mul_pd(x0, bv));
+            acc[2] = _mm256_add_pd(acc[2], _mm256_mul_pd(x0, cv));
+            acc[3] = _mm256_add_pd(acc[3], _mm256_mul_pd(x1, av));
+            acc[4] = _mm256_add_pd(acc[4], _mm256_mul_pd(x1, bv));
+            acc[5] = _mm256_add_pd(acc[5], _mm256_mul_pd(x1, cv));
+            i += 4;
+        }
+        for (k, a) in acc.iter().enumerate() {
+            _mm256_storeu_pd(l[k].as_mut_ptr(), *a);
+        }
+    }
+
+    /// # Safety
     /// AVX2 must be available; every slice has the length of `y`, a multiple of LANES.
     #[target_feature(enable = "avx2")]
-    pub unsafe fn diff_dots6(gn: &[f64], go: &[f64], d: &[f32], y: &mut [f32], l: &mut [[f64; LANES]; 6]) {
+    pub unsafe fn diff_dots6(gn: &[f64], go: &[f64], d: &[f32], y: &mut [f32], dw: &mut [f64], yw: &mut [f64], l: &mut [[f64; LANES]; 6]) {
         let n = y.len();
         let (pg, po, pd, py) = (gn.as_ptr(), go.as_ptr(), d.as_ptr(), y.as_mut_ptr());
+        let (pdw, pyw) = (dw.as_mut_ptr(), yw.as_mut_ptr());
         let mut acc = [[_mm256_setzero_pd(); 2]; 6];
         for (k, a) in acc.iter_mut().enumerate() {
             *a = [_mm256_loadu_pd(l[k].as_ptr()), _mm256_loadu_pd(l[k].as_ptr().add(4))];
@@ -451,6 +535,8 @@ mod simd {
                 let yr = _mm256_cvtpd_ps(_mm256_sub_pd(gv, _mm256_loadu_pd(po.add(j))));
                 _mm_storeu_ps(py.add(j), yr);
                 let (yv, dv) = (_mm256_cvtps_pd(yr), ld32(pd.add(j)));
+                _mm256_storeu_pd(pdw.add(j), dv);
+                _mm256_storeu_pd(pyw.add(j), yv);
                 acc[0][h] = _mm256_add_pd(acc[0][h], _mm256_mul_pd(dv, dv));
                 acc[1][h] = _mm256_add_pd(acc[1][h], _mm256_mul_pd(dv, yv));
                 acc[2][h] = _mm256_add_pd(acc[2][h], _mm256_mul_pd(dv, gv));
@@ -521,8 +607,13 @@ mod tests {
         assert_eq!(d.to_bits(), d1.to_bits());
     }
 
-    /// Runs the direction and curvature passes; returns everything they produce, as bits.
+    /// Runs the direction and curvature passes (with `olds` stored vectors in the latter);
+    /// returns everything they produce, as bits.
     fn passes(n: usize) -> (Vec<u32>, Vec<u64>, f64, Vec<u32>, Vec<f64>) {
+        passes_with(n, 4)
+    }
+
+    fn passes_with(n: usize, n_olds: usize) -> (Vec<u32>, Vec<u64>, f64, Vec<u32>, Vec<f64>) {
         let (g, x, gn) = (data(n, 3, 1.0), data(n, 4, 3.0), data(n, 5, 1.5));
         let basis: Vec<Vec<f32>> = (0..4).map(|k| to32(&data(n, 10 + k, 0.7))).collect();
         let terms: Vec<(&[f32], f64)> = basis.iter().zip([0.3, -1.25, 0.5, 2.0]).map(|(v, c)| (v.as_slice(), c)).collect();
@@ -531,17 +622,24 @@ mod tests {
         let mut parts = Vec::new();
         let dg = combine_and_step(&mut out, 0.75, &terms, &g, -0.6, &x, 0.9, &mut x_new, &mut parts);
         let mut y = vec![0.0f32; n];
-        let olds: Vec<&[f32]> = basis.iter().map(|v| v.as_slice()).collect();
+        let olds: Vec<&[f32]> = basis.iter().take(n_olds).map(|v| v.as_slice()).collect();
         let mut dots = vec![0.0; 3 * olds.len() + 6];
         curvature_pass(&gn, &g, &out, &mut y, &olds, &mut parts, &mut dots);
         (out.iter().map(|v| v.to_bits()).collect(), x_new.iter().map(|v| v.to_bits()).collect(), dg, y.iter().map(|v| v.to_bits()).collect(), dots)
     }
 
-    /// The solver's two passes against plain scalar loops written from their definitions.
+    /// The solver's two passes against plain scalar loops written from their definitions,
+    /// with an even and an odd number of stored vectors.
     #[test]
     fn solver_passes_match_plain_loops() {
+        for n_olds in [4, 3] {
+            check_passes(n_olds);
+        }
+    }
+
+    fn check_passes(n_olds: usize) {
         let n = 9 * CHUNK + 13;
-        let (out, x_new, dg, y, dots) = passes(n);
+        let (out, x_new, dg, y, dots) = passes_with(n, n_olds);
         let (g, x, gn) = (data(n, 3, 1.0), data(n, 4, 3.0), data(n, 5, 1.5));
         let basis: Vec<Vec<f32>> = (0..4).map(|k| to32(&data(n, 10 + k, 0.7))).collect();
         let old_out = to32(&data(n, 20, 1.0));
@@ -567,7 +665,7 @@ mod tests {
         let dotp = |a: &dyn Fn(usize) -> f64, b: &dyn Fn(usize) -> f64| (0..n).map(|i| a(i) * b(i)).sum::<f64>();
         let (fd, fy, fg) = (|i: usize| d[i], |i: usize| yv[i], |i: usize| gn[i]);
         let mut expect = Vec::new();
-        for b in &basis {
+        for b in basis.iter().take(n_olds) {
             let fb = |i: usize| f64::from(b[i]);
             expect.extend([dotp(&fb, &fd), dotp(&fb, &fy), dotp(&fb, &fg)]);
         }
@@ -587,9 +685,12 @@ mod tests {
         assert!(base.0 == single.0 && base.1 == single.1 && base.3 == single.3);
         assert_eq!(base.2.to_bits(), single.2.to_bits());
         assert!(base.4.iter().zip(&single.4).all(|(a, b)| a.to_bits() == b.to_bits()));
+        let odd = passes_with(n, 3);
         FORCE_PORTABLE.store(true, std::sync::atomic::Ordering::Relaxed);
         let portable = passes(n);
+        let odd_portable = passes_with(n, 3);
         FORCE_PORTABLE.store(false, std::sync::atomic::Ordering::Relaxed);
+        assert!(odd.4.iter().zip(&odd_portable.4).all(|(a, b)| a.to_bits() == b.to_bits()));
         assert!(base.0 == portable.0 && base.1 == portable.1 && base.3 == portable.3);
         assert_eq!(base.2.to_bits(), portable.2.to_bits());
         assert!(base.4.iter().zip(&portable.4).all(|(a, b)| a.to_bits() == b.to_bits()));
