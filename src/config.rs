@@ -10,6 +10,15 @@ use crate::loss::Loss;
 
 /// L-BFGS history length used by the solver.
 pub const LBFGS_HISTORY: usize = 3;
+/// Estimated peak bytes of one solve with K classes, dimension d and N samples, counted in
+/// parameter-sized f64 vectors: the solver's x, gradient, trial point and trial gradient (4),
+/// its m stored pairs in f32 (m), and 3 for the start, the result and the metrics; plus the
+/// K x N logit buffer and the certificate's copy of it, and the per-sample entropies.
+pub fn estimate_bytes(k: f64, d: f64, n: f64) -> f64 {
+    let vars = k * d + d * n + k;
+    8.0 * ((LBFGS_HISTORY + 7) as f64 * vars + 2.0 * k * n + n)
+}
+
 /// Largest accepted L-BFGS history (the direction pass combines at most 2m + 1 vectors).
 pub const MAX_HISTORY: usize = 64;
 
@@ -118,8 +127,7 @@ impl UfmConfig {
     pub fn memory_estimate(&self) -> f64 {
         let n = self.samples_f64();
         let (k, d) = (self.classes as f64, self.dim as f64);
-        let vars = k * d + d * n + k;
-        8.0 * ((2 * LBFGS_HISTORY + 8) as f64 * vars + 2.0 * k * n) + 8.0 * n
+        estimate_bytes(k, d, n)
     }
 
     /// Checks every parameter, with explicit per-set counts instead of `per_set`.
@@ -139,7 +147,7 @@ impl UfmConfig {
             }
         }
         let n: f64 = counts.iter().map(|c| c.count as f64).sum();
-        let bytes = 8.0 * ((2 * LBFGS_HISTORY + 8) as f64 * (self.classes * self.dim) as f64 + (2 * LBFGS_HISTORY + 8) as f64 * self.dim as f64 * n + 2.0 * self.classes as f64 * n);
+        let bytes = estimate_bytes(self.classes as f64, self.dim as f64, n);
         if bytes > available_memory_bytes() {
             bail!("problem too large: N = {n:.3e} samples need about {}", human_bytes(bytes));
         }
