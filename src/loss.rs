@@ -15,7 +15,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::fastexp::{exp_nonpos, exp_nonpos_in_place};
+use crate::fastexp::exp_nonpos_in_place;
 
 /// Which multi-label loss the UFM is trained with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -70,10 +70,17 @@ pub fn loss_grad_entropy_in_place<const ENTROPY: bool>(loss: Loss, u: &mut [f64]
     let in_set: f64 = set.iter().map(|&k| u[k]).sum();
     let mut su = 0.0;
     if ENTROPY {
-        for v in u.iter_mut() {
-            let shifted = *v - mx;
-            *v = exp_nonpos(shifted);
-            su += *v * shifted;
+        // Keep the shifted logits of each block for sum_j e_j shifted_j; the exponentials
+        // come from the same vectorised kernel as below (same bits).
+        let mut shifted = [0.0f64; 64];
+        for block in u.chunks_mut(64) {
+            let sh = &mut shifted[..block.len()];
+            for (s, v) in sh.iter_mut().zip(block.iter_mut()) {
+                *v -= mx;
+                *s = *v;
+            }
+            exp_nonpos_in_place(block);
+            su += block.iter().zip(sh.iter()).map(|(e, s)| e * s).sum::<f64>();
         }
     } else {
         u.iter_mut().for_each(|v| *v -= mx);
