@@ -78,6 +78,37 @@ pub fn exp_nonpos_in_place(v: &mut [f64]) {
     v.iter_mut().for_each(|x| *x = exp_nonpos(*x));
 }
 
+/// `v <- exp(v - shift)` for every entry (each `v <= shift`), returning the sum of the
+/// results: four lanes (entry i goes to lane i mod 4, in order) over the first
+/// `4 floor(len/4)` entries, combined as `(l0 + l2) + (l1 + l3)`, then the tail in order.
+/// The AVX2 and portable versions give the same bits.
+pub fn exp_shifted_sum(v: &mut [f64], shift: f64) -> f64 {
+    let n = v.len() / 4 * 4;
+    let mut lanes = [0.0f64; 4];
+    #[cfg(target_arch = "x86_64")]
+    let done = if n > 0 && crate::vecops::has_avx2() {
+        // SAFETY: AVX2 is present (checked at run time); the slice has n elements.
+        unsafe { simd::exp_shifted_sum(&mut v[..n], shift, &mut lanes) };
+        n
+    } else {
+        0
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let done = 0;
+    for q in v[done..n].chunks_exact_mut(4) {
+        for l in 0..4 {
+            q[l] = exp_nonpos(q[l] - shift);
+            lanes[l] += q[l];
+        }
+    }
+    let mut tail = 0.0;
+    for x in &mut v[n..] {
+        *x = exp_nonpos(*x - shift);
+        tail += *x;
+    }
+    ((lanes[0] + lanes[2]) + (lanes[1] + lanes[3])) + tail
+}
+
 #[cfg(target_arch = "x86_64")]
 mod simd {
     use super::{C, LN2_HI, LN2_LO, LOG2E, MAGIC, MIN_X};
@@ -120,6 +151,30 @@ mod simd {
             _mm256_storeu_pd(p.add(i), exp4(_mm256_loadu_pd(p.add(i))));
         }
     }
+    /// # Safety
+    /// AVX2 must be available; `v.len()` is a multiple of 4.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn exp_shifted_sum(v: &mut [f64], shift: f64, lanes: &mut [f64; 4]) {
+        let p = v.as_mut_ptr();
+        let n = v.len();
+        let sh = _mm256_set1_pd(shift);
+        let mut acc = _mm256_loadu_pd(lanes.as_ptr());
+        let mut i = 0;
+        while i + 8 <= n {
+            let a = exp4(_mm256_sub_pd(_mm256_loadu_pd(p.add(i)), sh));
+            let b = exp4(_mm256_sub_pd(_mm256_loadu_pd(p.add(i + 4)), sh));
+            _mm256_storeu_pd(p.add(i), a);
+            _mm256_storeu_pd(p.add(i + 4), b);
+            acc = _mm256_add_pd(_mm256_add_pd(acc, a), b);
+            i += 8;
+        }
+        if i < n {
+            let a = exp4(_mm256_sub_pd(_mm256_loadu_pd(p.add(i)), sh));
+            _mm256_storeu_pd(p.add(i), a);
+            acc = _mm256_add_pd(acc, a);
+        }
+        _mm256_storeu_pd(lanes.as_mut_ptr(), acc);
+    }
 }
 
 #[cfg(test)]
@@ -150,6 +205,28 @@ mod tests {
             worst = worst.max(ulps(p, x.exp()));
         }
         assert!(worst <= 2, "worst error {worst} ulp");
+    }
+
+    /// The fused shift-exp-sum against the scalar exp and a sum in the documented order.
+    #[test]
+    fn shifted_sum_matches_its_definition() {
+        for len in [1usize, 3, 4, 7, 8, 13, 50, 100] {
+            let v: Vec<f64> = (0..len).map(|i| ((i * 37) % 11) as f64 * 0.7 - 3.0).collect();
+            let shift = 4.5;
+            let mut got = v.clone();
+            let sum = exp_shifted_sum(&mut got, shift);
+            let e: Vec<f64> = v.iter().map(|&x| exp_nonpos(x - shift)).collect();
+            assert!(got.iter().zip(&e).all(|(a, b)| a.to_bits() == b.to_bits()));
+            let n4 = len / 4 * 4;
+            let mut l = [0.0; 4];
+            for (i, x) in e[..n4].iter().enumerate() {
+                l[i % 4] += x;
+            }
+            let expect = ((l[0] + l[2]) + (l[1] + l[3])) + e[n4..].iter().sum::<f64>();
+            assert_eq!(sum.to_bits(), expect.to_bits(), "len {len}");
+            let plain: f64 = v.iter().map(|&x| (x - shift).exp()).sum();
+            assert!((sum - plain).abs() <= 1e-14 * plain);
+        }
     }
 
     #[test]

@@ -20,7 +20,7 @@ use rayon::prelude::*;
 
 use crate::linalg::{gemm, Mat};
 use crate::vecops::SharedMut;
-use crate::loss::{loss_and_grad_in_place, loss_grad_entropy_in_place, Loss};
+use crate::loss::{loss_and_grad_in_place, loss_grad_bias_in_place, loss_grad_entropy_in_place, Loss};
 
 /// The regularised UFM objective for one configuration.
 #[derive(Debug, Clone)]
@@ -153,9 +153,7 @@ impl UfmObjective {
             let mut loss = 0.0;
             dbc.iter_mut().for_each(|v| *v = 0.0);
             for (col, &s) in z.chunks_exact_mut(k).zip(&self.labels.set_of[r.clone()]) {
-                col.iter_mut().zip(p.b).for_each(|(v, bj)| *v += bj);
-                loss += loss_and_grad_in_place(self.loss, col, &self.labels.sets[s as usize], inv_n);
-                dbc.iter_mut().zip(col.iter()).for_each(|(o, v)| *o += v);
+                loss += loss_grad_bias_in_place(self.loss, col, p.b, &self.labels.sets[s as usize], inv_n, dbc);
             }
             let gc = Mat::new(z, k, m);
             gemm(1.0, gc, false, hc, true, 0.0, dwc);
