@@ -29,6 +29,7 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::Serialize;
 
+use crate::bail;
 use crate::config::{UfmConfig, ValidConfig};
 use crate::error::{Error, Result};
 use crate::loss::Loss;
@@ -61,11 +62,24 @@ impl Class {
     }
 }
 
+/// The settings that decide what a hunt's lines mean: a file is resumed only with the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct HuntKey {
+    /// Master seed.
+    pub seed: u64,
+    /// Starts per configuration.
+    pub seeds: u64,
+    /// Outside draws enabled.
+    pub outside: bool,
+}
+
 /// One line of the hunt's output.
 #[derive(Debug, Clone, Serialize)]
 pub struct HuntRecord {
     /// Draw index.
     pub index: u64,
+    /// The hunt's settings.
+    pub hunt: HuntKey,
     /// The configuration.
     pub config: UfmConfig,
     /// Class-frequency skew of the counts, when drawn outside the theorem.
@@ -268,13 +282,28 @@ pub fn hunt(p: &HuntParams, out: &Path, opts: &VerifyOptions) -> Result<HuntSumm
     let (_, _, _) = crate::sweep::load_finished_with(out, "index")?;
     let mut done: HashSet<u64> = HashSet::new();
     let mut records: Vec<serde_json::Value> = Vec::new();
+    let key = HuntKey { seed: p.seed, seeds: p.seeds, outside: p.outside };
     if let Ok(text) = std::fs::read_to_string(out) {
         for l in text.lines() {
             let v: serde_json::Value = serde_json::from_str(l).map_err(|e| Error::new(format!("{}: bad line: {e}", out.display())))?;
-            if let Some(i) = v.get("index").and_then(|x| x.as_u64()) {
-                done.insert(i);
+            let theirs: Option<HuntKey> = v.get("hunt").and_then(|h| serde_json::from_value(h.clone()).ok());
+            if theirs != Some(key) {
+                let was = theirs.map_or("an unknown or older version".to_string(), |t| format!("--seed {} --seeds {}{}", t.seed, t.seeds, if t.outside { " --outside" } else { "" }));
+                bail!(
+                    "{} holds a hunt run with {was}, not --seed {} --seeds {}{}; resume with those settings or choose another --out",
+                    out.display(),
+                    p.seed,
+                    p.seeds,
+                    if p.outside { " --outside" } else { "" }
+                );
             }
-            records.push(v);
+            match v.get("index").and_then(|x| x.as_u64()) {
+                Some(i) if i < p.budget => {
+                    done.insert(i);
+                    records.push(v);
+                }
+                _ => {}
+            }
         }
     }
     let todo: Vec<u64> = (0..p.budget).filter(|i| !done.contains(i)).collect();
@@ -288,7 +317,7 @@ pub fn hunt(p: &HuntParams, out: &Path, opts: &VerifyOptions) -> Result<HuntSumm
             let (cfg, class_skew) = draw_skewed(p.seed, i, p.outside)?;
             let (class, best_gap, certified_gap, verdicts) = classify(&cfg, p.seeds, opts)?;
             let inside = cfg.config.dim + 1 >= cfg.config.classes && cfg.labels.balanced_within_multiplicity();
-            let rec = HuntRecord { index: i, inside, config: cfg.config, class_skew, class, best_gap, certified_gap, verdicts, seconds: t.elapsed().as_secs_f64() };
+            let rec = HuntRecord { index: i, hunt: key, inside, config: cfg.config, class_skew, class, best_gap, certified_gap, verdicts, seconds: t.elapsed().as_secs_f64() };
             let mut line = serde_json::to_string(&rec).map_err(|e| Error::new(e.to_string()))?;
             line.push('\n');
             file.lock().map_err(|_| Error::new("output lock poisoned"))?.write_all(line.as_bytes()).map_err(|e| Error::new(format!("{}: write failed: {e}", out.display())))?;

@@ -42,6 +42,16 @@ fn hunt_classifies_resumes_and_shrinks() {
     let s2 = hunt(&HuntParams { budget: 30, shrink: 0, ..p }, &out, &opts).unwrap();
     assert_eq!(s2.tried, 30);
     assert_eq!(std::fs::read_to_string(&out).unwrap().lines().count(), lines_before + 6);
+    // A smaller budget summarises only its own indices, and adds nothing.
+    let s3 = hunt(&HuntParams { budget: 10, shrink: 0, ..p }, &out, &opts).unwrap();
+    assert_eq!(s3.tried, 10);
+    assert_eq!(std::fs::read_to_string(&out).unwrap().lines().count(), lines_before + 6);
+    // Other settings refuse to resume the file instead of mixing two hunts.
+    for other in [HuntParams { seed: 2, shrink: 0, ..p }, HuntParams { outside: false, shrink: 0, ..p }, HuntParams { seeds: 3, shrink: 0, ..p }] {
+        let err = hunt(&other, &out, &opts).unwrap_err().to_string();
+        assert!(err.contains("--seed 1 --seeds 2 --outside") && err.contains("another --out"), "{err}");
+    }
+    assert_eq!(std::fs::read_to_string(&out).unwrap().lines().count(), lines_before + 6);
     std::fs::remove_file(&out).ok();
 }
 
