@@ -34,20 +34,27 @@ where
 }
 
 /// A raw view that lets disjoint chunks of one slice be written from several threads.
-#[derive(Clone, Copy)]
-pub struct SharedMut {
-    ptr: *mut f64,
+pub struct SharedMut<T = f64> {
+    ptr: *mut T,
     len: usize,
 }
 
-// SAFETY: `SharedMut` is only used through `slice`, whose callers write disjoint ranges
-// (the chunks of `reduce`), so no element is accessed by two threads.
-unsafe impl Send for SharedMut {}
-unsafe impl Sync for SharedMut {}
+impl<T> Clone for SharedMut<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for SharedMut<T> {}
 
-impl SharedMut {
+// SAFETY: `SharedMut` is only used through `slice`, whose callers write disjoint ranges
+// (the chunks of `reduce`), so no element is accessed by two threads; `T: Send` lets the
+// elements be written from another thread.
+unsafe impl<T: Send> Send for SharedMut<T> {}
+unsafe impl<T: Send> Sync for SharedMut<T> {}
+
+impl<T> SharedMut<T> {
     /// Wraps a mutable slice.
-    pub fn new(s: &mut [f64]) -> Self {
+    pub fn new(s: &mut [T]) -> Self {
         SharedMut { ptr: s.as_mut_ptr(), len: s.len() }
     }
 
@@ -56,7 +63,7 @@ impl SharedMut {
     /// # Safety
     /// Ranges used concurrently must be disjoint and inside the original slice.
     #[allow(clippy::mut_from_ref)]
-    pub unsafe fn slice(&self, r: std::ops::Range<usize>) -> &mut [f64] {
+    pub unsafe fn slice(&self, r: std::ops::Range<usize>) -> &mut [T] {
         assert!(r.end <= self.len);
         // SAFETY: in bounds by the assert; disjointness is the caller's contract.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.add(r.start), r.end - r.start) }
@@ -162,7 +169,7 @@ pub fn combine_and_step(
 ) -> f64 {
     let n = out.len();
     assert!(g.len() == n && x.len() == n && x_new.len() == n && terms.iter().all(|t| t.0.len() == n));
-    let (os, xs) = (SharedMutF32::new(out), SharedMut::new(x_new));
+    let (os, xs) = (SharedMut::new(out), SharedMut::new(x_new));
     let mut dg = [0.0];
     reduce_many(n, 1, parts, &mut dg, |r, acc| {
         // SAFETY: `reduce_many` hands out disjoint chunk ranges.
@@ -242,7 +249,7 @@ pub fn step_into_f32(x: &[f64], step: f64, d: &[f32], out: &mut [f64], parts: &m
 pub fn curvature_pass(g_new: &[f64], g: &[f64], d: &[f32], y: &mut [f32], olds: &[&[f32]], parts: &mut Vec<f64>, out: &mut [f64]) {
     let n = g.len();
     assert!(g_new.len() == n && d.len() == n && y.len() == n && olds.iter().all(|v| v.len() == n));
-    let ys = SharedMutF32::new(y);
+    let ys = SharedMut::new(y);
     let k = olds.len();
     reduce_many(n, 3 * k + 6, parts, out, |r, acc| {
         // SAFETY: disjoint chunk ranges.
@@ -465,6 +472,7 @@ mod simd {
     /// # Safety
     /// AVX2 must be available; every slice has the length of `v`, a multiple of LANES.
     #[target_feature(enable = "avx2")]
+    #[allow(clippy::needless_range_loop)]
     pub unsafe fn dots3(v: &[f32], a: &[f64], b: &[f64], c: &[f64], out: [&mut [f64; LANES]; 3]) {
         let n = v.len();
         let (pv, pa, pb, pc) = (v.as_ptr(), a.as_ptr(), b.as_ptr(), c.as_ptr());
@@ -519,6 +527,7 @@ mod simd {
     /// # Safety
     /// AVX2 must be available; every slice has the length of `y`, a multiple of LANES.
     #[target_feature(enable = "avx2")]
+    #[allow(clippy::needless_range_loop, clippy::too_many_arguments)]
     pub unsafe fn diff_dots6(gn: &[f64], go: &[f64], d: &[f32], y: &mut [f32], dw: &mut [f64], yw: &mut [f64], l: &mut [[f64; LANES]; 6]) {
         let n = y.len();
         let (pg, po, pd, py) = (gn.as_ptr(), go.as_ptr(), d.as_ptr(), y.as_mut_ptr());
@@ -550,35 +559,6 @@ mod simd {
             _mm256_storeu_pd(l[k].as_mut_ptr(), a[0]);
             _mm256_storeu_pd(l[k].as_mut_ptr().add(4), a[1]);
         }
-    }
-}
-
-/// [`SharedMut`] for f32 slices.
-#[derive(Clone, Copy)]
-pub struct SharedMutF32 {
-    ptr: *mut f32,
-    len: usize,
-}
-
-// SAFETY: as for `SharedMut`: callers write disjoint ranges only.
-unsafe impl Send for SharedMutF32 {}
-unsafe impl Sync for SharedMutF32 {}
-
-impl SharedMutF32 {
-    /// Wraps a mutable slice.
-    pub fn new(s: &mut [f32]) -> Self {
-        SharedMutF32 { ptr: s.as_mut_ptr(), len: s.len() }
-    }
-
-    /// The sub-slice `r`.
-    ///
-    /// # Safety
-    /// Ranges used concurrently must be disjoint and inside the original slice.
-    #[allow(clippy::mut_from_ref)]
-    pub unsafe fn slice(&self, r: std::ops::Range<usize>) -> &mut [f32] {
-        assert!(r.end <= self.len);
-        // SAFETY: in bounds by the assert; disjointness is the caller's contract.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(r.start), r.end - r.start) }
     }
 }
 
