@@ -14,7 +14,7 @@ use mlab_nc::solver::{solve, Method, SolveParams};
 use mlab_nc::timing::{preset, time_to_gap};
 use mlab_nc::config::LBFGS_HISTORY;
 use mlab_nc::ufm::{UfmObjective, Workspace, SAMPLE_CHUNK};
-use mlab_nc::vecops::{combine_and_step, curvature_pass};
+use mlab_nc::vecops::{combine_and_step, curvature_pass, Staggered};
 use rayon::prelude::*;
 
 fn cfg(name: &str) -> ValidConfig {
@@ -59,31 +59,36 @@ fn objective(c: &mut Criterion) {
 }
 
 /// The solver's two passes over memory per iteration (direction, then curvature), at the
-/// size of C, D and E with the default history: the L-BFGS bookkeeping of one iteration
-/// with one evaluation, to set against `objective/value_and_gradient`.
+/// size of C, D and E with the default history (and D with m = 2): the L-BFGS bookkeeping of
+/// one iteration with one evaluation, to set against `objective/value_and_gradient`.
 fn passes(c: &mut Criterion) {
     let mut g = c.benchmark_group("lbfgs_bookkeeping");
     g.sample_size(20);
-    for name in ["C", "D", "E"] {
+    let cases = [("C", LBFGS_HISTORY, true), ("D", LBFGS_HISTORY, true), ("E", LBFGS_HISTORY, true), ("D", 2, true), ("D", LBFGS_HISTORY, false)];
+    for (name, m, stagger) in cases {
         let n = UfmObjective::new(&cfg(name)).dim();
-        let m = LBFGS_HISTORY;
         let v = |seed: u64| UfmObjective::new(&cfg(name)).random_start(seed, 1.0);
-        let (grad, x, g_new) = (v(1), v(2), v(3));
-        let dirs: Vec<Vec<f32>> = (0..m).map(|k| v(10 + k as u64).iter().map(|&a| a as f32).collect()).collect();
-        let ys: Vec<Vec<f32>> = (0..m).map(|k| v(20 + k as u64).iter().map(|&a| a as f32).collect()).collect();
-        let mut x_new = vec![0.0; n];
-        let mut out: Vec<f32> = vec![0.0; n];
-        let mut y: Vec<f32> = vec![0.0; n];
+        // As in the solver: buffer k starts 5k cache lines into its allocation (or all at the
+        // same page offset, to show what the staggering buys).
+        let k = |i: usize| if stagger { i } else { 0 };
+        let (grad, x, g_new) = (Staggered::from_slice(&v(1), k(2)), Staggered::from_slice(&v(2), k(0)), Staggered::from_slice(&v(3), k(3)));
+        let f32s = |seed: u64| v(seed).iter().map(|&a| a as f32).collect::<Vec<f32>>();
+        let dirs: Vec<Staggered<f32>> = (0..m).map(|i| Staggered::from_slice(&f32s(10 + i as u64), k(4 + i))).collect();
+        let ys: Vec<Staggered<f32>> = (0..m).map(|i| Staggered::from_slice(&f32s(20 + i as u64), k(4 + m + i))).collect();
+        let mut x_new = Staggered::<f64>::zeros(n, k(1));
+        let mut out = Staggered::<f32>::zeros(n, k(4));
+        let mut y = Staggered::<f32>::zeros(n, k(4 + m));
         let mut parts = Vec::new();
         let mut dots = vec![0.0; 6 * m + 6];
-        g.bench_function(format!("direction_and_curvature/{name}"), |b| {
+        let label = if stagger { format!("{name}/m{m}") } else { format!("{name}/m{m}/same-page-offset") };
+        g.bench_function(format!("direction_and_curvature/{label}"), |b| {
             b.iter(|| {
                 // Memory full: m - 1 kept directions and m differences enter the direction;
                 // the retiring direction is `out` itself.
-                let mut terms: Vec<(&[f32], f64)> = dirs[1..].iter().map(|d| (d.as_slice(), 0.1)).collect();
-                terms.extend(ys.iter().map(|y| (y.as_slice(), -0.2)));
+                let mut terms: Vec<(&[f32], f64)> = dirs[1..].iter().map(|d| (&d[..], 0.1)).collect();
+                terms.extend(ys.iter().map(|y| (&y[..], -0.2)));
                 let dg = combine_and_step(&mut out, 0.3, &terms, &grad, -0.5, &x, 1.0, &mut x_new, &mut parts);
-                let olds: Vec<&[f32]> = dirs[1..].iter().chain(&ys[1..]).map(|v| v.as_slice()).collect();
+                let olds: Vec<&[f32]> = dirs[1..].iter().chain(&ys[1..]).map(|v| &v[..]).collect();
                 curvature_pass(&g_new, &grad, &out, &mut y, &olds, &mut parts, &mut dots);
                 black_box((dg, dots[0]))
             })

@@ -49,7 +49,7 @@ use super::morethuente::{Action, MoreThuente, MoreThuenteParams};
 use super::{HistoryPoint, IterCallback};
 use crate::config::MAX_HISTORY;
 use crate::ufm::FusedObjective;
-use crate::vecops::{combine_and_step, curvature_pass, dot2, step_into_f32};
+use crate::vecops::{combine_and_step, curvature_pass, dot2, step_into_f32, Staggered};
 
 /// argmin state type of this solver (cost only).
 pub type LbfgsState = IterState<Vec<f64>, (), (), (), (), f64>;
@@ -109,15 +109,14 @@ pub struct InPlaceLbfgs {
     m: usize,
     tol_grad: f64,
     ls: MoreThuenteParams,
-    /// Current iterate.
-    pub x: Vec<f64>,
-    g: Vec<f64>,
-    x_new: Vec<f64>,
-    g_new: Vec<f64>,
+    x: Staggered<f64>,
+    g: Staggered<f64>,
+    x_new: Staggered<f64>,
+    g_new: Staggered<f64>,
     /// Stored directions (slot `slot()` holds the current one).
-    dirs: Vec<Vec<f32>>,
+    dirs: Vec<Staggered<f32>>,
     /// Stored gradient differences.
-    ys: Vec<Vec<f32>>,
+    ys: Vec<Staggered<f32>>,
     sigma: Vec<f64>,
     rho: Vec<f64>,
     alpha: Vec<f64>,
@@ -159,11 +158,12 @@ impl InPlaceLbfgs {
             m,
             tol_grad,
             ls: MoreThuenteParams::default(),
-            g: vec![0.0; n],
-            x_new: vec![0.0; n],
-            g_new: vec![0.0; n],
-            dirs: (0..m).map(|_| vec![0.0f32; n]).collect(),
-            ys: (0..m).map(|_| vec![0.0f32; n]).collect(),
+            x: Staggered::from_slice(&x0, 0),
+            x_new: Staggered::zeros(n, 1),
+            g: Staggered::zeros(n, 2),
+            g_new: Staggered::zeros(n, 3),
+            dirs: (0..m).map(|i| Staggered::zeros(n, 4 + i)).collect(),
+            ys: (0..m).map(|i| Staggered::zeros(n, 4 + m + i)).collect(),
             sigma: vec![0.0; m],
             rho: vec![0.0; m],
             alpha: vec![0.0; m],
@@ -186,8 +186,17 @@ impl InPlaceLbfgs {
             callback,
             iter: 0,
             resets: 0,
-            x: x0,
         }
+    }
+
+    /// The current iterate.
+    pub fn x(&self) -> &[f64] {
+        &self.x
+    }
+
+    /// The current iterate, copied out (after the run).
+    pub fn take_x(&mut self) -> Vec<f64> {
+        std::mem::take(&mut self.x).to_vec()
     }
 
     /// Hands the callback back (for a restart).

@@ -158,7 +158,7 @@ fn solve_in_place(objective: &UfmObjective, x0: Vec<f64>, params: &SolveParams, 
         grad_norm = solver.grad_norm;
         converged = grad_norm <= solver.threshold(f);
         callback = solver_callback(&mut solver);
-        x = std::mem::take(&mut solver.x);
+        x = solver.take_x();
         let target_hit = params.target_objective.is_some_and(|t| f <= t);
         if converged || target_hit || !matches!(reason, Some(TerminationReason::SolverExit(_))) || iterations >= params.max_iters {
             break;
