@@ -16,23 +16,6 @@ pub fn chunks(n: usize) -> usize {
     n.div_ceil(CHUNK).max(1)
 }
 
-/// Runs `f(chunk_index, range)` over all chunks of `0..n`, in parallel when long, and returns
-/// the per-chunk results summed in chunk order. `parts` is scratch of length >= `chunks(n)`.
-pub fn reduce<F>(n: usize, parts: &mut [[f64; 2]], f: F) -> [f64; 2]
-where
-    F: Fn(std::ops::Range<usize>) -> [f64; 2] + Sync,
-{
-    let nc = chunks(n);
-    let parts = &mut parts[..nc];
-    let range = |c: usize| c * CHUNK..((c + 1) * CHUNK).min(n);
-    if n >= PARALLEL_MIN {
-        parts.par_iter_mut().enumerate().for_each(|(c, p)| *p = f(range(c)));
-    } else {
-        parts.iter_mut().enumerate().for_each(|(c, p)| *p = f(range(c)));
-    }
-    parts.iter().fold([0.0, 0.0], |acc, p| [acc[0] + p[0], acc[1] + p[1]])
-}
-
 /// A raw view that lets disjoint chunks of one slice be written from several threads.
 pub struct SharedMut<T = f64> {
     ptr: *mut T,
@@ -114,25 +97,27 @@ impl<T> std::ops::DerefMut for Staggered<T> {
 }
 
 /// `a . b`.
-pub fn dot(a: &[f64], b: &[f64], parts: &mut [[f64; 2]]) -> f64 {
-    reduce(a.len(), parts, |r| [a[r.clone()].iter().zip(&b[r]).map(|(x, y)| x * y).sum(), 0.0])[0]
+pub fn dot(a: &[f64], b: &[f64], parts: &mut Vec<f64>) -> f64 {
+    let mut out = [0.0];
+    reduce_many(a.len(), 1, parts, &mut out, |r, acc| acc[0] += a[r.clone()].iter().zip(&b[r]).map(|(x, y)| x * y).sum::<f64>());
+    out[0]
 }
 
 /// `(a . b, a . a)` in one pass.
-pub fn dot2(a: &[f64], b: &[f64], parts: &mut [[f64; 2]]) -> (f64, f64) {
-    let [ab, aa] = reduce(a.len(), parts, |r| {
-        let (mut ab, mut aa) = (0.0, 0.0);
+pub fn dot2(a: &[f64], b: &[f64], parts: &mut Vec<f64>) -> (f64, f64) {
+    let mut out = [0.0; 2];
+    reduce_many(a.len(), 2, parts, &mut out, |r, acc| {
         for (x, y) in a[r.clone()].iter().zip(&b[r]) {
-            ab += x * y;
-            aa += x * x;
+            acc[0] += x * y;
+            acc[1] += x * x;
         }
-        [ab, aa]
     });
-    (ab, aa)
+    (out[0], out[1])
 }
 
-/// Like [`reduce`] with `width` accumulators per chunk: `f(range, acc)` adds into `acc`
-/// (zeroed), and the chunks' accumulators are summed in chunk order into `out`.
+/// Runs `f(range, acc)` over all chunks of `0..n` (in parallel when long): `f` adds into its
+/// chunk's `width` accumulators (zeroed first), and the chunks' accumulators are summed in
+/// chunk order into `out`, so the result does not depend on the thread count.
 /// `parts` is resized as needed (no allocation once it is large enough).
 pub fn reduce_many<F>(n: usize, width: usize, parts: &mut Vec<f64>, out: &mut [f64], f: F)
 where
@@ -622,12 +607,12 @@ mod tests {
     fn dot_matches_a_plain_loop_and_does_not_depend_on_threads() {
         let n = 9 * CHUNK + 17;
         let (a, b) = (data(n, 1, 1.0), data(n, 2, 2.0));
-        let mut parts = vec![[0.0; 2]; chunks(n)];
+        let mut parts = Vec::new();
         let plain: f64 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
         let d = dot(&a, &b, &mut parts);
         assert!((d - plain).abs() < 1e-9 * plain.abs());
         let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
-        let d1 = one.install(|| dot(&a, &b, &mut vec![[0.0; 2]; chunks(n)]));
+        let d1 = one.install(|| dot(&a, &b, &mut Vec::new()));
         assert_eq!(d.to_bits(), d1.to_bits());
     }
 

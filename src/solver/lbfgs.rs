@@ -137,7 +137,6 @@ pub struct InPlaceLbfgs {
     pub grad_norm: f64,
     curvature: f64,
     parts: Vec<f64>,
-    parts2: Vec<[f64; 2]>,
     /// Objective-and-gradient evaluations.
     pub evaluations: usize,
     /// Objective and gradient norm per iteration.
@@ -180,7 +179,6 @@ impl InPlaceLbfgs {
             grad_norm: f64::NAN,
             curvature: 1.0,
             parts: Vec::new(),
-            parts2: vec![[0.0; 2]; crate::vecops::chunks(n)],
             evaluations: 0,
             history: Vec::new(),
             callback,
@@ -433,7 +431,7 @@ impl<O: FusedObjective> Solver<O, LbfgsState> for InPlaceLbfgs {
         self.curvature = obj.curvature_scale();
         self.f = obj.eval(&self.x, &mut self.g);
         self.evaluations += 1;
-        self.gram.gg = dot2(&self.g, &self.g, &mut self.parts2).1;
+        self.gram.gg = dot2(&self.g, &self.g, &mut self.parts).1;
         self.grad_norm = self.gram.gg.sqrt();
         self.record();
         Ok((state.cost(self.f), None))
