@@ -20,7 +20,7 @@ use nalgebra::{DMatrix, DVector};
 use serde::Serialize;
 
 use crate::labels::LabelSets;
-use crate::linalg::{gemm, Mat};
+use crate::linalg::{gemm, jacobi, Mat};
 
 /// Tag-wise average metrics of one multiplicity m >= 2.
 #[derive(Debug, Clone, Serialize)]
@@ -176,9 +176,9 @@ fn nc1_value(h: Mat, labels: &LabelSets, mu: &DMatrix<f64>, cm: &DMatrix<f64>) -
     let k = cm.ncols();
     let n = labels.samples();
     let d = h.rows;
-    let svd = cm.clone().svd(true, false);
-    let Some(u) = svd.u else { return f64::NAN };
-    let smax = svd.singular_values.max();
+    let svd = jacobi::svd(cm);
+    let u = &svd.u;
+    let smax = svd.max();
     let keep: Vec<usize> =
         (0..svd.singular_values.len()).filter(|&r| svd.singular_values[r] > smax * 1e-10 && smax > 0.0).take(k - 1).collect();
     if keep.is_empty() {
@@ -286,21 +286,21 @@ pub fn geometry(w: Mat, mu: &DMatrix<f64>, labels: &LabelSets) -> Geometry {
     let k = wm.nrows();
     let norms: Vec<f64> = (0..k).map(|i| wm.row(i).norm()).collect();
     let cos = (0..k).map(|i| (0..k).map(|j| wm.row(i).dot(&wm.row(j)) / (norms[i] * norms[j])).collect()).collect();
-    let mut sv: Vec<f64> = wm.clone().svd(false, false).singular_values.iter().copied().collect();
-    sv.sort_by(|a, b| b.total_cmp(a));
+    let sv: Vec<f64> = jacobi::svd(&wm).singular_values.iter().copied().collect();
     let rank = sv.iter().filter(|&&x| x > 1e-8 * sv[0]).count();
     let singles: Vec<Option<usize>> = (0..labels.classes).map(|c| labels.singleton(c).filter(|&j| labels.counts[j] > 0)).collect();
     let mut all = Vec::new();
     if singles.iter().all(Option::is_some) {
         let a = DMatrix::from_columns(&singles.iter().flatten().map(|&j| mu.column(j).into_owned()).collect::<Vec<_>>());
-        let svd = a.clone().svd(true, true);
-        let eps = 1e-12 * svd.singular_values.max();
+        let svd = jacobi::svd(&a);
+        let eps = 1e-12 * svd.max();
         for (j, set) in labels.sets.iter().enumerate() {
             if set.len() < 2 || labels.counts[j] == 0 {
                 continue;
             }
             let y: DVector<f64> = mu.column(j).into_owned();
-            if let Ok(c) = svd.solve(&y, eps) {
+            {
+                let c = svd.solve(&y, eps);
                 let residual = (&y - &a * &c).norm() / y.norm().max(f64::MIN_POSITIVE);
                 all.push(Synthesis { set: set.clone(), weights: c.iter().copied().collect(), residual });
             }
@@ -324,8 +324,8 @@ pub fn synthesis(mu: &DMatrix<f64>, labels: &LabelSets) -> Vec<Synthesis> {
             a.set_column(c, &mu.column(t));
         }
         let y: DVector<f64> = mu.column(j).into_owned();
-        let svd = a.clone().svd(true, true);
-        let Ok(c) = svd.solve(&y, 1e-12 * svd.singular_values.max()) else { continue };
+        let svd = jacobi::svd(&a);
+        let c = svd.solve(&y, 1e-12 * svd.max());
         let residual = (&y - &a * &c).norm() / y.norm().max(f64::MIN_POSITIVE);
         out.push(Synthesis { set: set.clone(), weights: c.iter().copied().collect(), residual });
     }

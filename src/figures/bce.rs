@@ -4,7 +4,6 @@
 //! of each set's tag means (at the norm of its mean): they coincide with the mean under PAL
 //! (tag-wise average) and not under BCE.
 
-use nalgebra::DMatrix;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use serde::Deserialize;
@@ -50,8 +49,8 @@ pub fn compute() -> Result<Bce> {
         let x = sol.x.clone();
         let run = assess(&cfg, &obj, &crate::theory::predict(&cfg), 0, sol, &opts.tol);
         let mu = set_means(obj.split(&x).h, &cfg.labels);
-        let svd = mu.clone().svd(true, false);
-        let u = svd.u.unwrap_or_else(|| DMatrix::identity(mu.nrows(), 2));
+        let svd = crate::linalg::jacobi::svd(&mu);
+        let u = svd.u;
         let mut order: Vec<usize> = (0..svd.singular_values.len()).collect();
         order.sort_by(|a, b| svd.singular_values[*b].total_cmp(&svd.singular_values[*a]));
         let (u1, u2) = (u.column(order[0]).into_owned(), u.column(order[1]).into_owned());

@@ -46,8 +46,8 @@ pub struct Collapse {
 }
 
 fn project(h: &DMatrix<f64>, sets: &[Vec<usize>], set_of: &[usize], scale2: Option<f64>, title: String) -> Panel {
-    let svd = h.clone().svd(true, false);
-    let u = svd.u.unwrap_or_else(|| DMatrix::identity(h.nrows(), 2));
+    let svd = crate::linalg::jacobi::svd(h);
+    let u = svd.u;
     let mut order: Vec<usize> = (0..svd.singular_values.len()).collect();
     order.sort_by(|a, b| svd.singular_values[*b].total_cmp(&svd.singular_values[*a]));
     let (u1, u2) = (u.column(order[0]).into_owned(), u.column(order[1.min(order.len() - 1)]).into_owned());

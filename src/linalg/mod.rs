@@ -1,7 +1,12 @@
 //! Dense kernels on column-major slices: GEMM through `matrixmultiply` (which takes any
-//! strides, so transposes cost nothing), and small symmetric eigen-decompositions via nalgebra.
+//! strides, so transposes cost nothing), and Jacobi SVD and symmetric eigenvalues for small
+//! matrices ([`jacobi`]).
 
 use nalgebra::DMatrix;
+
+pub mod jacobi;
+
+pub use jacobi::{svd, sym_eigenvalues, Svd};
 
 /// A column-major matrix view: `rows x cols`, element (i, j) at `data[i + j * rows]`.
 #[derive(Clone, Copy)]
@@ -71,12 +76,9 @@ pub fn gemm(alpha: f64, a: Mat, ta: bool, b: Mat, tb: bool, beta: f64, c: &mut [
     }
 }
 
-/// Eigenvalues of a symmetric matrix, largest first.
+/// Eigenvalues of a symmetric matrix, largest first (cyclic Jacobi; see [`jacobi`]).
 pub fn sym_eigenvalues_desc(m: &DMatrix<f64>) -> Vec<f64> {
-    let sym = (m + m.transpose()) * 0.5;
-    let mut ev: Vec<f64> = sym.symmetric_eigenvalues().iter().copied().collect();
-    ev.sort_by(|a, b| b.total_cmp(a));
-    ev
+    sym_eigenvalues(m)
 }
 
 /// Frobenius norm of a slice.
