@@ -9,7 +9,7 @@ use std::hint::black_box;
 use criterion::{criterion_group, criterion_main, Criterion};
 use mlab_nc::certificate::certify_with;
 use mlab_nc::config::ValidConfig;
-use mlab_nc::linalg::{gemm, Mat};
+use mlab_nc::linalg::{ChunkProducts, Mat};
 use mlab_nc::solver::{solve, Method, SolveParams};
 use mlab_nc::timing::{preset, time_to_gap};
 use mlab_nc::config::LBFGS_HISTORY;
@@ -21,10 +21,19 @@ fn cfg(name: &str) -> ValidConfig {
     preset(name).unwrap().validate().unwrap()
 }
 
-/// The objective's three GEMMs alone, chunked and parallel exactly like the objective.
-fn three_gemms(obj: &UfmObjective, x: &[f64], z: &mut [f64], dw: &mut [f64], dh: &mut [f64]) {
+/// The objective's three matrix products alone (`Z = W H`, `dW = G H^T`, `W^T G`), chunked
+/// and parallel exactly like the objective, through `prod` (the packing-free kernels, or
+/// matrixmultiply when `prod` is portable). `wt` is W^T, formed once per call as in the
+/// objective.
+fn three_gemms(prod: &ChunkProducts, obj: &UfmObjective, x: &[f64], wt: &mut [f64], z: &mut [f64], dw: &mut [f64], dh: &mut [f64]) {
     let (k, d, n) = (obj.k, obj.d, obj.n);
     let p = obj.split(x);
+    for i in 0..k {
+        for l in 0..d {
+            wt[l + d * i] = p.w.data[i + k * l];
+        }
+    }
+    let wt = Mat::new(wt, d, k);
     let chunks = n.div_ceil(SAMPLE_CHUNK);
     let zc: Vec<&mut [f64]> = z.chunks_mut(k * SAMPLE_CHUNK).collect();
     let dwc: Vec<&mut [f64]> = dw.chunks_mut(k * d).collect();
@@ -32,9 +41,9 @@ fn three_gemms(obj: &UfmObjective, x: &[f64], z: &mut [f64], dw: &mut [f64], dh:
     zc.into_par_iter().zip(dwc).zip(dhc).enumerate().take(chunks).for_each(|(c, ((z, dw), dh))| {
         let m = z.len() / k;
         let hc = Mat::new(&p.h.data[d * c * SAMPLE_CHUNK..d * (c * SAMPLE_CHUNK + m)], d, m);
-        gemm(1.0, p.w, false, hc, false, 0.0, z);
-        gemm(1.0, Mat::new(z, k, m), false, hc, true, 0.0, dw);
-        gemm(1.0, p.w, true, Mat::new(z, k, m), false, 0.0, dh);
+        prod.logits(p.w, hc, z);
+        prod.grad_w(Mat::new(z, k, m), hc, dw);
+        prod.logits(wt, Mat::new(z, k, m), dh);
     });
 }
 
@@ -50,7 +59,12 @@ fn objective(c: &mut Criterion) {
         g.bench_function(format!("value_and_gradient/{name}"), |b| b.iter(|| black_box(obj.value_and_gradient(&x, &mut grad, &mut ws))));
         let chunks = obj.n.div_ceil(SAMPLE_CHUNK);
         let (mut z, mut dw, mut dh) = (vec![0.0; obj.k * obj.n], vec![0.0; chunks * obj.k * obj.d], vec![0.0; obj.d * obj.n]);
-        g.bench_function(format!("three_gemms/{name}"), |b| b.iter(|| three_gemms(&obj, &x, &mut z, &mut dw, &mut dh)));
+        let mut wt = vec![0.0; obj.k * obj.d];
+        let (fast, packed) = (ChunkProducts::new(), ChunkProducts::portable());
+        g.bench_function(format!("three_gemms/{name}"), |b| b.iter(|| three_gemms(&fast, &obj, &x, &mut wt, &mut z, &mut dw, &mut dh)));
+        g.bench_function(format!("three_gemms_matrixmultiply/{name}"), |b| {
+            b.iter(|| three_gemms(&packed, &obj, &x, &mut wt, &mut z, &mut dw, &mut dh))
+        });
         let f = obj.value(&x);
         let mut cws = Workspace::new(&obj);
         g.bench_function(format!("certificate/{name}"), |b| b.iter(|| black_box(certify_with(&obj, &x, f, &mut cws))));

@@ -18,7 +18,7 @@ use crate::config::ValidConfig;
 use crate::labels::LabelSets;
 use rayon::prelude::*;
 
-use crate::linalg::{gemm, Mat};
+use crate::linalg::{gemm, ChunkProducts, Mat};
 use crate::vecops::SharedMut;
 use crate::loss::{loss_and_grad_in_place, loss_grad_bias_in_place, loss_grad_entropy_in_place, Loss};
 
@@ -138,6 +138,8 @@ impl UfmObjective {
         let (gw, rest) = grad.split_at_mut(kd);
         let (gh, gb) = rest.split_at_mut(dn);
         let chunks = n.div_ceil(SAMPLE_CHUNK);
+        ws.products.prepare(p.w);
+        let products = &ws.products;
         let (zs, ghs, dws, dbs) =
             (SharedMut::new(&mut ws.z), SharedMut::new(gh), SharedMut::new(&mut ws.dw), SharedMut::new(&mut ws.db));
         let inv_n = 1.0 / n as f64;
@@ -149,16 +151,15 @@ impl UfmObjective {
                 (zs.slice(k * r.start..k * r.end), ghs.slice(d * r.start..d * r.end), dws.slice(kd * c..kd * (c + 1)), dbs.slice(k * c..k * (c + 1)))
             };
             let hc = Mat::new(&p.h.data[d * r.start..d * r.end], d, m);
-            gemm(1.0, p.w, false, hc, false, 0.0, z);
+            products.logits(p.w, hc, z);
             let mut loss = 0.0;
             dbc.iter_mut().for_each(|v| *v = 0.0);
             for (col, &s) in z.chunks_exact_mut(k).zip(&self.labels.set_of[r.clone()]) {
                 loss += loss_grad_bias_in_place(self.loss, col, p.b, &self.labels.sets[s as usize], inv_n, dbc);
             }
             let gc = Mat::new(z, k, m);
-            gemm(1.0, gc, false, hc, true, 0.0, dwc);
-            let hsq = scale_into_sum_sq(self.lh, hc.data, ghc);
-            gemm(1.0, p.w, true, gc, false, 1.0, ghc);
+            products.grad_w(gc, hc, dwc);
+            let hsq = products.grad_h(p.w, gc, hc, self.lh, ghc);
             [loss, hsq]
         };
         let parts = &mut ws.parts[..chunks];
@@ -191,6 +192,7 @@ impl UfmObjective {
         let chunks = n.div_ceil(SAMPLE_CHUNK);
         ws.gram.resize(chunks * k * k, 0.0);
         ws.neg_entropy.resize(n, 0.0);
+        let products = &ws.products;
         let (zs, grs, dbs, es) =
             (SharedMut::new(&mut ws.z), SharedMut::new(&mut ws.gram), SharedMut::new(&mut ws.db), SharedMut::new(&mut ws.neg_entropy));
         let inv_n = 1.0 / n as f64;
@@ -201,7 +203,7 @@ impl UfmObjective {
             let (z, gr, dbc, ec) =
                 unsafe { (zs.slice(k * r.start..k * r.end), grs.slice(k * k * c..k * k * (c + 1)), dbs.slice(k * c..k * (c + 1)), es.slice(r.clone())) };
             let hc = Mat::new(&p.h.data[d * r.start..d * r.end], d, m);
-            gemm(1.0, p.w, false, hc, false, 0.0, z);
+            products.logits(p.w, hc, z);
             dbc.iter_mut().for_each(|v| *v = 0.0);
             for ((col, &s), e) in z.chunks_exact_mut(k).zip(&self.labels.set_of[r.clone()]).zip(ec.iter_mut()) {
                 col.iter_mut().zip(p.b).for_each(|(v, bj)| *v += bj);
@@ -235,26 +237,6 @@ impl UfmObjective {
     }
 }
 
-/// `out <- a x` and returns `||x||^2`, summed in eight lanes (a serial sum would be a
-/// four-cycle dependency per element).
-fn scale_into_sum_sq(a: f64, x: &[f64], out: &mut [f64]) -> f64 {
-    let mut l = [0.0f64; 8];
-    let (xc, oc) = (x.chunks_exact(8), out.chunks_exact_mut(8));
-    let (xr, mut tail) = (xc.remainder(), 0.0);
-    for (x8, o8) in xc.zip(oc) {
-        for k in 0..8 {
-            o8[k] = a * x8[k];
-            l[k] += x8[k] * x8[k];
-        }
-    }
-    let start = x.len() - xr.len();
-    for (o, v) in out[start..].iter_mut().zip(xr) {
-        *o = a * v;
-        tail += v * v;
-    }
-    (((l[0] + l[4]) + (l[1] + l[5])) + ((l[2] + l[6]) + (l[3] + l[7]))) + tail
-}
-
 /// Samples per chunk of the fused objective (fixed, so results do not depend on threads).
 pub const SAMPLE_CHUNK: usize = 512;
 /// Below this many multiply-adds per GEMM the objective runs on one thread.
@@ -269,6 +251,7 @@ pub struct Workspace {
     parts: Vec<[f64; 2]>,
     gram: Vec<f64>,
     neg_entropy: Vec<f64>,
+    products: ChunkProducts,
 }
 
 impl Workspace {
@@ -282,6 +265,7 @@ impl Workspace {
             parts: vec![[0.0; 2]; chunks],
             gram: Vec::new(),
             neg_entropy: Vec::new(),
+            products: ChunkProducts::new(),
         }
     }
 

@@ -1,12 +1,14 @@
 //! Dense kernels on column-major slices: GEMM through `matrixmultiply` (which takes any
-//! strides, so transposes cost nothing), and Jacobi SVD and symmetric eigenvalues for small
-//! matrices ([`jacobi`]).
+//! strides, so transposes cost nothing); the packing-free products of the objective
+//! ([`products`]); and Jacobi SVD and symmetric eigenvalues for small matrices ([`jacobi`]).
 
 use nalgebra::DMatrix;
 
 pub mod jacobi;
+pub mod products;
 
 pub use jacobi::{svd, sym_eigenvalues, Svd};
+pub use products::ChunkProducts;
 
 /// A column-major matrix view: `rows x cols`, element (i, j) at `data[i + j * rows]`.
 #[derive(Clone, Copy)]
