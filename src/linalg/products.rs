@@ -160,12 +160,12 @@ fn scale_into_sum_sq(a: f64, x: &[f64], out: &mut [f64]) -> f64 {
     (((l[0] + l[4]) + (l[1] + l[5])) + ((l[2] + l[6]) + (l[3] + l[7]))) + tail
 }
 
-/// Whether the CPU has AVX-512F (checked once).
+/// Whether the CPU has AVX-512F and AVX-512VL (checked once).
 pub fn has_avx512() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         static AVX512: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *AVX512.get_or_init(|| std::arch::is_x86_feature_detected!("avx512f"))
+        *AVX512.get_or_init(|| std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512vl"))
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -202,13 +202,14 @@ mod avx512 {
     const NR: usize = 12;
 
     /// Runs the product tile by tile: columns in blocks of 12 (then 8, 4, 1), and within each
-    /// column block, rows in blocks of 16 (the last one masked).
+    /// column block, rows in blocks of 16 (the last one masked, and 4-wide if at most 4
+    /// rows are left).
     ///
     /// # Safety
     /// The CPU must have AVX-512F, and every index `i + lda p` (i < rows, p < depth) must lie
     /// in `a`, every `p rsb + j csb` (p < depth, j < cols) in `b`; `c` (and `h`) must hold
     /// `rows * cols`. These are asserted.
-    #[target_feature(enable = "avx512f")]
+    #[target_feature(enable = "avx512f,avx512vl,fma")]
     pub unsafe fn product(op: Operands, c: &mut [f64], mut epi: Epilogue) {
         let Operands { rows, cols, depth, a, lda, b, rsb, csb } = op;
         assert_eq!(c.len(), rows * cols);
@@ -221,6 +222,7 @@ mod avx512 {
             assert_eq!(h.len(), c.len());
         }
         let mut hsq = _mm512_setzero_pd();
+        let mut hsq4 = _mm256_setzero_pd();
         let mut j0 = 0;
         while j0 < cols {
             let nr = match cols - j0 {
@@ -234,22 +236,28 @@ mod avx512 {
                 let mr = (rows - i0).min(16);
                 let t = Tile { i0, j0, mr, depth, a: a.as_ptr(), lda, b: b.as_ptr(), rsb, csb };
                 let (c, ldc) = (c.as_mut_ptr(), rows);
-                match (nr, mr > 8) {
-                    (12, true) => t.run::<12, 2>(c, ldc, &mut epi, &mut hsq),
-                    (12, false) => t.run::<12, 1>(c, ldc, &mut epi, &mut hsq),
-                    (8, true) => t.run::<8, 2>(c, ldc, &mut epi, &mut hsq),
-                    (8, false) => t.run::<8, 1>(c, ldc, &mut epi, &mut hsq),
-                    (4, true) => t.run::<4, 2>(c, ldc, &mut epi, &mut hsq),
-                    (4, false) => t.run::<4, 1>(c, ldc, &mut epi, &mut hsq),
-                    (_, true) => t.run::<1, 2>(c, ldc, &mut epi, &mut hsq),
-                    (_, false) => t.run::<1, 1>(c, ldc, &mut epi, &mut hsq),
+                match (nr, mr) {
+                    (12, 9..) => t.run::<12, 2>(c, ldc, &mut epi, &mut hsq),
+                    (12, 5..) => t.run::<12, 1>(c, ldc, &mut epi, &mut hsq),
+                    (12, _) => t.run_narrow::<12>(c, ldc, &mut epi, &mut hsq4),
+                    (8, 9..) => t.run::<8, 2>(c, ldc, &mut epi, &mut hsq),
+                    (8, 5..) => t.run::<8, 1>(c, ldc, &mut epi, &mut hsq),
+                    (8, _) => t.run_narrow::<8>(c, ldc, &mut epi, &mut hsq4),
+                    (4, 9..) => t.run::<4, 2>(c, ldc, &mut epi, &mut hsq),
+                    (4, 5..) => t.run::<4, 1>(c, ldc, &mut epi, &mut hsq),
+                    (4, _) => t.run_narrow::<4>(c, ldc, &mut epi, &mut hsq4),
+                    (_, 9..) => t.run::<1, 2>(c, ldc, &mut epi, &mut hsq),
+                    (_, 5..) => t.run::<1, 1>(c, ldc, &mut epi, &mut hsq),
+                    (_, _) => t.run_narrow::<1>(c, ldc, &mut epi, &mut hsq4),
                 }
                 i0 += 16;
             }
             j0 += nr;
         }
         if let Epilogue::AddScaled { hsq: out, .. } = epi {
-            *out += _mm512_reduce_add_pd(hsq);
+            let mut l = [0.0; 4];
+            _mm256_storeu_pd(l.as_mut_ptr(), hsq4);
+            *out += _mm512_reduce_add_pd(hsq) + ((l[0] + l[1]) + (l[2] + l[3]));
         }
     }
 
@@ -310,6 +318,45 @@ mod avx512 {
                             let out = _mm512_fmadd_pd(lh, hv, acc[r][j]);
                             _mm512_mask_storeu_pd(c.add(j * ldc + 8 * r), masks[r], out);
                         }
+                    }
+                }
+            }
+        }
+    }
+
+    impl Tile {
+        /// A tile of at most 4 rows (the row remainder) in 4-wide registers: on this core a
+        /// 4-wide FMA costs half an 8-wide one, so a remainder of 2 rows (K = 50) or 4
+        /// (K = 100) costs half of what an 8-row tile would.
+        #[inline]
+        #[target_feature(enable = "avx512f,avx512vl,fma")]
+        #[allow(clippy::needless_range_loop)] // one index walks the accumulators and the columns together
+        unsafe fn run_narrow<const N: usize>(&self, c: *mut f64, ldc: usize, epi: &mut Epilogue, hsq: &mut __m256d) {
+            let m = ((1u16 << self.mr) - 1) as __mmask8;
+            let mut acc = [_mm256_setzero_pd(); N];
+            let a = self.a.add(self.i0);
+            let b = self.b.add(self.j0 * self.csb);
+            for p in 0..self.depth {
+                let av = _mm256_maskz_loadu_pd(m, a.add(p * self.lda));
+                let bp = b.add(p * self.rsb);
+                for j in 0..N {
+                    acc[j] = _mm256_fmadd_pd(av, _mm256_set1_pd(*bp.add(j * self.csb)), acc[j]);
+                }
+            }
+            let c = c.add(self.i0 + self.j0 * ldc);
+            match epi {
+                Epilogue::Store => {
+                    for j in 0..N {
+                        _mm256_mask_storeu_pd(c.add(j * ldc), m, acc[j]);
+                    }
+                }
+                Epilogue::AddScaled { h, lh, .. } => {
+                    let h = h.as_ptr().add(self.i0 + self.j0 * ldc);
+                    let lh = _mm256_set1_pd(*lh);
+                    for j in 0..N {
+                        let hv = _mm256_maskz_loadu_pd(m, h.add(j * ldc));
+                        *hsq = _mm256_fmadd_pd(hv, hv, *hsq);
+                        _mm256_mask_storeu_pd(c.add(j * ldc), m, _mm256_fmadd_pd(lh, hv, acc[j]));
                     }
                 }
             }
