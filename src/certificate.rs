@@ -39,7 +39,7 @@ use serde::Serialize;
 
 use nalgebra::DMatrix;
 
-use crate::linalg::sym_eigenvalues_desc;
+use crate::linalg::sym_eigenvalues;
 use crate::loss::{binary_neg_entropy, neg_entropy, Loss};
 use crate::ufm::{UfmObjective, Workspace};
 
@@ -85,7 +85,7 @@ pub fn certify_with(obj: &UfmObjective, x: &[f64], f: f64, ws: &mut Workspace) -
             }
         }
     }
-    let spec = sym_eigenvalues_desc(&DMatrix::from_column_slice(k, k, &gram))[0].max(0.0).sqrt();
+    let spec = sym_eigenvalues(&DMatrix::from_column_slice(k, k, &gram))[0].max(0.0).sqrt();
     let mu = (obj.lw * obj.lh).sqrt();
     let s = if spec > 0.0 { (mu / (spec * (1.0 + SPECTRAL_MARGIN))).min(1.0) } else { 1.0 };
     let bound = if obj.loss == Loss::Bce {
@@ -268,7 +268,7 @@ mod tests {
                 let c = certify(&obj, &x, f);
                 let mut ws = Workspace::new(&obj);
                 let (gram, _) = obj.dual_pass(&x, &mut ws);
-                let spec = sym_eigenvalues_desc(&DMatrix::from_column_slice(obj.k, obj.k, &gram))[0].sqrt();
+                let spec = sym_eigenvalues(&DMatrix::from_column_slice(obj.k, obj.k, &gram))[0].sqrt();
                 let s = ((obj.lw * obj.lh).sqrt() / (spec * (1.0 + SPECTRAL_MARGIN))).min(1.0);
                 let direct = bound_direct(&obj, ws.dual(), &vec![0.0; obj.k], s).unwrap();
                 let fast = c.lower_bound.unwrap();

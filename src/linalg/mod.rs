@@ -78,11 +78,6 @@ pub fn gemm(alpha: f64, a: Mat, ta: bool, b: Mat, tb: bool, beta: f64, c: &mut [
     }
 }
 
-/// Eigenvalues of a symmetric matrix, largest first (cyclic Jacobi; see [`jacobi`]).
-pub fn sym_eigenvalues_desc(m: &DMatrix<f64>) -> Vec<f64> {
-    sym_eigenvalues(m)
-}
-
 /// Frobenius norm of a slice.
 pub fn norm(x: &[f64]) -> f64 {
     x.iter().map(|v| v * v).sum::<f64>().sqrt()
