@@ -14,9 +14,10 @@
 //! in a fixed order, so results do not depend on the thread count.
 //!
 //! The register tile is 16 x 12 (AVX-512: two 8-wide rows of registers, 24 accumulators);
-//! rows past the matrix edge are masked off on load and store, and a column remainder runs
-//! with 8-, 4- and 1-wide tiles. Without AVX-512 the same products go through
-//! [`super::gemm`].
+//! rows past the matrix edge are masked off on load and store, a remainder of at most 4 rows
+//! runs in 4-wide registers (half the cost of an 8-wide tile on this core), and a column
+//! remainder runs with 8-, 4- and 1-wide tiles. Without AVX-512 (F and VL) the same products
+//! go through [`super::gemm`].
 
 use super::{gemm, Mat};
 
