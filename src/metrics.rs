@@ -299,11 +299,9 @@ pub fn geometry(w: Mat, mu: &DMatrix<f64>, labels: &LabelSets) -> Geometry {
                 continue;
             }
             let y: DVector<f64> = mu.column(j).into_owned();
-            {
-                let c = svd.solve(&y, eps);
-                let residual = (&y - &a * &c).norm() / y.norm().max(f64::MIN_POSITIVE);
-                all.push(Synthesis { set: set.clone(), weights: c.iter().copied().collect(), residual });
-            }
+            let c = svd.solve(&y, eps);
+            let residual = (&y - &a * &c).norm() / y.norm().max(f64::MIN_POSITIVE);
+            all.push(Synthesis { set: set.clone(), weights: c.iter().copied().collect(), residual });
         }
     }
     Geometry { classifier_norms: norms, classifier_cosines: cos, etf_distance: etf_distance(&(&wm * wm.transpose())), classifier_singular_values: sv, classifier_rank: rank, synthesis_all: all }

@@ -49,11 +49,9 @@ pub fn compute() -> Result<Bce> {
         let x = sol.x.clone();
         let run = assess(&cfg, &obj, &crate::theory::predict(&cfg), 0, sol, &opts.tol);
         let mu = set_means(obj.split(&x).h, &cfg.labels);
-        let svd = crate::linalg::jacobi::svd(&mu);
-        let u = svd.u;
-        let mut order: Vec<usize> = (0..svd.singular_values.len()).collect();
-        order.sort_by(|a, b| svd.singular_values[*b].total_cmp(&svd.singular_values[*a]));
-        let (u1, u2) = (u.column(order[0]).into_owned(), u.column(order[1]).into_owned());
+        // Singular values come sorted, largest first.
+        let u = crate::linalg::jacobi::svd(&mu).u;
+        let (u1, u2) = (u.column(0).into_owned(), u.column(1).into_owned());
         let pr = |v: nalgebra::DVector<f64>| (v.dot(&u1), v.dot(&u2));
         let means: Vec<(f64, f64)> = mu.column_iter().map(|c| pr(c.into_owned())).collect();
         let sets = cfg.labels.sets.clone();

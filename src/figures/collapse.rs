@@ -46,11 +46,9 @@ pub struct Collapse {
 }
 
 fn project(h: &DMatrix<f64>, sets: &[Vec<usize>], set_of: &[usize], scale2: Option<f64>, title: String) -> Panel {
-    let svd = crate::linalg::jacobi::svd(h);
-    let u = svd.u;
-    let mut order: Vec<usize> = (0..svd.singular_values.len()).collect();
-    order.sort_by(|a, b| svd.singular_values[*b].total_cmp(&svd.singular_values[*a]));
-    let (u1, u2) = (u.column(order[0]).into_owned(), u.column(order[1.min(order.len() - 1)]).into_owned());
+    // Singular values come sorted, largest first.
+    let u = crate::linalg::jacobi::svd(h).u;
+    let (u1, u2) = (u.column(0).into_owned(), u.column(1.min(u.ncols() - 1)).into_owned());
     let points: Vec<(f64, f64)> = h.column_iter().map(|c| (c.dot(&u1), c.dot(&u2))).collect();
     let mut means = vec![(0.0, 0.0); sets.len()];
     let mut counts = vec![0.0; sets.len()];
