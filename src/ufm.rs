@@ -132,13 +132,36 @@ impl UfmObjective {
     /// `G_c 1` and `||H_c||^2`. Partials are summed in chunk order, so the result is
     /// bit-identical whether chunks run on one thread or many.
     pub fn value_and_gradient(&self, x: &[f64], grad: &mut [f64], ws: &mut Workspace) -> f64 {
-        let (k, d, n) = (self.k, self.d, self.n);
         let p = self.split(x);
+        self.eval_chunks(p.w.data, p.b, Features::Read(p.h.data), grad, ws, None)
+    }
+
+    /// [`value_and_gradient`](Self::value_and_gradient) with the caller's hooks run inside
+    /// the chunk loop (see [`ChunkHooks`]): `before` fills W and b first, then each chunk's
+    /// `H_c` just before that chunk is evaluated; `after` sees each `dH_c` as soon as it is
+    /// written, and dW, db once they are reduced. Slots: 0 = W, 1 = b, 2 + c = chunk c.
+    pub fn value_and_gradient_hooked(&self, x: &mut [f64], grad: &mut [f64], ws: &mut Workspace, hooks: &dyn ChunkHooks) -> f64 {
+        let (kd, dn) = (self.k * self.d, self.d * self.n);
+        let (w, rest) = x.split_at_mut(kd);
+        let (h, b) = rest.split_at_mut(dn);
+        hooks.before(0, 0..kd, w);
+        hooks.before(1, kd + dn..kd + dn + self.k, b);
+        self.eval_chunks(w, b, Features::Fill(SharedMut::new(h)), grad, ws, Some(hooks))
+    }
+
+    /// Number of hook slots of [`value_and_gradient_hooked`](Self::value_and_gradient_hooked).
+    pub fn hook_slots(&self) -> usize {
+        2 + self.n.div_ceil(SAMPLE_CHUNK)
+    }
+
+    fn eval_chunks(&self, w: &[f64], b: &[f64], h: Features<'_>, grad: &mut [f64], ws: &mut Workspace, hooks: Option<&dyn ChunkHooks>) -> f64 {
+        let (k, d, n) = (self.k, self.d, self.n);
         let (kd, dn) = (k * d, d * n);
+        let w = Mat::new(w, k, d);
         let (gw, rest) = grad.split_at_mut(kd);
         let (gh, gb) = rest.split_at_mut(dn);
         let chunks = n.div_ceil(SAMPLE_CHUNK);
-        ws.products.prepare(p.w);
+        ws.products.prepare(w);
         let products = &ws.products;
         let (zs, ghs, dws, dbs) =
             (SharedMut::new(&mut ws.z), SharedMut::new(gh), SharedMut::new(&mut ws.dw), SharedMut::new(&mut ws.db));
@@ -146,20 +169,34 @@ impl UfmObjective {
         let body = |c: usize| -> [f64; 2] {
             let r = c * SAMPLE_CHUNK..((c + 1) * SAMPLE_CHUNK).min(n);
             let m = r.len();
-            // SAFETY: chunk c owns columns r of Z and dH, and block c of the partials.
-            let (z, ghc, dwc, dbc) = unsafe {
-                (zs.slice(k * r.start..k * r.end), ghs.slice(d * r.start..d * r.end), dws.slice(kd * c..kd * (c + 1)), dbs.slice(k * c..k * (c + 1)))
+            let hr = d * r.start..d * r.end;
+            // SAFETY: chunk c owns columns r of Z, H and dH, and block c of the partials.
+            let (z, ghc, dwc, dbc) =
+                unsafe { (zs.slice(k * r.start..k * r.end), ghs.slice(hr.clone()), dws.slice(kd * c..kd * (c + 1)), dbs.slice(k * c..k * (c + 1))) };
+            let hd: &[f64] = match &h {
+                Features::Read(all) => &all[hr.clone()],
+                Features::Fill(hs) => {
+                    // SAFETY: as above; nothing else reads or writes these columns meanwhile.
+                    let hc = unsafe { hs.slice(hr.clone()) };
+                    if let Some(hk) = hooks {
+                        hk.before(2 + c, kd + hr.start..kd + hr.end, hc);
+                    }
+                    hc
+                }
             };
-            let hc = Mat::new(&p.h.data[d * r.start..d * r.end], d, m);
-            products.logits(p.w, hc, z);
+            let hc = Mat::new(hd, d, m);
+            products.logits(w, hc, z);
             let mut loss = 0.0;
             dbc.iter_mut().for_each(|v| *v = 0.0);
             for (col, &s) in z.chunks_exact_mut(k).zip(&self.labels.set_of[r.clone()]) {
-                loss += loss_grad_bias_in_place(self.loss, col, p.b, &self.labels.sets[s as usize], inv_n, dbc);
+                loss += loss_grad_bias_in_place(self.loss, col, b, &self.labels.sets[s as usize], inv_n, dbc);
             }
             let gc = Mat::new(z, k, m);
             products.grad_w(gc, hc, dwc);
-            let hsq = products.grad_h(p.w, gc, hc, self.lh, ghc);
+            let hsq = products.grad_h(w, gc, hc, self.lh, ghc);
+            if let Some(hk) = hooks {
+                hk.after(2 + c, kd + hr.start..kd + hr.end, ghc);
+            }
             [loss, hsq]
         };
         let parts = &mut ws.parts[..chunks];
@@ -173,14 +210,18 @@ impl UfmObjective {
             loss += pt[0];
             hsq += pt[1];
         }
-        gw.iter_mut().zip(p.w.data).for_each(|(o, w)| *o = self.lw * w);
-        gb.iter_mut().zip(p.b).for_each(|(o, b)| *o = self.lb * b);
+        gw.iter_mut().zip(w.data).for_each(|(o, w)| *o = self.lw * w);
+        gb.iter_mut().zip(b).for_each(|(o, b)| *o = self.lb * b);
         for c in 0..chunks {
             gw.iter_mut().zip(&ws.dw[kd * c..kd * (c + 1)]).for_each(|(o, v)| *o += v);
             gb.iter_mut().zip(&ws.db[k * c..k * (c + 1)]).for_each(|(o, v)| *o += v);
         }
+        if let Some(hk) = hooks {
+            hk.after(0, 0..kd, gw);
+            hk.after(1, kd + dn..kd + dn + k, gb);
+        }
         let sq = |v: &[f64]| v.iter().map(|a| a * a).sum::<f64>();
-        loss * inv_n + 0.5 * (self.lw * sq(p.w.data) + self.lh * hsq + self.lb * sq(p.b))
+        loss * inv_n + 0.5 * (self.lw * sq(w.data) + self.lh * hsq + self.lb * sq(b))
     }
 
     /// The certificate's pass, chunked and parallel like the objective: writes
@@ -280,6 +321,28 @@ impl Workspace {
     }
 }
 
+/// Where the features of a chunk come from: read from x, or filled by a hook first.
+#[derive(Clone, Copy)]
+enum Features<'a> {
+    Read(&'a [f64]),
+    Fill(SharedMut<f64>),
+}
+
+/// Work a caller runs inside an evaluation's pass over memory, range by range, while the
+/// range is in cache (the solver's direction and curvature passes; see `solver::lbfgs`).
+///
+/// Contract of [`FusedObjective::eval_hooked`]: `before` is called exactly once for each
+/// range of a partition of `0..dim`, each with its own slot below
+/// [`FusedObjective::hook_slots`], and before anything reads `x[r]`; it must fill `x[r]`.
+/// `after` is called once for each range of the same partition, with the same slots, once
+/// `grad[r]` is final. Calls on different slots may run concurrently on different threads.
+pub trait ChunkHooks: Sync {
+    /// Fills `x_r = x[r]`.
+    fn before(&self, slot: usize, r: std::ops::Range<usize>, x_r: &mut [f64]);
+    /// Sees `g_r = grad[r]`, final.
+    fn after(&self, slot: usize, r: std::ops::Range<usize>, g_r: &[f64]);
+}
+
 /// A fused objective for the in-place solver: value and gradient in one call.
 pub trait FusedObjective {
     /// Number of variables.
@@ -288,6 +351,19 @@ pub trait FusedObjective {
     fn eval(&mut self, x: &[f64], grad: &mut [f64]) -> f64;
     /// Curvature scale for the relative gradient stopping rule.
     fn curvature_scale(&self) -> f64;
+    /// Number of slots [`eval_hooked`](Self::eval_hooked) uses.
+    fn hook_slots(&self) -> usize {
+        1
+    }
+    /// Lets `hooks` fill `x`, evaluates there into `grad`, and shows `hooks` the gradient,
+    /// range by range (see [`ChunkHooks`]). The default is one range, around [`eval`](Self::eval).
+    fn eval_hooked(&mut self, x: &mut [f64], grad: &mut [f64], hooks: &dyn ChunkHooks) -> f64 {
+        let n = x.len();
+        hooks.before(0, 0..n, x);
+        let f = self.eval(x, grad);
+        hooks.after(0, 0..n, grad);
+        f
+    }
 }
 
 /// The UFM objective with its scratch, as a [`FusedObjective`].
@@ -314,6 +390,12 @@ impl FusedObjective for UfmEval {
     }
     fn curvature_scale(&self) -> f64 {
         self.objective.curvature_scale()
+    }
+    fn hook_slots(&self) -> usize {
+        self.objective.hook_slots()
+    }
+    fn eval_hooked(&mut self, x: &mut [f64], grad: &mut [f64], hooks: &dyn ChunkHooks) -> f64 {
+        self.objective.value_and_gradient_hooked(x, grad, &mut self.ws, hooks)
     }
 }
 
@@ -428,5 +510,73 @@ mod tests {
             * (4f64).ln()
             / obj.n as f64;
         assert!((obj.value(&x) - expect).abs() < 1e-14);
+    }
+
+    /// Hooks that fill x with a known function of the index, and record every call.
+    struct Recorder {
+        dim: usize,
+        calls: Mutex<Vec<(bool, usize, std::ops::Range<usize>, Vec<f64>)>>,
+    }
+
+    fn filled(i: usize, dim: usize) -> f64 {
+        ((i * 7919) % 1013) as f64 / 1013.0 - 0.5 + 1e-3 * (i as f64 / dim as f64)
+    }
+
+    impl ChunkHooks for Recorder {
+        fn before(&self, slot: usize, r: std::ops::Range<usize>, x_r: &mut [f64]) {
+            assert_eq!(x_r.len(), r.len());
+            for (v, i) in x_r.iter_mut().zip(r.clone()) {
+                *v = filled(i, self.dim);
+            }
+            self.calls.lock().unwrap().push((true, slot, r, Vec::new()));
+        }
+        fn after(&self, slot: usize, r: std::ops::Range<usize>, g_r: &[f64]) {
+            self.calls.lock().unwrap().push((false, slot, r, g_r.to_vec()));
+        }
+    }
+
+    /// The hooked evaluation keeps the contract of `ChunkHooks` (one `before` and one `after`
+    /// per range of a partition, distinct slots, `after` after its `before` and showing the
+    /// final gradient) and computes exactly the plain evaluation at the point the hooks filled,
+    /// on one thread or several.
+    #[test]
+    fn hooked_evaluation_keeps_the_contract_and_matches_the_plain_one() {
+        // 3 chunks: K = 12, M = 3 has 298 label sets, 4 samples each; K d N is above the
+        // threshold of the parallel chunk loop.
+        let cfg = UfmConfig { classes: 12, max_labels: 3, dim: 20, per_set: vec![4], lambda_w: 0.01, lambda_h: 0.02, lambda_b: 0.03, loss: Loss::Pal };
+        let obj = UfmObjective::new(&cfg.validate().unwrap());
+        let dim = obj.dim();
+        assert_eq!(obj.n.div_ceil(SAMPLE_CHUNK), 3);
+        assert!(obj.k * obj.d * obj.n >= PARALLEL_FLOPS);
+        let want_x: Vec<f64> = (0..dim).map(|i| filled(i, dim)).collect();
+        let mut want_g = vec![0.0; dim];
+        let want_f = obj.value_and_gradient(&want_x, &mut want_g, &mut Workspace::new(&obj));
+        for threads in [1, 2] {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            let hooks = Recorder { dim, calls: Mutex::new(Vec::new()) };
+            let (mut x, mut g) = (vec![f64::NAN; dim], vec![f64::NAN; dim]);
+            let f = pool.install(|| obj.value_and_gradient_hooked(&mut x, &mut g, &mut Workspace::new(&obj), &hooks));
+            assert_eq!(f.to_bits(), want_f.to_bits());
+            assert!(x.iter().zip(&want_x).all(|(a, b)| a.to_bits() == b.to_bits()));
+            assert!(g.iter().zip(&want_g).all(|(a, b)| a.to_bits() == b.to_bits()));
+            let calls = hooks.calls.into_inner().unwrap();
+            for phase in [true, false] {
+                let mut seen: Vec<(usize, std::ops::Range<usize>)> =
+                    calls.iter().filter(|c| c.0 == phase).map(|c| (c.1, c.2.clone())).collect();
+                assert_eq!(seen.len(), obj.hook_slots());
+                seen.sort_by_key(|c| c.1.start);
+                let mut slots: Vec<usize> = seen.iter().map(|c| c.0).collect();
+                slots.sort_unstable();
+                assert_eq!(slots, (0..obj.hook_slots()).collect::<Vec<_>>());
+                assert_eq!(seen[0].1.start, 0);
+                assert_eq!(seen.last().unwrap().1.end, dim);
+                assert!(seen.windows(2).all(|w| w[0].1.end == w[1].1.start));
+            }
+            for (pos, c) in calls.iter().enumerate().filter(|c| !c.1 .0) {
+                let before = calls.iter().position(|b| b.0 && b.1 == c.1 && b.2 == c.2).expect("a before for every after");
+                assert!(before < pos);
+                assert!(c.3.iter().zip(&g[c.2.clone()]).all(|(a, b)| a.to_bits() == b.to_bits()));
+            }
+        }
     }
 }

@@ -198,62 +198,86 @@ pub fn combine_and_step(
 ) -> f64 {
     let n = out.len();
     assert!(g.len() == n && x.len() == n && x_new.len() == n && terms.iter().all(|t| t.0.len() == n));
+    assert!(terms.len() <= MAX_STREAMS, "at most {MAX_STREAMS} stored vectors");
     let (os, xs) = (SharedMut::new(out), SharedMut::new(x_new));
     let mut dg = [0.0];
     reduce_many(n, 1, parts, &mut dg, |r, acc| {
         // SAFETY: `reduce_many` hands out disjoint chunk ranges.
         let (oc, xc) = unsafe { (os.slice(r.clone()), xs.slice(r.clone())) };
-        let (s, e) = (r.start, r.end);
-        let len = e - s;
-        let full = len / LANES * LANES;
-        let mut lanes = [0.0f64; LANES];
-        #[cfg(target_arch = "x86_64")]
-        let done = if has_avx2() {
-            // SAFETY: AVX2 is present; every slice has at least `full` elements from `s`.
-            unsafe { simd::combine(&mut oc[..full], c_out, terms, s, &g[s..s + full], cg, &x[s..s + full], step, &mut xc[..full], &mut lanes) };
-            full
-        } else {
-            0
-        };
-        #[cfg(not(target_arch = "x86_64"))]
-        let done = 0;
-        let mut i = done;
-        while i < full {
-            let mut a = [0.0f64; LANES];
-            for l in 0..LANES {
-                a[l] = if c_out != 0.0 { c_out * f64::from(oc[i + l]) } else { 0.0 };
-                a[l] += cg * g[s + i + l];
-            }
-            for &(v, c) in terms {
-                for l in 0..LANES {
-                    a[l] += c * f64::from(v[s + i + l]);
-                }
-            }
-            for l in 0..LANES {
-                let r = a[l] as f32;
-                oc[i + l] = r;
-                let rf = f64::from(r);
-                xc[i + l] = x[s + i + l] + step * rf;
-                lanes[l] += rf * g[s + i + l];
-            }
-            i += LANES;
+        let mut local: [(&[f32], f64); MAX_STREAMS] = [(&[], 0.0); MAX_STREAMS];
+        for (l, &(v, c)) in local.iter_mut().zip(terms) {
+            *l = (&v[r.clone()], c);
         }
-        let mut tail = 0.0;
-        for i in full..len {
-            let mut a = if c_out != 0.0 { c_out * f64::from(oc[i]) } else { 0.0 };
-            a += cg * g[s + i];
-            for &(v, c) in terms {
-                a += c * f64::from(v[s + i]);
-            }
-            let r = a as f32;
-            oc[i] = r;
-            let rf = f64::from(r);
-            xc[i] = x[s + i] + step * rf;
-            tail += rf * g[s + i];
-        }
-        acc[0] += hsum(&lanes) + tail;
+        acc[0] += combine_range(oc, c_out, &local[..terms.len()], &g[r.clone()], cg, &x[r], step, xc);
     });
     dg[0]
+}
+
+/// Most stored vectors one pass combines or reads.
+pub const MAX_STREAMS: usize = 128;
+
+/// One range of [`combine_and_step`]: every slice is that range of its vector (`oc` of `out`,
+/// `g_r` of `g`, ...). Returns the range's share of `out . g`.
+#[allow(clippy::too_many_arguments)]
+pub fn combine_range(
+    oc: &mut [f32],
+    c_out: f64,
+    terms: &[(&[f32], f64)],
+    g: &[f64],
+    cg: f64,
+    x: &[f64],
+    step: f64,
+    xc: &mut [f64],
+) -> f64 {
+    let (s, len) = (0, oc.len());
+    assert!(xc.len() == len && g.len() == len && x.len() == len && terms.iter().all(|t| t.0.len() == len));
+    let full = len / LANES * LANES;
+    let mut lanes = [0.0f64; LANES];
+    #[cfg(target_arch = "x86_64")]
+    let done = if has_avx2() {
+        // SAFETY: AVX2 is present; every slice has at least `full` elements from `s`.
+        unsafe { simd::combine(&mut oc[..full], c_out, terms, s, &g[s..s + full], cg, &x[s..s + full], step, &mut xc[..full], &mut lanes) };
+        full
+    } else {
+        0
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let done = 0;
+    let mut i = done;
+    while i < full {
+        let mut a = [0.0f64; LANES];
+        for l in 0..LANES {
+            a[l] = if c_out != 0.0 { c_out * f64::from(oc[i + l]) } else { 0.0 };
+            a[l] += cg * g[s + i + l];
+        }
+        for &(v, c) in terms {
+            for l in 0..LANES {
+                a[l] += c * f64::from(v[s + i + l]);
+            }
+        }
+        for l in 0..LANES {
+            let r = a[l] as f32;
+            oc[i + l] = r;
+            let rf = f64::from(r);
+            xc[i + l] = x[s + i + l] + step * rf;
+            lanes[l] += rf * g[s + i + l];
+        }
+        i += LANES;
+    }
+    let mut tail = 0.0;
+    for i in full..len {
+        let mut a = if c_out != 0.0 { c_out * f64::from(oc[i]) } else { 0.0 };
+        a += cg * g[s + i];
+        for &(v, c) in terms {
+            a += c * f64::from(v[s + i]);
+        }
+        let r = a as f32;
+        oc[i] = r;
+        let rf = f64::from(r);
+        xc[i] = x[s + i] + step * rf;
+        tail += rf * g[s + i];
+    }
+    hsum(&lanes) + tail
 }
 
 /// `out <- x + step d` with an f32 direction.
@@ -263,10 +287,16 @@ pub fn step_into_f32(x: &[f64], step: f64, d: &[f32], out: &mut [f64], parts: &m
     reduce_many(x.len(), 1, parts, &mut none, |r, _| {
         // SAFETY: disjoint chunk ranges.
         let oc = unsafe { os.slice(r.clone()) };
-        for ((o, xv), dv) in oc.iter_mut().zip(&x[r.clone()]).zip(&d[r]) {
-            *o = xv + step * f64::from(*dv);
-        }
+        step_range(&x[r.clone()], step, &d[r], oc);
     });
+}
+
+/// One range of [`step_into_f32`] (every slice is that range of its vector).
+pub fn step_range(x: &[f64], step: f64, d: &[f32], oc: &mut [f64]) {
+    assert!(x.len() == oc.len() && d.len() == oc.len());
+    for ((o, xv), dv) in oc.iter_mut().zip(x).zip(d) {
+        *o = xv + step * f64::from(*dv);
+    }
 }
 
 /// The solver's curvature pass after an evaluation at `x + a d`, one read of every stream:
@@ -280,33 +310,46 @@ pub fn curvature_pass(g_new: &[f64], g: &[f64], d: &[f32], y: &mut [f32], olds: 
     assert!(g_new.len() == n && d.len() == n && y.len() == n && olds.iter().all(|v| v.len() == n));
     let ys = SharedMut::new(y);
     let k = olds.len();
+    assert!(k <= MAX_STREAMS, "at most {MAX_STREAMS} stored vectors");
     reduce_many(n, 3 * k + 6, parts, out, |r, acc| {
         // SAFETY: disjoint chunk ranges.
         let yc = unsafe { ys.slice(r.clone()) };
-        // The new d and y, widened once per block for the products with the stored vectors.
-        let (mut dw_buf, mut yw_buf) = ([0.0f64; BLOCK], [0.0f64; BLOCK]);
-        let mut s = r.start;
-        while s < r.end {
-            let e = (s + BLOCK).min(r.end);
-            let yb = &mut yc[s - r.start..e - r.start];
-            let (gn, go, db) = (&g_new[s..e], &g[s..e], &d[s..e]);
-            let (dw, yw) = (&mut dw_buf[..e - s], &mut yw_buf[..e - s]);
-            let t6 = diff_and_dots6(gn, go, db, yb, dw, yw);
-            acc[3 * k..3 * k + 6].iter_mut().zip(t6).for_each(|(a, v)| *a += v);
-            // Two stored vectors per sweep: two streams in flight, and half the re-reads.
-            for (j, pair) in olds.chunks(2).enumerate() {
-                let t = if pair.len() == 2 {
-                    dots_pair(&pair[0][s..e], &pair[1][s..e], dw, yw, gn)
-                } else {
-                    let t3 = dots3(&pair[0][s..e], dw, yw, gn);
-                    [t3[0], t3[1], t3[2], 0.0, 0.0, 0.0]
-                };
-                let w = 3 * pair.len();
-                acc[6 * j..6 * j + w].iter_mut().zip(t).for_each(|(a, v)| *a += v);
-            }
-            s = e;
+        let mut local: [&[f32]; MAX_STREAMS] = [&[]; MAX_STREAMS];
+        for (l, v) in local.iter_mut().zip(olds) {
+            *l = &v[r.clone()];
         }
+        curvature_range(&g_new[r.clone()], &g[r.clone()], &d[r], yc, &local[..k], acc);
     });
+}
+
+/// One range of [`curvature_pass`], adding its share of the dot products into `acc` (length
+/// `3 olds.len() + 6`). Every slice is that range of its vector.
+pub fn curvature_range(gn_r: &[f64], g: &[f64], d: &[f32], yc: &mut [f32], olds: &[&[f32]], acc: &mut [f64]) {
+    let (k, len) = (olds.len(), yc.len());
+    assert!(gn_r.len() == len && g.len() == len && d.len() == len && olds.iter().all(|v| v.len() == len) && acc.len() == 3 * k + 6);
+    // The new d and y, widened once per block for the products with the stored vectors.
+    let (mut dw_buf, mut yw_buf) = ([0.0f64; BLOCK], [0.0f64; BLOCK]);
+    let mut s = 0;
+    while s < len {
+        let e = (s + BLOCK).min(len);
+        let yb = &mut yc[s..e];
+        let (gn, go, db) = (&gn_r[s..e], &g[s..e], &d[s..e]);
+        let (dw, yw) = (&mut dw_buf[..e - s], &mut yw_buf[..e - s]);
+        let t6 = diff_and_dots6(gn, go, db, yb, dw, yw);
+        acc[3 * k..3 * k + 6].iter_mut().zip(t6).for_each(|(a, v)| *a += v);
+        // Two stored vectors per sweep: two streams in flight, and half the re-reads.
+        for (j, pair) in olds.chunks(2).enumerate() {
+            let t = if pair.len() == 2 {
+                dots_pair(&pair[0][s..e], &pair[1][s..e], dw, yw, gn)
+            } else {
+                let t3 = dots3(&pair[0][s..e], dw, yw, gn);
+                [t3[0], t3[1], t3[2], 0.0, 0.0, 0.0]
+            };
+            let w = 3 * pair.len();
+            acc[6 * j..6 * j + w].iter_mut().zip(t).for_each(|(a, v)| *a += v);
+        }
+        s = e;
+    }
 }
 
 /// Views a slice of length [`LANES`] as an array.
