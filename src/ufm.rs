@@ -343,6 +343,9 @@ pub trait ChunkHooks: Sync {
     fn after(&self, slot: usize, r: std::ops::Range<usize>, g_r: &[f64]);
 }
 
+/// Most blocks of [`FusedObjective::block_ranges`].
+pub const MAX_BLOCKS: usize = 3;
+
 /// A fused objective for the in-place solver: value and gradient in one call.
 pub trait FusedObjective {
     /// Number of variables.
@@ -354,6 +357,13 @@ pub trait FusedObjective {
     /// Number of slots [`eval_hooked`](Self::eval_hooked) uses.
     fn hook_slots(&self) -> usize {
         1
+    }
+    /// Blocks of variables for the solver's block-diagonal initial inverse Hessian:
+    /// `(range, block)` pairs partitioning `0..dim`, blocks numbered from 0 (at most
+    /// [`MAX_BLOCKS`]). A hook's range may span blocks (the solver splits it). The default is
+    /// one block.
+    fn block_ranges(&self) -> Vec<(std::ops::Range<usize>, usize)> {
+        vec![(0..self.dim(), 0)]
     }
     /// Lets `hooks` fill `x`, evaluates there into `grad`, and shows `hooks` the gradient,
     /// range by range (see [`ChunkHooks`]). The default is one range, around [`eval`](Self::eval).
@@ -393,6 +403,17 @@ impl FusedObjective for UfmEval {
     }
     fn hook_slots(&self) -> usize {
         self.objective.hook_slots()
+    }
+    /// Two blocks: (W, H) and b. W and H enter the data term only through their product, so
+    /// their scales are tied (rescaling W -> aW, H -> H/a leaves it unchanged, and every
+    /// stationary point has `lw ||W||^2 = lh ||H||^2`); the bias enters alone, with curvature
+    /// `(1/N) sum_i A_i + lb` (`A_i` the softmax Hessian of sample i), so it gets its own
+    /// initial scale. Measured (`timing`, seeds 0 to 5, iterations to the 1e-10 gap): D 170
+    /// to 112 (median), E 163 to 142; splitting W from H as well made D and E worse.
+    fn block_ranges(&self) -> Vec<(std::ops::Range<usize>, usize)> {
+        let o = &self.objective;
+        let wh = o.k * o.d + o.d * o.n;
+        vec![(0..wh, 0), (wh..wh + o.k, 1)]
     }
     fn eval_hooked(&mut self, x: &mut [f64], grad: &mut [f64], hooks: &dyn ChunkHooks) -> f64 {
         self.objective.value_and_gradient_hooked(x, grad, &mut self.ws, hooks)
@@ -512,10 +533,13 @@ mod tests {
         assert!((obj.value(&x) - expect).abs() < 1e-14);
     }
 
+    /// One recorded hook call: (is `before`, slot, range, the gradient `after` saw).
+    type Call = (bool, usize, std::ops::Range<usize>, Vec<f64>);
+
     /// Hooks that fill x with a known function of the index, and record every call.
     struct Recorder {
         dim: usize,
-        calls: Mutex<Vec<(bool, usize, std::ops::Range<usize>, Vec<f64>)>>,
+        calls: Mutex<Vec<Call>>,
     }
 
     fn filled(i: usize, dim: usize) -> f64 {

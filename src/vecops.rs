@@ -520,7 +520,7 @@ mod avx2 {
     /// # Safety
     /// AVX2 and FMA must be available; every slice has the length of `o`, a multiple of LANES.
     #[target_feature(enable = "avx2,fma")]
-    #[allow(clippy::too_many_arguments)]
+    #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
     pub unsafe fn combine(o: &mut [f32], c_out: f64, terms: &[(&[f32], f64)], g: &[f64], cg: f64, x: &[f64], step: f64, xn: &mut [f64], lanes: &mut [f64; LANES]) -> usize {
         let n = o.len();
         let (po, pg, px, pxn) = (o.as_mut_ptr(), g.as_ptr(), x.as_ptr(), xn.as_mut_ptr());
@@ -552,6 +552,7 @@ mod avx2 {
     /// # Safety
     /// AVX2 and FMA must be available; every slice has the length of `v`, a multiple of LANES.
     #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::needless_range_loop)]
     pub unsafe fn dots3(v: &[f32], a: &[f64], b: &[f64], c: &[f64], l: &mut [[f64; LANES]; 3]) -> usize {
         let n = v.len();
         let (pv, pa, pb, pc) = (v.as_ptr(), a.as_ptr(), b.as_ptr(), c.as_ptr());
@@ -577,6 +578,7 @@ mod avx2 {
     /// # Safety
     /// AVX2 and FMA must be available; every slice has the length of `v0`, a multiple of LANES.
     #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::needless_range_loop)]
     pub unsafe fn dots_pair(v0: &[f32], v1: &[f32], a: &[f64], b: &[f64], c: &[f64], l: &mut [[f64; LANES]; 6]) -> usize {
         let n = v0.len();
         let (p0, p1, pa, pb, pc) = (v0.as_ptr(), v1.as_ptr(), a.as_ptr(), b.as_ptr(), c.as_ptr());
@@ -606,7 +608,7 @@ mod avx2 {
     /// # Safety
     /// AVX2 and FMA must be available; every slice has the length of `y`, a multiple of LANES.
     #[target_feature(enable = "avx2,fma")]
-    #[allow(clippy::too_many_arguments)]
+    #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
     pub unsafe fn diff_dots6(gn: &[f64], go: &[f64], d: &[f32], y: &mut [f32], dw: &mut [f64], yw: &mut [f64], l: &mut [[f64; LANES]; 6]) -> usize {
         let n = y.len();
         let (pg, po, pd, py) = (gn.as_ptr(), go.as_ptr(), d.as_ptr(), y.as_mut_ptr());
