@@ -1,5 +1,6 @@
 //! Benchmarks: objective and gradient against its three matrix products alone, one L-BFGS
-//! iteration (in-place vs argmin), full solves of A to C to a 1e-10 gap (in-place vs argmin),
+//! iteration with its passes fused into the evaluation against the evaluation alone, 20
+//! iterations (in-place vs argmin), full solves of A to C to a 1e-10 gap (in-place vs argmin),
 //! and the certificate against one objective evaluation.
 //!
 //! `cargo bench --bench ufm` (add `-- objective` etc. to filter).
@@ -13,7 +14,9 @@ use mlab_nc::linalg::{ChunkProducts, Mat};
 use mlab_nc::solver::{solve, Method, SolveParams};
 use mlab_nc::timing::{preset, time_to_gap};
 use mlab_nc::config::LBFGS_HISTORY;
-use mlab_nc::ufm::{UfmObjective, Workspace, SAMPLE_CHUNK};
+use argmin::core::Executor;
+use mlab_nc::solver::lbfgs::InPlaceLbfgs;
+use mlab_nc::ufm::{FusedObjective, UfmEval, UfmObjective, Workspace, SAMPLE_CHUNK};
 use mlab_nc::vecops::{combine_and_step, curvature_pass, Staggered};
 use rayon::prelude::*;
 
@@ -72,9 +75,10 @@ fn objective(c: &mut Criterion) {
     g.finish();
 }
 
-/// The solver's two passes over memory per iteration (direction, then curvature), at the
-/// size of C, D and E with the default history (and D with m = 2): the L-BFGS bookkeeping of
-/// one iteration with one evaluation, to set against `objective/value_and_gradient`.
+/// The solver's two passes over memory per iteration (direction, then curvature) run over
+/// whole vectors, at the size of C, D and E with the default history (and D with m = 2):
+/// the bookkeeping as it cost before the passes were fused into the evaluation (see
+/// `lbfgs_iteration`), to set against `objective/value_and_gradient`.
 fn passes(c: &mut Criterion) {
     let mut g = c.benchmark_group("lbfgs_bookkeeping");
     g.sample_size(20);
@@ -85,11 +89,10 @@ fn passes(c: &mut Criterion) {
         // As in the solver: buffer k starts 5k cache lines into its allocation (or all at the
         // same page offset, to show what the staggering buys).
         let k = |i: usize| if stagger { i } else { 0 };
-        let (grad, x, g_new) = (Staggered::from_slice(&v(1), k(2)), Staggered::from_slice(&v(2), k(0)), Staggered::from_slice(&v(3), k(3)));
+        let (grad, mut x, g_new) = (Staggered::from_slice(&v(1), k(2)), Staggered::from_slice(&v(2), k(0)), Staggered::from_slice(&v(3), k(3)));
         let f32s = |seed: u64| v(seed).iter().map(|&a| a as f32).collect::<Vec<f32>>();
         let dirs: Vec<Staggered<f32>> = (0..m).map(|i| Staggered::from_slice(&f32s(10 + i as u64), k(4 + i))).collect();
         let ys: Vec<Staggered<f32>> = (0..m).map(|i| Staggered::from_slice(&f32s(20 + i as u64), k(4 + m + i))).collect();
-        let mut x_new = Staggered::<f64>::zeros(n, k(1));
         let mut out = Staggered::<f32>::zeros(n, k(4));
         let mut y = Staggered::<f32>::zeros(n, k(4 + m));
         let mut parts = Vec::new();
@@ -101,12 +104,34 @@ fn passes(c: &mut Criterion) {
                 // the retiring direction is `out` itself.
                 let mut terms: Vec<(&[f32], f64)> = dirs[1..].iter().map(|d| (&d[..], 0.1)).collect();
                 terms.extend(ys.iter().map(|y| (&y[..], -0.2)));
-                let dg = combine_and_step(&mut out, 0.3, &terms, &grad, -0.5, &x, 1.0, &mut x_new, &mut parts);
+                // x moves in place by 1e-3 out per call (bounded over a run).
+                let dg = combine_and_step(&mut out, 0.3, &terms, &grad, -0.5, 1e-3, &mut x, &mut parts);
                 let olds: Vec<&[f32]> = dirs[1..].iter().chain(&ys[1..]).map(|v| &v[..]).collect();
                 curvature_pass(&g_new, &grad, &out, &mut y, &olds, &mut parts, &mut dots);
                 black_box((dg, dots[0]))
             })
         });
+    }
+    g.finish();
+}
+
+/// One iteration as the solver runs it (direction coefficients, then one evaluation with the
+/// direction and curvature passes fused into it), against the same evaluation alone, after
+/// six iterations from the seed-0 start (memory full). Bookkeeping share of an iteration:
+/// `1 - evaluation / fused_trial`.
+fn fused_iteration(c: &mut Criterion) {
+    let mut g = c.benchmark_group("lbfgs_iteration");
+    g.sample_size(20);
+    for name in ["C", "D", "E"] {
+        let obj = UfmObjective::new(&cfg(name));
+        let solver = InPlaceLbfgs::new(obj.random_start(0, 0.1), LBFGS_HISTORY, 1e-300, None);
+        let res = Executor::new(UfmEval::new(obj), solver).configure(|s| s.max_iters(6)).ctrlc(false).run().unwrap();
+        let mut solver = res.solver;
+        let mut eval = res.problem.problem.unwrap();
+        let x = solver.x().to_vec();
+        let mut grad = vec![0.0; x.len()];
+        g.bench_function(format!("fused_trial/{name}"), |b| b.iter(|| black_box(solver.unit_trial(&mut eval))));
+        g.bench_function(format!("evaluation/{name}"), |b| b.iter(|| black_box(eval.eval(&x, &mut grad))));
     }
     g.finish();
 }
@@ -142,5 +167,5 @@ fn solves(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, objective, passes, iterations, solves);
+criterion_group!(benches, objective, passes, fused_iteration, iterations, solves);
 criterion_main!(benches);

@@ -11,12 +11,13 @@ use crate::loss::Loss;
 /// L-BFGS history length used by the solver.
 pub const LBFGS_HISTORY: usize = 3;
 /// Estimated peak bytes of one solve with K classes, dimension d and N samples, counted in
-/// parameter-sized f64 vectors: the solver's x, gradient, trial point and trial gradient (4),
-/// its m stored pairs in f32 (m), and 3 for the start, the result and the metrics; plus the
-/// K x N logit buffer and the certificate's copy of it, and the per-sample entropies.
+/// parameter-sized f64 vectors: the solver's x (moved in place to each trial point), gradient
+/// and trial gradient (3), its m stored pairs in f32 (m), and 3 for the start, the result and
+/// the metrics; plus the K x N logit buffer and the certificate's copy of it, and the
+/// per-sample entropies.
 pub fn estimate_bytes(k: f64, d: f64, n: f64) -> f64 {
     let vars = k * d + d * n + k;
-    8.0 * ((LBFGS_HISTORY + 7) as f64 * vars + 2.0 * k * n + n)
+    8.0 * ((LBFGS_HISTORY + 6) as f64 * vars + 2.0 * k * n + n)
 }
 
 /// Largest accepted L-BFGS history (the direction pass combines at most 2m + 1 vectors).

@@ -207,23 +207,15 @@ const BLOCK: usize = 128;
 /// arithmetic is f64. Writes
 /// `out <- round_f32(c_out out + cg g + sum_j c_j v_j)` (the old content of `out` takes
 /// part, so `out` may be the buffer of a basis vector being retired), then
-/// `x_new <- x + step out` with the rounded `out`, and returns `out . g`.
+/// `x <- x + step out` in place with the rounded `out`, and returns `out . g`.
+/// (The solver runs [`combine_range`] inside the objective's pass; this runs it over whole
+/// vectors.)
 #[allow(clippy::too_many_arguments)]
-pub fn combine_and_step(
-    out: &mut [f32],
-    c_out: f64,
-    terms: &[(&[f32], f64)],
-    g: &[f64],
-    cg: f64,
-    x: &[f64],
-    step: f64,
-    x_new: &mut [f64],
-    parts: &mut Vec<f64>,
-) -> f64 {
+pub fn combine_and_step(out: &mut [f32], c_out: f64, terms: &[(&[f32], f64)], g: &[f64], cg: f64, step: f64, x: &mut [f64], parts: &mut Vec<f64>) -> f64 {
     let n = out.len();
-    assert!(g.len() == n && x.len() == n && x_new.len() == n && terms.iter().all(|t| t.0.len() == n));
+    assert!(g.len() == n && x.len() == n && terms.iter().all(|t| t.0.len() == n));
     assert!(terms.len() <= MAX_STREAMS, "at most {MAX_STREAMS} stored vectors");
-    let (os, xs) = (SharedMut::new(out), SharedMut::new(x_new));
+    let (os, xs) = (SharedMut::new(out), SharedMut::new(x));
     let mut dg = [0.0];
     reduce_many(n, 1, parts, &mut dg, |r, acc| {
         // SAFETY: `reduce_many` hands out disjoint chunk ranges.
@@ -232,7 +224,7 @@ pub fn combine_and_step(
         for (l, &(v, c)) in local.iter_mut().zip(terms) {
             *l = (&v[r.clone()], c);
         }
-        acc[0] += combine_range(oc, c_out, &local[..terms.len()], &g[r.clone()], cg, &x[r], step, xc);
+        acc[0] += combine_range(oc, c_out, &local[..terms.len()], &g[r], cg, step, xc);
     });
     dg[0]
 }
@@ -241,28 +233,19 @@ pub fn combine_and_step(
 pub const MAX_STREAMS: usize = 128;
 
 /// One range of [`combine_and_step`]: every slice is that range of its vector (`oc` of `out`,
-/// `g_r` of `g`, ...). Returns the range's share of `out . g`.
-#[allow(clippy::too_many_arguments)]
-pub fn combine_range(
-    oc: &mut [f32],
-    c_out: f64,
-    terms: &[(&[f32], f64)],
-    g: &[f64],
-    cg: f64,
-    x: &[f64],
-    step: f64,
-    xc: &mut [f64],
-) -> f64 {
+/// `g` of the gradient, `x` of the point, updated in place). Returns the range's share of
+/// `out . g`.
+pub fn combine_range(oc: &mut [f32], c_out: f64, terms: &[(&[f32], f64)], g: &[f64], cg: f64, step: f64, x: &mut [f64]) -> f64 {
     let len = oc.len();
-    assert!(xc.len() == len && g.len() == len && x.len() == len && terms.iter().all(|t| t.0.len() == len));
+    assert!(g.len() == len && x.len() == len && terms.iter().all(|t| t.0.len() == len));
     let full = len / LANES * LANES;
     let mut lanes = [0.0f64; LANES];
     let done = match simd() {
         // SAFETY (both arms): the unit is present; every slice has at least `full` elements.
         #[cfg(target_arch = "x86_64")]
-        Simd::Avx512 => unsafe { avx512::combine(&mut oc[..full], c_out, terms, &g[..full], cg, &x[..full], step, &mut xc[..full], &mut lanes) },
+        Simd::Avx512 => unsafe { avx512::combine(&mut oc[..full], c_out, terms, &g[..full], cg, step, &mut x[..full], &mut lanes) },
         #[cfg(target_arch = "x86_64")]
-        Simd::Avx2 => unsafe { avx2::combine(&mut oc[..full], c_out, terms, &g[..full], cg, &x[..full], step, &mut xc[..full], &mut lanes) },
+        Simd::Avx2 => unsafe { avx2::combine(&mut oc[..full], c_out, terms, &g[..full], cg, step, &mut x[..full], &mut lanes) },
         _ => 0,
     };
     let mut i = done;
@@ -281,7 +264,7 @@ pub fn combine_range(
             let r = a[l] as f32;
             oc[i + l] = r;
             let rf = f64::from(r);
-            xc[i + l] = x[i + l] + step * rf;
+            x[i + l] += step * rf;
             lanes[l] = rf.mul_add(g[i + l], lanes[l]);
         }
         i += LANES;
@@ -296,28 +279,28 @@ pub fn combine_range(
         let r = a as f32;
         oc[i] = r;
         let rf = f64::from(r);
-        xc[i] = x[i] + step * rf;
+        x[i] += step * rf;
         tail += rf * g[i];
     }
     hsum(&lanes) + tail
 }
 
-/// `out <- x + step d` with an f32 direction.
-pub fn step_into_f32(x: &[f64], step: f64, d: &[f32], out: &mut [f64], parts: &mut Vec<f64>) {
-    let os = SharedMut::new(out);
+/// `x <- x + step d` in place, with an f32 direction.
+pub fn step_into_f32(x: &mut [f64], step: f64, d: &[f32], parts: &mut Vec<f64>) {
+    let xs = SharedMut::new(x);
     let mut none = [0.0];
-    reduce_many(x.len(), 1, parts, &mut none, |r, _| {
+    reduce_many(d.len(), 1, parts, &mut none, |r, _| {
         // SAFETY: disjoint chunk ranges.
-        let oc = unsafe { os.slice(r.clone()) };
-        step_range(&x[r.clone()], step, &d[r], oc);
+        let xc = unsafe { xs.slice(r.clone()) };
+        step_range(step, &d[r], xc);
     });
 }
 
 /// One range of [`step_into_f32`] (every slice is that range of its vector).
-pub fn step_range(x: &[f64], step: f64, d: &[f32], oc: &mut [f64]) {
-    assert!(x.len() == oc.len() && d.len() == oc.len());
-    for ((o, xv), dv) in oc.iter_mut().zip(x).zip(d) {
-        *o = xv + step * f64::from(*dv);
+pub fn step_range(step: f64, d: &[f32], x: &mut [f64]) {
+    assert!(d.len() == x.len());
+    for (xv, dv) in x.iter_mut().zip(d) {
+        *xv += step * f64::from(*dv);
     }
 }
 
@@ -521,9 +504,9 @@ mod avx2 {
     /// AVX2 and FMA must be available; every slice has the length of `o`, a multiple of LANES.
     #[target_feature(enable = "avx2,fma")]
     #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
-    pub unsafe fn combine(o: &mut [f32], c_out: f64, terms: &[(&[f32], f64)], g: &[f64], cg: f64, x: &[f64], step: f64, xn: &mut [f64], lanes: &mut [f64; LANES]) -> usize {
+    pub unsafe fn combine(o: &mut [f32], c_out: f64, terms: &[(&[f32], f64)], g: &[f64], cg: f64, step: f64, x: &mut [f64], lanes: &mut [f64; LANES]) -> usize {
         let n = o.len();
-        let (po, pg, px, pxn) = (o.as_mut_ptr(), g.as_ptr(), x.as_ptr(), xn.as_mut_ptr());
+        let (po, pg, px) = (o.as_mut_ptr(), g.as_ptr(), x.as_mut_ptr());
         let (vco, vcg, vst) = (_mm256_set1_pd(c_out), _mm256_set1_pd(cg), _mm256_set1_pd(step));
         let mut dgl = [_mm256_loadu_pd(lanes.as_ptr()), _mm256_loadu_pd(lanes.as_ptr().add(4))];
         let mut i = 0;
@@ -539,7 +522,7 @@ mod avx2 {
                 let r = _mm256_cvtpd_ps(a);
                 _mm_storeu_ps(po.add(j), r);
                 let rf = _mm256_cvtps_pd(r);
-                _mm256_storeu_pd(pxn.add(j), _mm256_add_pd(_mm256_loadu_pd(px.add(j)), _mm256_mul_pd(vst, rf)));
+                _mm256_storeu_pd(px.add(j), _mm256_add_pd(_mm256_loadu_pd(px.add(j)), _mm256_mul_pd(vst, rf)));
                 dgl[h] = _mm256_fmadd_pd(rf, gv, dgl[h]);
             }
             i += LANES;
@@ -660,9 +643,9 @@ mod avx512 {
     /// AVX-512F must be available; every slice has the length of `o`, a multiple of LANES.
     #[target_feature(enable = "avx512f")]
     #[allow(clippy::too_many_arguments)]
-    pub unsafe fn combine(o: &mut [f32], c_out: f64, terms: &[(&[f32], f64)], g: &[f64], cg: f64, x: &[f64], step: f64, xn: &mut [f64], lanes: &mut [f64; LANES]) -> usize {
+    pub unsafe fn combine(o: &mut [f32], c_out: f64, terms: &[(&[f32], f64)], g: &[f64], cg: f64, step: f64, x: &mut [f64], lanes: &mut [f64; LANES]) -> usize {
         let n = o.len();
-        let (po, pg, px, pxn) = (o.as_mut_ptr(), g.as_ptr(), x.as_ptr(), xn.as_mut_ptr());
+        let (po, pg, px) = (o.as_mut_ptr(), g.as_ptr(), x.as_mut_ptr());
         let (vco, vcg, vst) = (_mm512_set1_pd(c_out), _mm512_set1_pd(cg), _mm512_set1_pd(step));
         let mut dgl = _mm512_loadu_pd(lanes.as_ptr());
         let mut i = 0;
@@ -676,7 +659,7 @@ mod avx512 {
             let r = _mm512_cvtpd_ps(a);
             _mm256_storeu_ps(po.add(i), r);
             let rf = _mm512_cvtps_pd(r);
-            _mm512_storeu_pd(pxn.add(i), _mm512_add_pd(_mm512_loadu_pd(px.add(i)), _mm512_mul_pd(vst, rf)));
+            _mm512_storeu_pd(px.add(i), _mm512_add_pd(_mm512_loadu_pd(px.add(i)), _mm512_mul_pd(vst, rf)));
             dgl = _mm512_fmadd_pd(rf, gv, dgl);
             i += LANES;
         }
@@ -800,9 +783,9 @@ mod tests {
         let basis: Vec<Vec<f32>> = (0..4).map(|k| to32(&data(n, 10 + k, 0.7))).collect();
         let terms: Vec<(&[f32], f64)> = basis.iter().zip([0.3, -1.25, 0.5, 2.0]).map(|(v, c)| (v.as_slice(), c)).collect();
         let mut out = to32(&data(n, 20, 1.0));
-        let mut x_new = vec![0.0; n];
+        let mut x_new = x.clone();
         let mut parts = Vec::new();
-        let dg = combine_and_step(&mut out, 0.75, &terms, &g, -0.6, &x, 0.9, &mut x_new, &mut parts);
+        let dg = combine_and_step(&mut out, 0.75, &terms, &g, -0.6, 0.9, &mut x_new, &mut parts);
         let mut y = vec![0.0f32; n];
         let olds: Vec<&[f32]> = basis.iter().take(n_olds).map(|v| v.as_slice()).collect();
         let mut dots = vec![0.0; 3 * olds.len() + 6];
@@ -902,9 +885,9 @@ mod tests {
                 let (mut y, mut dw, mut yw) = (vec![0.0f32; n], vec![0.0; n], vec![0.0; n]);
                 bits.extend(diff_and_dots6(&a, &b, &v0, &mut y, &mut dw, &mut yw).map(f64::to_bits));
                 bits.extend(y.iter().map(|v| u64::from(v.to_bits())));
-                let (mut out, mut xn) = (v1.clone(), vec![0.0; n]);
+                let (mut out, mut xn) = (v1.clone(), b.clone());
                 let terms = [(&v0[..], 0.37), (&v1[..], -1.3)];
-                bits.push(combine_range(&mut out, 0.8, &terms, &a, -0.45, &b, 0.7, &mut xn).to_bits());
+                bits.push(combine_range(&mut out, 0.8, &terms, &a, -0.45, 0.7, &mut xn).to_bits());
                 bits.extend(out.iter().map(|v| u64::from(v.to_bits())));
                 bits.extend(xn.iter().map(|v| v.to_bits()));
                 bits

@@ -3,12 +3,14 @@
 //! argmin's own L-BFGS allocates and clones whole parameter vectors on every vector
 //! operation; at 10^5..10^7 variables that costs far more than the objective (measured: see
 //! `benches/` and the README). This solver keeps every vector in buffers allocated once:
-//! x, the gradient, a trial point and its gradient (f64), and m stored pairs (d_i, y_i) with
-//! s_i = sigma_i d_i (sigma_i the accepted step), kept in f32: 4 + m f64-sized vectors in all.
+//! x (the iterate, or during a line search the trial point, moved in place), the gradient
+//! and the trial gradient (f64), and m stored pairs (d_i, y_i) with s_i = sigma_i d_i
+//! (sigma_i the accepted step), kept in f32: 3 + m f64-sized vectors in all.
 //!
 //! # Why the pairs may be f32
 //! The pairs only shape the quasi-Newton model H. The direction is rounded to f32 *before*
-//! the trial point `x + a d` is formed, so `s = sigma d` holds exactly for the stored d;
+//! the trial point `x + a d` is formed, so `s = sigma d` holds for the stored d up to the
+//! rounding of x itself;
 //! `y = round_f32(g_new - g)` is off by at most 2^-24 relative, a perturbation of the model,
 //! not of the iterate. Every dot product is accumulated in f64 from the stored values, so the
 //! recursion is exactly the L-BFGS recursion of the stored pairs, descent is checked on the
@@ -70,7 +72,7 @@ use super::morethuente::{Action, MoreThuente, MoreThuenteParams};
 use super::{HistoryPoint, IterCallback};
 use crate::config::MAX_HISTORY;
 use crate::ufm::{ChunkHooks, FusedObjective, MAX_BLOCKS};
-use crate::vecops::{combine_range, curvature_range, dot2, step_range, SharedMut, Staggered, MAX_STREAMS};
+use crate::vecops::{combine_range, curvature_range, dot2, step_into_f32, step_range, SharedMut, Staggered, MAX_STREAMS};
 
 /// argmin state type of this solver (cost only).
 pub type LbfgsState = IterState<Vec<f64>, (), (), (), (), f64>;
@@ -130,10 +132,12 @@ pub struct InPlaceLbfgs {
     m: usize,
     tol_grad: f64,
     ls: MoreThuenteParams,
+    /// The iterate, or during a line search the trial point `x + at d`.
     x: Staggered<f64>,
     g: Staggered<f64>,
-    x_new: Staggered<f64>,
     g_new: Staggered<f64>,
+    /// Step of the trial point `x` holds (0 at the iterate).
+    at: f64,
     /// Stored directions (slot `slot()` holds the current one).
     dirs: Vec<Staggered<f32>>,
     /// Stored gradient differences.
@@ -194,7 +198,7 @@ impl InPlaceLbfgs {
             tol_grad,
             ls: MoreThuenteParams::default(),
             x: Staggered::from_slice(&x0, 0),
-            x_new: Staggered::zeros(n, 1),
+            at: 0.0,
             g: Staggered::zeros(n, 2),
             g_new: Staggered::zeros(n, 3),
             dirs: (0..m).map(|i| Staggered::zeros(n, 4 + i)).collect(),
@@ -311,6 +315,17 @@ impl InPlaceLbfgs {
         }
     }
 
+    /// Moves a trial point back to the iterate, `x <- x - at d` (the iterate up to rounding,
+    /// about one ulp per entry): before a new direction replaces a rejected one, and when the
+    /// line search gives up.
+    fn restore(&mut self) {
+        if self.at != 0.0 {
+            let t = self.slot();
+            step_into_f32(&mut self.x, -self.at, &self.dirs[t], &mut self.parts);
+            self.at = 0.0;
+        }
+    }
+
     /// Computes the coefficients of `d = -H g`; the next trial forms d from them.
     fn direction_fill(&mut self) -> Fill {
         let t = self.slot();
@@ -346,8 +361,8 @@ enum Fill {
 /// the same range of x and g in cache.
 struct PassHooks<'a> {
     fill: Fill,
+    /// The point moves by `a d` (from x for a new direction; from the last trial point else).
     a: f64,
-    x: &'a [f64],
     g: &'a [f64],
     /// The direction's terms other than slot t's d and y, with their coefficient per block.
     terms: &'a [(&'a [f32], [f64; MAX_BLOCKS])],
@@ -396,9 +411,9 @@ impl ChunkHooks for PassHooks<'_> {
                         local[used] = (unsafe { self.y.slice(p.clone()) }, self.c_yout[b]);
                         used += 1;
                     }
-                    dg += combine_range(d_p, c_out[b], &local[..used], &self.g[p.clone()], cg[b], &self.x[p], self.a, x_p);
+                    dg += combine_range(d_p, c_out[b], &local[..used], &self.g[p], cg[b], self.a, x_p);
                 }
-                Fill::Step => step_range(&self.x[p], self.a, d_p, x_p),
+                Fill::Step => step_range(self.a, d_p, x_p),
             }
         }
         unsafe { self.dg.slice(slot..slot + 1)[0] = dg };
@@ -416,6 +431,17 @@ impl ChunkHooks for PassHooks<'_> {
             }
             curvature_range(&g_r[p.start - r.start..p.end - r.start], &self.g[p], d_p, y_p, &local[..self.olds.len()], acc);
         }
+    }
+}
+
+impl InPlaceLbfgs {
+    /// For benchmarks: the work of an iteration whose unit step is accepted, without
+    /// accepting it (the direction's coefficients, then one evaluation with both passes fused
+    /// into it); returns phi'(1). Run some iterations first so that the memory is full.
+    #[doc(hidden)]
+    pub fn unit_trial<O: FusedObjective>(&mut self, obj: &mut O) -> f64 {
+        let fill = self.direction_fill();
+        self.trial(obj, 1.0, fill).2
     }
 }
 
@@ -457,8 +483,10 @@ impl InPlaceLbfgs {
         self.len.min(self.m - 1)
     }
 
-    /// Evaluates phi(a) and phi'(a) at `x + a d` into `x_new`, `g_new`, with the direction
-    /// pass (when `fill` says so) and the curvature pass fused into the evaluation; returns
+    /// Moves `x` to the trial point `x_k + a d` (from the last trial point, in place; the
+    /// iterate itself is not kept, which saves a vector of memory traffic per iteration) and
+    /// evaluates phi(a), phi'(a) there, with the gradient into `g_new`, the direction pass
+    /// (when `fill` says so) and the curvature pass fused into the evaluation; returns
     /// (d.g, f, phi'(a), |g_new|^2). d.g is meaningful only for [`Fill::Direction`].
     fn trial<O: FusedObjective>(&mut self, obj: &mut O, a: f64, fill: Fill) -> (f64, f64, f64, f64) {
         let (t, kept) = (self.slot(), self.kept());
@@ -491,10 +519,13 @@ impl InPlaceLbfgs {
                 olds[2 * j] = &self.dirs[i];
                 olds[2 * j + 1] = &self.ys[i];
             }
+            // A new direction starts from the iterate (see `restore`); a retrial moves the
+            // last trial point along the stored direction.
+            debug_assert!(matches!(fill, Fill::Step) || self.at == 0.0);
+            let da = a - self.at;
             let hooks = PassHooks {
                 fill,
-                a,
-                x: &self.x,
+                a: da,
                 g: &self.g,
                 terms: &terms[..used],
                 c_yout,
@@ -507,10 +538,11 @@ impl InPlaceLbfgs {
                 dots: SharedMut::new(&mut self.hook_dots),
                 width,
             };
-            obj.eval_hooked(&mut self.x_new, &mut self.g_new, &hooks)
+            obj.eval_hooked(&mut self.x, &mut self.g_new, &hooks)
         };
         self.dirs[t] = d;
         self.ys[t] = y;
+        self.at = a;
         self.evaluations += 1;
         // Slot order: the same sums whatever the thread count.
         let dg = self.hook_dg.iter().sum::<f64>();
@@ -530,8 +562,8 @@ impl InPlaceLbfgs {
         (dg, f, tail[2], tail[5])
     }
 
-    /// Accepts the step: refreshes the Gram matrices from the last curvature pass, stores the
-    /// new pair if it has positive curvature, and moves to `x_new`.
+    /// Accepts the step (x already holds the trial point): refreshes the Gram matrices from
+    /// the last curvature pass, and stores the new pair if it has positive curvature.
     fn accept(&mut self, step: f64, f_new: f64) {
         let (t, m, kept) = (self.slot(), self.m, self.kept());
         let width = 6 * kept + 6;
@@ -557,7 +589,7 @@ impl InPlaceLbfgs {
         } else {
             self.len = kept;
         }
-        std::mem::swap(&mut self.x, &mut self.x_new);
+        self.at = 0.0;
         std::mem::swap(&mut self.g, &mut self.g_new);
         self.f = f_new;
         self.grad_norm = gg.sqrt();
@@ -571,7 +603,7 @@ impl InPlaceLbfgs {
 
     /// More-Thuente (strong Wolfe) first; any trial meeting approximate Wolfe is accepted too.
     /// If More-Thuente stops (rounding), a derivative-only secant/bisection search on
-    /// phi'(a) = 0 takes over. Returns (step, f, |g|^2) with x_new, g_new at that step.
+    /// phi'(a) = 0 takes over. Returns (step, f, |g|^2) with x, g_new at that step.
     /// `at_first` is (f, phi', |g|^2) at `first`, evaluated with the direction pass.
     fn line_search<O: FusedObjective>(&mut self, obj: &mut O, dg0: f64, first: f64, at_first: (f64, f64, f64)) -> Option<(f64, f64, f64)> {
         let mut at_first = Some(at_first);
@@ -669,12 +701,14 @@ impl<O: FusedObjective> Solver<O, LbfgsState> for InPlaceLbfgs {
         let fill = self.direction_fill();
         let (mut dg, mut f, mut gd, mut gg) = self.trial(obj, first, fill);
         if !(dg < 0.0) {
+            self.restore();
             self.len = 0;
             self.resets += 1;
             let fill = self.direction_fill();
             (dg, f, gd, gg) = self.trial(obj, first, fill);
         }
         let Some((step, f_new, _)) = self.line_search(obj, dg, first, (f, gd, gg)) else {
+            self.restore();
             let msg = "line search failed: no acceptable step (strong or approximate Wolfe)".to_string();
             return Ok((state.cost(self.f).terminate_with(TerminationReason::SolverExit(msg)), None));
         };
@@ -721,35 +755,39 @@ mod tests {
         }
     }
 
-    fn run<O: FusedObjective>(obj: O, x0: Vec<f64>, iters: u64) -> (Vec<HistoryPoint>, usize) {
-        let solver = InPlaceLbfgs::new(x0, 3, 1e-300, None);
+    fn run<O: FusedObjective>(obj: O, x0: Vec<f64>, iters: u64, tol: f64) -> (Vec<HistoryPoint>, usize) {
+        let solver = InPlaceLbfgs::new(x0, 3, tol, None);
         let res = Executor::new(obj, solver).configure(|s| s.max_iters(iters)).ctrlc(false).run().unwrap();
         (res.solver.history.clone(), res.solver.evaluations)
     }
 
     /// Fusing the passes into the objective's chunk loop changes only the order in which the
-    /// dot products are summed (per chunk instead of per fixed block), so the iterates agree
-    /// to rounding: the same evaluations, and objective values equal to a few ulps times
-    /// the growth of rounding over the iterations.
+    /// dot products are summed (per chunk instead of per block of the whole vector). So the
+    /// iterates agree to rounding at first, and both runs reach the same optimum. (Later
+    /// iterates drift apart as the iteration amplifies rounding: measured, relative
+    /// differences of the objective stay below 2e-16 for 17 iterations and reach 7e-12 by
+    /// iteration 40.)
     #[test]
     fn fused_passes_follow_the_unfused_iterates() {
         let cfg = UfmConfig { classes: 12, max_labels: 3, dim: 20, per_set: vec![4], lambda_w: 1e-3, lambda_h: 1e-3, lambda_b: 1e-3, loss: Loss::Pal };
         let obj = UfmObjective::new(&cfg.validate().unwrap());
         assert!(obj.hook_slots() > 3, "several chunks");
         let x0 = obj.random_start(3, 0.1);
-        let (fused, ef) = run(UfmEval::new(obj.clone()), x0.clone(), 40);
-        let (plain, ep) = run(Unfused(UfmEval::new(obj)), x0, 40);
-        assert_eq!(fused.len(), 41);
+        let (fused, ef) = run(UfmEval::new(obj.clone()), x0.clone(), 10, 1e-300);
+        let (plain, ep) = run(Unfused(UfmEval::new(obj.clone())), x0.clone(), 10, 1e-300);
+        assert_eq!(fused.len(), 11);
         assert_eq!(ef, ep);
-        let mut worst = 0.0f64;
         for (a, b) in fused.iter().zip(&plain) {
-            worst = worst.max(((a.objective - b.objective) / b.objective).abs());
+            assert!(((a.objective - b.objective) / b.objective).abs() < 1e-14, "iteration {}: {} vs {}", a.iter, a.objective, b.objective);
         }
-        assert!(worst < 1e-12, "{worst:e}");
-        // Not a vacuous agreement: the iterates moved (measured: f 6.84 -> 3.56, and the
-        // gradient norm fell 11x).
-        assert!(fused[40].objective < 0.6 * fused[0].objective);
-        assert!(fused[40].grad_norm < 0.2 * fused[0].grad_norm);
+        // Not a vacuous agreement: the iterates moved.
+        assert!(fused[10].objective < 0.9 * fused[0].objective);
+        // Solved to a small gradient: the same optimum.
+        let (fused, _) = run(UfmEval::new(obj.clone()), x0.clone(), 2000, 1e-9);
+        let (plain, _) = run(Unfused(UfmEval::new(obj.clone())), x0, 2000, 1e-9);
+        let (a, b) = (fused.last().unwrap(), plain.last().unwrap());
+        assert!(a.iter < 2000 && b.iter < 2000, "both converge");
+        assert!(((a.objective - b.objective) / b.objective).abs() < 1e-12, "{} vs {}", a.objective, b.objective);
     }
 
     /// The direction from the coefficient recursion with a block-diagonal initial inverse
