@@ -8,7 +8,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use serde::Deserialize;
 
-use super::{experiment, log_range, pe, Figure, FONT, PALETTE};
+use super::{decades, experiment, log_range, pe, Figure, FONT, PALETTE};
 use crate::certificate::certify;
 use crate::error::Result;
 use crate::loss::Loss;
@@ -78,7 +78,7 @@ impl Figure for Convergence {
             .margin(15)
             .x_label_area_size(45)
             .y_label_area_size(70)
-            .build_cartesian_2d(0.0..xmax, (lo..hi).log_scale())
+            .build_cartesian_2d(0.0..xmax, (lo..hi).log_scale().with_key_points(decades(lo, hi)))
             .map_err(pe)?;
         ch.configure_mesh().x_desc("L-BFGS iteration").x_label_formatter(&|v| format!("{v:.0}")).y_desc("value (log scale)").label_style((FONT, 14)).axis_desc_style((FONT, 16)).y_label_formatter(&|v| format!("{v:.0e}")).draw().map_err(pe)?;
         for (i, (name, pts)) in self.series.iter().enumerate() {

@@ -7,7 +7,7 @@ use plotters::prelude::*;
 use rayon::prelude::*;
 use serde::Deserialize;
 
-use super::{experiment, log_range, pe, Figure, FONT, PALETTE};
+use super::{decades, experiment, log_range, pe, Figure, FONT, PALETTE};
 use crate::error::Result;
 use crate::loss::Loss;
 use crate::verify::{verify, VerifyOptions};
@@ -65,7 +65,7 @@ impl Figure for Dimension {
             .margin(15)
             .x_label_area_size(50)
             .y_label_area_size(70)
-            .build_cartesian_2d(0.5..dmax + 0.5, (lo..hi).log_scale())
+            .build_cartesian_2d(0.5..dmax + 0.5, (lo..hi).log_scale().with_key_points(decades(lo, hi)))
             .map_err(pe)?;
         ch.configure_mesh()
             .x_desc("feature dimension d").x_label_formatter(&|v| format!("{v:.0}"))

@@ -104,6 +104,12 @@ pub fn log_range(v: impl Iterator<Item = f64>) -> (f64, f64) {
     (lo / 3.0, hi * 3.0)
 }
 
+/// Every other power of ten in `[lo, hi]`, as log-axis labels (plotters' own stop near 1e-15).
+pub fn decades(lo: f64, hi: f64) -> Vec<f64> {
+    let (a, b) = (lo.log10().ceil() as i32, hi.log10().floor() as i32);
+    (a..=b).filter(|e| e % 2 == 0).map(|e| 10f64.powi(e)).collect()
+}
+
 /// Renders every figure into `out`; returns the files written.
 pub fn render_all(out: &Path) -> Result<Vec<PathBuf>> {
     std::fs::create_dir_all(out).map_err(|e| Error::new(format!("{}: cannot create: {e}", out.display())))?;
