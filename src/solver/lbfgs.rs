@@ -521,7 +521,7 @@ impl InPlaceLbfgs {
             }
             // A new direction starts from the iterate (see `restore`); a retrial moves the
             // last trial point along the stored direction.
-            debug_assert!(matches!(fill, Fill::Step) || self.at == 0.0);
+            assert!(matches!(fill, Fill::Step) || self.at == 0.0, "a new direction starts at the iterate");
             let da = a - self.at;
             let hooks = PassHooks {
                 fill,
