@@ -54,8 +54,8 @@
 //! gradient as soon as it is final. So the direction pass's range is in cache when the
 //! objective reads it, and the curvature pass re-reads the basis and g from cache instead of
 //! memory. Dot products are summed per hook slot, in slot order, so the result does not
-//! depend on the thread count; against the unfused order, only summation order changes
-//! (tested: the same iterates to 4e-16).
+//! depend on the thread count; against the unfused passes only the summation order changes
+//! (tested: the same first iterates to 1e-14, and the same optimum).
 //!
 //! Every Gram entry is a direct dot product of two stored vectors (none is derived by
 //! algebra), so the recursion sees the same numbers the textbook loop would compute, up to
@@ -437,11 +437,18 @@ impl ChunkHooks for PassHooks<'_> {
 impl InPlaceLbfgs {
     /// For benchmarks: the work of an iteration whose unit step is accepted, without
     /// accepting it (the direction's coefficients, then one evaluation with both passes fused
-    /// into it); returns phi'(1). Run some iterations first so that the memory is full.
+    /// into it); returns phi'(1). Call [`undo_trial`](Self::undo_trial) before the next one.
+    /// Run some iterations first so that the memory is full.
     #[doc(hidden)]
     pub fn unit_trial<O: FusedObjective>(&mut self, obj: &mut O) -> f64 {
         let fill = self.direction_fill();
         self.trial(obj, 1.0, fill).2
+    }
+
+    /// For benchmarks: moves x back from the trial point of [`unit_trial`](Self::unit_trial).
+    #[doc(hidden)]
+    pub fn undo_trial(&mut self) {
+        self.restore();
     }
 }
 
