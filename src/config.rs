@@ -10,14 +10,18 @@ use crate::loss::Loss;
 
 /// L-BFGS history length used by the solver.
 pub const LBFGS_HISTORY: usize = 3;
-/// Estimated peak bytes of one solve with K classes, dimension d and N samples, counted in
-/// parameter-sized f64 vectors: the solver's x (moved in place to each trial point), gradient
-/// and trial gradient (3), its m stored pairs in f32 (m), and 3 for the start, the result and
-/// the metrics; plus the K x N logit buffer and the certificate's copy of it, and the
-/// per-sample entropies.
-pub fn estimate_bytes(k: f64, d: f64, n: f64) -> f64 {
+/// Estimated peak bytes of one solve with K classes, dimension d, N samples and label sets of
+/// at most M labels, counted in parameter-sized f64 vectors: the solver's x (moved in place to
+/// each trial point), gradient and trial gradient (3), its m stored pairs in f32 (m), and 3
+/// for the start, the result and the metrics; plus the K x N logit buffer and the
+/// certificate's copy of it, and the per-sample entropies; plus, per sample, at most what the
+/// preconditioner keeps (`crate::precond`: m + 1 projections of up to r = min(M, 4) values,
+/// two r x r factors, and 17 bytes of layout).
+pub fn estimate_bytes(k: f64, d: f64, n: f64, m: usize) -> f64 {
     let vars = k * d + d * n + k;
-    8.0 * ((LBFGS_HISTORY + 6) as f64 * vars + 2.0 * k * n + n)
+    let r = m.min(crate::precond::MAX_RANK) as f64;
+    let pre = if m >= 2 { 8.0 * ((LBFGS_HISTORY + 1) as f64 * r + 2.0 * r * r) + 17.0 } else { 0.0 };
+    8.0 * ((LBFGS_HISTORY + 6) as f64 * vars + 2.0 * k * n + n) + pre * n
 }
 
 /// Largest accepted L-BFGS history (the direction pass combines at most 2m + 1 vectors).
@@ -128,7 +132,7 @@ impl UfmConfig {
     pub fn memory_estimate(&self) -> f64 {
         let n = self.samples_f64();
         let (k, d) = (self.classes as f64, self.dim as f64);
-        estimate_bytes(k, d, n)
+        estimate_bytes(k, d, n, self.max_labels)
     }
 
     /// Checks every parameter, with explicit per-set counts instead of `per_set`.
@@ -148,7 +152,7 @@ impl UfmConfig {
             }
         }
         let n: f64 = counts.iter().map(|c| c.count as f64).sum();
-        let bytes = estimate_bytes(self.classes as f64, self.dim as f64, n);
+        let bytes = estimate_bytes(self.classes as f64, self.dim as f64, n, self.max_labels);
         if bytes > available_memory_bytes() {
             bail!("problem too large: N = {n:.3e} samples need about {}", human_bytes(bytes));
         }

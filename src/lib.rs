@@ -19,6 +19,7 @@ pub mod loss;
 pub mod measure;
 pub mod metrics;
 pub mod npy;
+pub mod precond;
 pub mod report;
 pub mod solver;
 pub mod sweep;

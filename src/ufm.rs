@@ -21,6 +21,7 @@ use rayon::prelude::*;
 use crate::linalg::{gemm, ChunkProducts, Mat};
 use crate::vecops::SharedMut;
 use crate::loss::{loss_and_grad_in_place, loss_grad_bias_in_place, loss_grad_entropy_in_place, Loss};
+use crate::precond::{sample_m, PreFactors, PreLayout, SamplePre, PRE_C0};
 
 /// The regularised UFM objective for one configuration.
 #[derive(Debug, Clone)]
@@ -41,6 +42,8 @@ pub struct UfmObjective {
     pub loss: Loss,
     /// Label sets and per-sample set index.
     pub labels: LabelSets,
+    /// Which samples' features the solver's preconditioner acts on (see [`crate::precond`]).
+    pub pre: PreLayout,
 }
 
 /// Borrowed (W, H, b) blocks of a flat parameter vector.
@@ -67,6 +70,7 @@ impl UfmObjective {
             lb: c.lambda_b,
             loss: c.loss,
             labels: cfg.labels.clone(),
+            pre: PreLayout::new(&cfg.labels, c.loss),
         }
     }
 
@@ -144,9 +148,13 @@ impl UfmObjective {
         let (kd, dn) = (self.k * self.d, self.d * self.n);
         let (w, rest) = x.split_at_mut(kd);
         let (h, b) = rest.split_at_mut(dn);
-        hooks.before(0, 0..kd, w);
-        hooks.before(1, kd + dn..kd + dn + self.k, b);
+        hooks.before(0, 0..kd, w, None);
+        hooks.before(1, kd + dn..kd + dn + self.k, b, None);
         self.eval_chunks(w, b, Features::Fill(SharedMut::new(h)), grad, ws, Some(hooks))
+    }
+
+    fn pre_view<'a>(&'a self, first: usize, count: usize, wt: &'a [f64], m: &'a [f64]) -> SamplePre<'a> {
+        SamplePre { first, count, d: self.d, k: self.k, layout: &self.pre, labels: &self.labels, wt, m }
     }
 
     /// Number of hook slots of [`value_and_gradient_hooked`](Self::value_and_gradient_hooked).
@@ -162,6 +170,25 @@ impl UfmObjective {
         let (gh, gb) = rest.split_at_mut(dn);
         let chunks = n.div_ceil(SAMPLE_CHUNK);
         ws.products.prepare(w);
+        // The preconditioner's factors: `cur` holds the previous evaluation's (the point the
+        // solver's direction starts from), `nxt` receives this one's.
+        let pre_on = ws.pre_on;
+        if pre_on {
+            ws.pre_cur ^= 1;
+            let nxt = &mut ws.pre[ws.pre_cur ^ 1];
+            for a in 0..k {
+                for j in 0..d {
+                    nxt.wt[a * d + j] = w.data[a + k * j];
+                }
+            }
+            gemm(1.0, w, false, w, true, 0.0, &mut ws.wwt);
+        }
+        let (pa, pb) = ws.pre.split_at_mut(1);
+        let (cur_f, nxt_f) = if ws.pre_cur == 0 { (&pa[0], &mut pb[0]) } else { (&pb[0], &mut pa[0]) };
+        let (nxt_wt, nxt_m) = (&nxt_f.wt[..], SharedMut::new(&mut nxt_f.m));
+        let wwt = &ws.wwt[..];
+        let tau = 1.0 / (n as f64 * PRE_C0 * self.lh);
+        let layout = &self.pre;
         let products = &ws.products;
         let (zs, ghs, dws, dbs) =
             (SharedMut::new(&mut ws.z), SharedMut::new(gh), SharedMut::new(&mut ws.dw), SharedMut::new(&mut ws.db));
@@ -179,7 +206,8 @@ impl UfmObjective {
                     // SAFETY: as above; nothing else reads or writes these columns meanwhile.
                     let hc = unsafe { hs.slice(hr.clone()) };
                     if let Some(hk) = hooks {
-                        hk.before(2 + c, kd + hr.start..kd + hr.end, hc);
+                        let pre = pre_on.then(|| self.pre_view(r.start, m, &cur_f.wt, &cur_f.m[layout.moff[r.start]..layout.moff[r.end]]));
+                        hk.before(2 + c, kd + hr.start..kd + hr.end, hc, pre.as_ref());
                     }
                     hc
                 }
@@ -191,11 +219,28 @@ impl UfmObjective {
             for (col, &s) in z.chunks_exact_mut(k).zip(&self.labels.set_of[r.clone()]) {
                 loss += loss_grad_bias_in_place(self.loss, col, b, &self.labels.sets[s as usize], inv_n, dbc);
             }
+            let mc: &[f64] = if pre_on {
+                let mr = layout.moff[r.start]..layout.moff[r.end];
+                // SAFETY: chunk c owns its samples' entries of M.
+                let mc = unsafe { nxt_m.slice(mr.clone()) };
+                for (s, (col, &set)) in z.chunks_exact(k).zip(&self.labels.set_of[r.clone()]).enumerate() {
+                    let i = r.start + s;
+                    if layout.rank[i] > 0 {
+                        let labels = &self.labels.sets[set as usize];
+                        let o = layout.moff[i] - mr.start;
+                        sample_m(col, labels, wwt, k, self.loss.weight(labels.len()), inv_n, tau, &mut mc[o..layout.moff[i + 1] - mr.start]);
+                    }
+                }
+                mc
+            } else {
+                &[]
+            };
             let gc = Mat::new(z, k, m);
             products.grad_w(gc, hc, dwc);
             let hsq = products.grad_h(w, gc, hc, self.lh, ghc);
             if let Some(hk) = hooks {
-                hk.after(2 + c, kd + hr.start..kd + hr.end, ghc);
+                let pre = pre_on.then(|| self.pre_view(r.start, m, nxt_wt, mc));
+                hk.after(2 + c, kd + hr.start..kd + hr.end, ghc, pre.as_ref());
             }
             [loss, hsq]
         };
@@ -217,8 +262,8 @@ impl UfmObjective {
             gb.iter_mut().zip(&ws.db[k * c..k * (c + 1)]).for_each(|(o, v)| *o += v);
         }
         if let Some(hk) = hooks {
-            hk.after(0, 0..kd, gw);
-            hk.after(1, kd + dn..kd + dn + k, gb);
+            hk.after(0, 0..kd, gw, None);
+            hk.after(1, kd + dn..kd + dn + k, gb, None);
         }
         let sq = |v: &[f64]| v.iter().map(|a| a * a).sum::<f64>();
         loss * inv_n + 0.5 * (self.lw * sq(w.data) + self.lh * hsq + self.lb * sq(b))
@@ -287,6 +332,11 @@ const PARALLEL_FLOPS: usize = 1 << 18;
 /// and (loss, ||H||^2). Allocated once per solve.
 pub struct Workspace {
     z: Vec<f64>,
+    /// Preconditioner factors of the last two evaluations (see [`crate::precond`]).
+    pre: [PreFactors; 2],
+    pre_cur: usize,
+    pre_on: bool,
+    wwt: Vec<f64>,
     dw: Vec<f64>,
     db: Vec<f64>,
     parts: Vec<[f64; 2]>,
@@ -301,6 +351,10 @@ impl Workspace {
         let chunks = obj.n.div_ceil(SAMPLE_CHUNK).max(1);
         Workspace {
             z: vec![0.0; obj.k * obj.n],
+            pre: [PreFactors::default(), PreFactors::default()],
+            pre_cur: 0,
+            pre_on: false,
+            wwt: Vec::new(),
             dw: vec![0.0; chunks * obj.k * obj.d],
             db: vec![0.0; chunks * obj.k],
             parts: vec![[0.0; 2]; chunks],
@@ -337,10 +391,11 @@ enum Features<'a> {
 /// `after` is called once for each range of the same partition, with the same slots, once
 /// `grad[r]` is final. Calls on different slots may run concurrently on different threads.
 pub trait ChunkHooks: Sync {
-    /// Fills `x_r = x[r]`.
-    fn before(&self, slot: usize, r: std::ops::Range<usize>, x_r: &mut [f64]);
-    /// Sees `g_r = grad[r]`, final.
-    fn after(&self, slot: usize, r: std::ops::Range<usize>, g_r: &[f64]);
+    /// Fills `x_r = x[r]`. `pre`: the preconditioner's factors over `r` at the previous
+    /// evaluation's point, when the objective has them.
+    fn before(&self, slot: usize, r: std::ops::Range<usize>, x_r: &mut [f64], pre: Option<&SamplePre>);
+    /// Sees `g_r = grad[r]`, final. `pre`: the factors over `r` at this evaluation's point.
+    fn after(&self, slot: usize, r: std::ops::Range<usize>, g_r: &[f64], pre: Option<&SamplePre>);
 }
 
 /// Most blocks of [`FusedObjective::block_ranges`].
@@ -358,6 +413,12 @@ pub trait FusedObjective {
     fn hook_slots(&self) -> usize {
         1
     }
+    /// Length of the preconditioner's projections of one vector ([`crate::precond`]); 0
+    /// when [`eval_hooked`](Self::eval_hooked) passes no factors. The preconditioned
+    /// variables lie in block 0.
+    fn pre_total(&self) -> usize {
+        0
+    }
     /// Blocks of variables for the solver's block-diagonal initial inverse Hessian:
     /// `(range, block)` pairs partitioning `0..dim`, blocks numbered from 0 (at most
     /// [`MAX_BLOCKS`]). A hook's range may span blocks (the solver splits it). The default is
@@ -369,9 +430,9 @@ pub trait FusedObjective {
     /// range by range (see [`ChunkHooks`]). The default is one range, around [`eval`](Self::eval).
     fn eval_hooked(&mut self, x: &mut [f64], grad: &mut [f64], hooks: &dyn ChunkHooks) -> f64 {
         let n = x.len();
-        hooks.before(0, 0..n, x);
+        hooks.before(0, 0..n, x, None);
         let f = self.eval(x, grad);
-        hooks.after(0, 0..n, grad);
+        hooks.after(0, 0..n, grad, None);
         f
     }
 }
@@ -384,11 +445,28 @@ pub struct UfmEval {
 }
 
 impl UfmEval {
-    /// Wraps an objective with fresh scratch.
+    /// Wraps an objective with fresh scratch, with the preconditioner's factors when they are
+    /// worth their cost ([`crate::precond::PreLayout::worth_it`]).
     pub fn new(objective: UfmObjective) -> Self {
-        let ws = Workspace::new(&objective);
+        let on = objective.pre.worth_it(objective.k, objective.d);
+        Self::with_preconditioner(objective, on)
+    }
+
+    /// As [`new`](Self::new), with the preconditioner on or off (on needs samples with 2 to
+    /// [`crate::precond::MAX_RANK`] labels and a softmax loss).
+    pub fn with_preconditioner(objective: UfmObjective, on: bool) -> Self {
+        let mut ws = Workspace::new(&objective);
+        if on && objective.pre.active() {
+            ws.pre_on = true;
+            for f in &mut ws.pre {
+                f.wt = vec![0.0; objective.d * objective.k];
+                f.m = vec![0.0; objective.pre.moff[objective.n]];
+            }
+            ws.wwt = vec![0.0; objective.k * objective.k];
+        }
         UfmEval { objective, ws }
     }
+
 }
 
 impl FusedObjective for UfmEval {
@@ -403,6 +481,9 @@ impl FusedObjective for UfmEval {
     }
     fn hook_slots(&self) -> usize {
         self.objective.hook_slots()
+    }
+    fn pre_total(&self) -> usize {
+        if self.ws.pre_on { self.objective.pre.total() } else { 0 }
     }
     /// Two blocks: (W, H) and b. W and H enter the data term only through their product, so
     /// their scales are tied (rescaling W -> aW, H -> H/a leaves it unchanged, and every
@@ -547,14 +628,14 @@ mod tests {
     }
 
     impl ChunkHooks for Recorder {
-        fn before(&self, slot: usize, r: std::ops::Range<usize>, x_r: &mut [f64]) {
+        fn before(&self, slot: usize, r: std::ops::Range<usize>, x_r: &mut [f64], _pre: Option<&SamplePre>) {
             assert_eq!(x_r.len(), r.len());
             for (v, i) in x_r.iter_mut().zip(r.clone()) {
                 *v = filled(i, self.dim);
             }
             self.calls.lock().unwrap().push((true, slot, r, Vec::new()));
         }
-        fn after(&self, slot: usize, r: std::ops::Range<usize>, g_r: &[f64]) {
+        fn after(&self, slot: usize, r: std::ops::Range<usize>, g_r: &[f64], _pre: Option<&SamplePre>) {
             self.calls.lock().unwrap().push((false, slot, r, g_r.to_vec()));
         }
     }

@@ -51,6 +51,16 @@ impl<T> SharedMut<T> {
         // SAFETY: in bounds by the assert; disjointness is the caller's contract.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.add(r.start), r.end - r.start) }
     }
+
+    /// The sub-slice `r`, read-only.
+    ///
+    /// # Safety
+    /// Nothing may write `r` while the slice is used; inside the original slice.
+    pub unsafe fn view(&self, r: std::ops::Range<usize>) -> &[T] {
+        assert!(r.end <= self.len);
+        // SAFETY: in bounds by the assert; no concurrent writer is the caller's contract.
+        unsafe { std::slice::from_raw_parts(self.ptr.add(r.start), r.end - r.start) }
+    }
 }
 
 /// A zero-initialised buffer of `n` elements whose start is shifted by a chosen number of

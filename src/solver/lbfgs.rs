@@ -48,6 +48,24 @@
 //! `UfmEval::block_ranges`); tested against the textbook two-loop recursion on explicit
 //! vectors.
 //!
+//! # A preconditioner in block 0
+//! When the objective passes factors to its hooks ([`crate::precond`]: for the UFM, the
+//! features of samples with several labels, on problems where the extra work is cheap),
+//! block 0's `gamma_0 I` becomes `gamma_0 P`, with `P = I - sum_i B_i^T M_i B_i`
+//! symmetric positive definite and changing with the iterate. The recursion needs P only in
+//! the second loop's `y_i . (gamma_0 P q)`, with `q = c_g g + sum_j c_j y_j`:
+//! `y_i . P v = y_i . v - pc(y_i, v)` over block 0, where
+//! `pc(u, v) = sum_i (B_i u_i)^T M_i (B_i v_i)` comes from the projections `B_i y_j` and
+//! `B_i g` (a few numbers per sample). The curvature pass computes those projections and all
+//! the `pc` entries at the trial point (P changes with the point, so old y's are projected
+//! again); if the point is accepted, they are the ones of the next direction. The direction
+//! pass adds `(P - I) gamma_0 q = -sum_i B_i^T M_i (B_i gamma_0 q)_i` to the combined
+//! direction, sample by sample, with the factors of the iterate (the last evaluation), and
+//! moves x and `d . g` with it. `gamma_0 = s.y / y.P y`. Without a stored pair (the first
+//! step, or after a reset), P is not used. Tested: the coefficient form with `pc` and the
+//! correction against the textbook recursion with `H0 = diag(gamma_0 P, gamma_1 I)` for a
+//! dense P; the same optimum with and without P; the same bits on one or two threads.
+//!
 //! # Fused into the objective's pass
 //! Both passes run inside the evaluation, range by range ([`ChunkHooks`]): the objective asks
 //! for each chunk of x just before it evaluates that chunk, and shows each chunk of the
@@ -72,6 +90,7 @@ use super::morethuente::{Action, MoreThuente, MoreThuenteParams};
 use super::{HistoryPoint, IterCallback};
 use crate::config::MAX_HISTORY;
 use crate::ufm::{ChunkHooks, FusedObjective, MAX_BLOCKS};
+use crate::precond::SamplePre;
 use crate::vecops::{combine_range, curvature_range, dot2, step_into_f32, step_range, SharedMut, Staggered, MAX_STREAMS};
 
 /// argmin state type of this solver (cost only).
@@ -185,6 +204,18 @@ pub struct InPlaceLbfgs {
     iter: u64,
     /// Times the memory was reset because the direction was not a descent direction.
     pub resets: usize,
+    /// The objective's preconditioner (see `crate::precond` and the module docs): length of
+    /// one vector's projections (0: none).
+    pre_total: usize,
+    /// Projections of the stored y (by slot) and of g (index m): `proj[v pre_total + j]`.
+    proj: Vec<f64>,
+    /// `pc[u (m + 1) + v] = sum_i (B y_u)_i^T M_i (B y_v)_i` (index m: g) at the iterate, so
+    /// that `y_u . P y_v = y_u . y_v - pc[..]` over block 0.
+    pc: Vec<f64>,
+    pc_pending: Vec<f64>,
+    hook_pc: Vec<f64>,
+    /// Whether `proj` and `pc` belong to the iterate.
+    pre_ok: bool,
 }
 
 impl InPlaceLbfgs {
@@ -233,6 +264,12 @@ impl InPlaceLbfgs {
             callback,
             iter: 0,
             resets: 0,
+            pre_total: 0,
+            proj: Vec::new(),
+            pc: vec![0.0; (m + 1) * (m + 1)],
+            pc_pending: vec![0.0; (m + 1) * (m + 1)],
+            hook_pc: Vec::new(),
+            pre_ok: false,
         }
     }
 
@@ -301,13 +338,22 @@ impl InPlaceLbfgs {
         }
         for idx in (0..self.order.len()).rev() {
             let i = self.order[idx];
-            let yr = if self.blocks == 1 {
+            let mut yr = if self.blocks == 1 {
                 self.gram.apply(Basis::Y(i), &self.order, &self.bcd[..m], &self.bcy[..m], self.bcg[0])
             } else {
                 (0..self.blocks)
                     .map(|b| self.bgram[b].apply(Basis::Y(i), &self.order, &self.bcd[b * m..(b + 1) * m], &self.bcy[b * m..(b + 1) * m], self.bcg[b]))
                     .sum::<f64>()
             };
+            if self.pre_ok {
+                // Block 0's H0 is gamma_0 P: y_i . P q = y_i . q - sum (B y_i)^T M (B q).
+                let nv = m + 1;
+                let mut c = self.bcg[0] * self.pc[i * nv + m];
+                for &j in &self.order {
+                    c += self.bcy[j] * self.pc[i * nv + j];
+                }
+                yr -= c;
+            }
             let beta = self.rho[i] * yr;
             for b in 0..self.blocks {
                 self.bcd[b * m + i] += (self.alpha[i] - beta) * self.sigma[i];
@@ -379,6 +425,18 @@ struct PassHooks<'a> {
     dg: SharedMut<f64>,
     dots: SharedMut<f64>,
     width: usize,
+    /// Coefficients of the y's (by slot) and of g (index m) in block 0's `gamma_0 q`, when the
+    /// direction gets P's correction.
+    pre_coef: Option<[f64; MAX_HISTORY + 1]>,
+    proj: SharedMut<f64>,
+    pre_total: usize,
+    m: usize,
+    /// Slot of the new pair.
+    t: usize,
+    /// The kept y's with their slots.
+    old_ys: &'a [(usize, &'a [f32])],
+    /// Per hook slot, the P-corrections `pc` of the basis at the trial point.
+    pc: SharedMut<f64>,
 }
 
 impl PassHooks<'_> {
@@ -392,7 +450,7 @@ impl PassHooks<'_> {
 }
 
 impl ChunkHooks for PassHooks<'_> {
-    fn before(&self, slot: usize, r: std::ops::Range<usize>, x_r: &mut [f64]) {
+    fn before(&self, slot: usize, r: std::ops::Range<usize>, x_r: &mut [f64], pre: Option<&SamplePre>) {
         let mut dg = 0.0;
         for (p, b) in self.pieces(r.clone()) {
             let x_p = &mut x_r[p.start - r.start..p.end - r.start];
@@ -416,10 +474,22 @@ impl ChunkHooks for PassHooks<'_> {
                 Fill::Step => step_range(self.a, d_p, x_p),
             }
         }
+        if let (Some(pre), Some(coef)) = (pre, self.pre_coef) {
+            // Block 0's part gamma_0 q of the direction becomes gamma_0 P q: add
+            // -B_i^T M_i (B gamma_0 q)_i, the projections of q combined from those of the
+            // basis, and move x and d.g with it.
+            let (pr, tot) = (pre.proj_range(), self.pre_total);
+            let views: [&[f64]; MAX_HISTORY + 1] = std::array::from_fn(|v| {
+                if v <= self.m && coef[v] != 0.0 { unsafe { self.proj.view(v * tot + pr.start..v * tot + pr.end) } } else { &[] }
+            });
+            let d_r = unsafe { self.d.slice(r.clone()) };
+            let ddg = pre.correct(|j| (0..=self.m).filter(|&v| coef[v] != 0.0).map(|v| coef[v] * views[v][j]).sum(), d_r, x_r, &self.g[r.clone()], self.a);
+            dg += ddg;
+        }
         unsafe { self.dg.slice(slot..slot + 1)[0] = dg };
     }
 
-    fn after(&self, slot: usize, r: std::ops::Range<usize>, g_r: &[f64]) {
+    fn after(&self, slot: usize, r: std::ops::Range<usize>, g_r: &[f64], pre: Option<&SamplePre>) {
         let w = self.width;
         unsafe { self.dots.slice(slot * self.blocks * w..(slot + 1) * self.blocks * w) }.iter_mut().for_each(|v| *v = 0.0);
         for (p, b) in self.pieces(r.clone()) {
@@ -430,6 +500,32 @@ impl ChunkHooks for PassHooks<'_> {
                 *l = &v[p.clone()];
             }
             curvature_range(&g_r[p.start - r.start..p.end - r.start], &self.g[p], d_p, y_p, &local[..self.olds.len()], acc);
+        }
+        if let Some(pre) = pre {
+            // The projections of g_new, the new y and the kept y's at the trial point, and
+            // their P-corrections (for the next direction, if this point is accepted).
+            let (pr, tot, m, nv) = (pre.proj_range(), self.pre_total, self.m, self.m + 1);
+            if pr.is_empty() {
+                return;
+            }
+            let at = |v: usize| v * tot + pr.start..v * tot + pr.end;
+            // SAFETY: this chunk's projections are disjoint from every other chunk's.
+            unsafe {
+                pre.project(g_r, self.proj.slice(at(m)));
+                pre.project(self.y.view(r.clone()), self.proj.slice(at(self.t)));
+                for &(j, yv) in self.old_ys {
+                    pre.project(&yv[r.clone()], self.proj.slice(at(j)));
+                }
+            }
+            let mut vs = [0usize; MAX_HISTORY + 2];
+            let mut nvs = 0;
+            for v in self.old_ys.iter().map(|o| o.0).chain([self.t, m]) {
+                vs[nvs] = v;
+                nvs += 1;
+            }
+            let part = unsafe { self.pc.slice(slot * nv * nv..(slot + 1) * nv * nv) };
+            let views: [&[f64]; MAX_HISTORY + 2] = std::array::from_fn(|k| if k < nvs { unsafe { self.proj.view(at(vs[k])) } } else { &[] });
+            pre.quads(&views[..nvs], &vs[..nvs], nv, part);
         }
     }
 }
@@ -503,6 +599,18 @@ impl InPlaceLbfgs {
         self.hook_dg.resize(slots, 0.0);
         self.hook_dots.clear();
         self.hook_dots.resize(slots * self.blocks * width, 0.0);
+        let nv = self.m + 1;
+        self.hook_pc.clear();
+        self.hook_pc.resize(slots * nv * nv, 0.0);
+        // The direction's block-0 coefficients of the y's (by slot) and of g, for P's correction.
+        let pre_coef = (self.pre_ok && self.len > 0 && matches!(fill, Fill::Direction { .. })).then(|| {
+            let mut c = [0.0; MAX_HISTORY + 1];
+            for &j in &self.order[..self.len] {
+                c[j] = self.bcy[j];
+            }
+            c[self.m] = self.bcg[0];
+            c
+        });
         let mut d = std::mem::take(&mut self.dirs[t]);
         let mut y = std::mem::take(&mut self.ys[t]);
         let f = {
@@ -522,9 +630,11 @@ impl InPlaceLbfgs {
                 }
             }
             let mut olds: [&[f32]; 2 * MAX_HISTORY] = [&[]; 2 * MAX_HISTORY];
+            let mut old_ys: [(usize, &[f32]); MAX_HISTORY] = [(0, &[]); MAX_HISTORY];
             for (j, &i) in self.order[..kept].iter().enumerate() {
                 olds[2 * j] = &self.dirs[i];
                 olds[2 * j + 1] = &self.ys[i];
+                old_ys[j] = (i, &self.ys[i]);
             }
             // A new direction starts from the iterate (see `restore`); a retrial moves the
             // last trial point along the stored direction.
@@ -544,6 +654,13 @@ impl InPlaceLbfgs {
                 dg: SharedMut::new(&mut self.hook_dg),
                 dots: SharedMut::new(&mut self.hook_dots),
                 width,
+                pre_coef,
+                proj: SharedMut::new(&mut self.proj),
+                pre_total: self.pre_total,
+                m: self.m,
+                t,
+                old_ys: &old_ys[..kept],
+                pc: SharedMut::new(&mut self.hook_pc),
             };
             obj.eval_hooked(&mut self.x, &mut self.g_new, &hooks)
         };
@@ -564,6 +681,11 @@ impl InPlaceLbfgs {
         pending.iter_mut().for_each(|v| *v = 0.0);
         for part in bp.chunks_exact(width) {
             pending.iter_mut().zip(part).for_each(|(p, v)| *p += v);
+        }
+        let pcp = &mut self.pc_pending;
+        pcp.iter_mut().for_each(|v| *v = 0.0);
+        for part in self.hook_pc.chunks_exact(nv * nv) {
+            pcp.iter_mut().zip(part).for_each(|(p, v)| *p += v);
         }
         let tail = &self.pending[6 * kept..];
         (dg, f, tail[2], tail[5])
@@ -588,13 +710,21 @@ impl InPlaceLbfgs {
             self.gamma = sy / yy;
             for b in 0..self.blocks {
                 let p = &self.bpending[b * width + 6 * kept..(b + 1) * width];
-                let (syb, yyb) = (step * p[1], p[3]);
+                let (syb, mut yyb) = (step * p[1], p[3]);
+                if b == 0 && self.pre_total > 0 {
+                    // gamma_0 = s.y / y.P y over block 0.
+                    yyb -= self.pc_pending[t * (m + 1) + t];
+                }
                 self.bgamma[b] = if syb > 0.0 && yyb > 0.0 { syb / yyb } else { self.gamma };
             }
             self.newest = t;
             self.len = (self.len + 1).min(m);
         } else {
             self.len = kept;
+        }
+        if self.pre_total > 0 {
+            self.pc.copy_from_slice(&self.pc_pending);
+            self.pre_ok = true;
         }
         self.at = 0.0;
         std::mem::swap(&mut self.g, &mut self.g_new);
@@ -689,6 +819,9 @@ impl<O: FusedObjective> Solver<O, LbfgsState> for InPlaceLbfgs {
         self.evaluations += 1;
         self.gram.gg = dot2(&self.g, &self.g, &mut self.parts).1;
         self.block_ranges = obj.block_ranges();
+        self.pre_total = obj.pre_total();
+        self.proj = vec![0.0; (self.m + 1) * self.pre_total];
+        self.pre_ok = false;
         self.blocks = self.block_ranges.iter().map(|(_, b)| b + 1).max().unwrap_or(1);
         if self.blocks > MAX_BLOCKS || self.block_ranges.iter().map(|(r, _)| r.len()).sum::<usize>() != self.x.len() {
             return Err(ArgminError::msg("objective's blocks do not cover its variables"));
@@ -768,6 +901,35 @@ mod tests {
         (res.solver.history.clone(), res.solver.evaluations)
     }
 
+    /// With the preconditioner forced on (see `crate::precond`; several chunks, run in
+    /// parallel): the same optimum as without it, and the same bits on one thread or two.
+    #[test]
+    fn preconditioned_solver_reaches_the_same_optimum_on_any_thread_count() {
+        let cfg = UfmConfig { classes: 12, max_labels: 2, dim: 30, per_set: vec![12], lambda_w: 1e-3, lambda_h: 1e-3, lambda_b: 1e-3, loss: Loss::Pal };
+        let obj = UfmObjective::new(&cfg.validate().unwrap());
+        assert!(obj.hook_slots() > 3, "several chunks");
+        let x0 = obj.random_start(5, 0.1);
+        let solve_on = |threads: usize, pre: bool| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| {
+                let solver = InPlaceLbfgs::new(x0.clone(), 3, 1e-9, None);
+                let res = Executor::new(UfmEval::with_preconditioner(obj.clone(), pre), solver).configure(|s| s.max_iters(2000)).ctrlc(false).run().unwrap();
+                assert_eq!(res.solver.pre_ok, pre, "the preconditioner ran");
+                (res.solver.history.clone(), res.solver.x().to_vec())
+            })
+        };
+        let (h2, x2) = solve_on(2, true);
+        let (h1, x1) = solve_on(1, true);
+        assert!(h1.len() == h2.len() && h1.iter().zip(&h2).all(|(a, b)| a.objective.to_bits() == b.objective.to_bits()));
+        assert!(x1.iter().zip(&x2).all(|(a, b)| a.to_bits() == b.to_bits()));
+        let (plain, _) = solve_on(2, false);
+        let (a, b) = (h2.last().unwrap(), plain.last().unwrap());
+        assert!(a.iter < 2000 && b.iter < 2000, "both converge");
+        assert!(((a.objective - b.objective) / b.objective).abs() < 1e-12, "{} vs {}", a.objective, b.objective);
+        // Not vacuous: the two runs took different paths.
+        assert!(h2.len() != plain.len() || h2.iter().zip(&plain).any(|(p, q)| p.objective != q.objective));
+    }
+
     /// Fusing the passes into the objective's chunk loop changes only the order in which the
     /// dot products are summed (per chunk instead of per block of the whole vector). So the
     /// iterates agree to rounding at first, and both runs reach the same optimum. (Later
@@ -802,6 +964,20 @@ mod tests {
     /// (Nocedal and Wright, Algorithm 7.4, with `H0 = diag(gamma_b I)`).
     #[test]
     fn block_coefficients_give_the_two_loop_direction() {
+        two_loop_case(false);
+    }
+
+    /// As above with `H0 = diag(gamma_0 P, gamma_1 I)`, P a dense symmetric positive definite
+    /// matrix on block 0 (`(I + U^T U)^-1`, U random 2 x 30): the recursion sees P only
+    /// through the corrections `y_u . (I - P) y_v` (and with g), and the direction pass adds
+    /// `(P - I)` times block 0's `gamma_0 q`; together they must give the textbook two-loop
+    /// direction with this H0 (Nocedal and Wright, Algorithm 7.4).
+    #[test]
+    fn preconditioned_coefficients_give_the_two_loop_direction() {
+        two_loop_case(true);
+    }
+
+    fn two_loop_case(with_p: bool) {
         use rand::{Rng, SeedableRng};
         let (n, m, split) = (40, 3, 30);
         let block = |i: usize| usize::from(i >= split);
@@ -845,13 +1021,33 @@ mod tests {
             s.rho[i] = 1.0 / (sigma[i] * dot(&d[i], &y[i], None));
         }
         s.bgamma[..2].copy_from_slice(&gamma);
+        // P on block 0 (identity when !with_p), and the corrections y_u . (I - P) y_v.
+        let mut p = nalgebra::DMatrix::<f64>::identity(split, split);
+        if with_p {
+            let u = nalgebra::DMatrix::<f64>::from_fn(2, split, |_, _| vec32(1.5)[0]);
+            p = (nalgebra::DMatrix::<f64>::identity(split, split) + u.transpose() * u).try_inverse().unwrap();
+            let basis: Vec<&Vec<f64>> = y.iter().chain([&g]).collect();
+            for (a, va) in basis.iter().enumerate() {
+                for (b, vb) in basis.iter().enumerate() {
+                    let (xa, xb) = (nalgebra::DVector::from_column_slice(&va[..split]), nalgebra::DVector::from_column_slice(&vb[..split]));
+                    s.pc[a * (m + 1) + b] = xa.dot(&xb) - xa.dot(&(&p * &xb));
+                }
+            }
+            s.pre_ok = true;
+        }
         let Fill::Direction { cg, .. } = s.direction_fill() else { unreachable!() };
-        let got: Vec<f64> = (0..n)
+        let mut got: Vec<f64> = (0..n)
             .map(|k| {
                 let b = block(k);
                 cg[b] * g[k] + (0..m).map(|i| s.bcd[b * m + i] * d[i][k] + s.bcy[b * m + i] * y[i][k]).sum::<f64>()
             })
             .collect();
+        // The direction pass's correction: (P - I) (gamma_0 q) on block 0.
+        let t = nalgebra::DVector::from_fn(split, |k, _| cg[0] * g[k] + (0..m).map(|i| s.bcy[i] * y[i][k]).sum::<f64>());
+        let corr = &p * &t - &t;
+        for k in 0..split {
+            got[k] += corr[k];
+        }
         // Textbook: q = g; newest to oldest; r = H0 q; oldest to newest; direction -r.
         let sv: Vec<Vec<f64>> = (0..m).map(|i| d[i].iter().map(|v| sigma[i] * v).collect()).collect();
         let mut q = g.clone();
@@ -861,7 +1057,9 @@ mod tests {
             alpha[i] = rho * dot(&sv[i], &q, None);
             q.iter_mut().zip(&y[i]).for_each(|(a, b)| *a -= alpha[i] * b);
         }
-        let mut r: Vec<f64> = (0..n).map(|k| gamma[block(k)] * q[k]).collect();
+        let q0 = nalgebra::DVector::from_column_slice(&q[..split]);
+        let pq = &p * q0;
+        let mut r: Vec<f64> = (0..n).map(|k| gamma[block(k)] * if k < split { pq[k] } else { q[k] }).collect();
         for i in [0, 1, 2] {
             let rho = 1.0 / dot(&sv[i], &y[i], None);
             let beta = rho * dot(&y[i], &r, None);
@@ -871,7 +1069,11 @@ mod tests {
         for k in 0..n {
             assert!((got[k] + r[k]).abs() <= 1e-13 * scale, "entry {k}: {} vs {}", got[k], -r[k]);
         }
-        // Not a vacuous check: the two blocks' scales differ, so a scalar gamma would miss.
+        // Not a vacuous check: the two blocks' scales differ, so a scalar gamma would miss;
+        // and P is far from the identity.
         assert!(gamma[0] != gamma[1]);
+        if with_p {
+            assert!((&p - nalgebra::DMatrix::<f64>::identity(split, split)).norm() > 0.5);
+        }
     }
 }
