@@ -16,8 +16,9 @@
 //! `M_i = tau (I + tau A_i B_i B_i^T)^-1 A_i`). `gamma_b = s.y / y.P y` on each block.
 //!
 //! Measured (README, "Where E's iterations go"): evaluations to the gap, seeds 0 to 5,
-//! E: median 146.5 without, 122 with C0 = 10; D (seeds 0 to 3): about 7% fewer. The stiff
-//! directions then show up in W and b (`hessian_spectrum ... C0`).
+//! E: median 146.5 without, 122 with C0 = 10; D: 124 and 115.5. The stiff directions then
+//! show up in W and b (`hessian_spectrum ... C0`). The solver now has this preconditioner,
+//! fused into its passes (`src/precond.rs`), where it is cheap enough to pay.
 use mlab_nc::solver::morethuente::{Action, MoreThuente, MoreThuenteParams};
 use mlab_nc::theory::predict;
 use mlab_nc::timing::preset;
