@@ -18,10 +18,11 @@
 //! the logits of a sample's own labels apart (the softmax curvature `p_a p_b` is largest
 //! there, as the labels of a set share the probability). K = 10, M = 2, d = 16, two per set:
 //! 90 stiff eigenvalues in [0.27, 0.47] against a bulk up to 2.8e-3.
-use mlab_nc::config::UfmConfig;
-use mlab_nc::loss::Loss;
-use mlab_nc::theory::{predict, predicted_point};
-use mlab_nc::ufm::{FusedObjective, UfmEval, UfmObjective};
+use mlab_nc::model::config::UfmConfig;
+use mlab_nc::model::loss::Loss;
+use mlab_nc::theory::prediction::{predict, predicted_point};
+use mlab_nc::model::objective::{UfmEval, UfmObjective};
+use mlab_nc::solver::problem::FusedObjective;
 use nalgebra::DMatrix;
 
 const USAGE: &str = "usage: hessian_spectrum K M d PER_SET LAMBDA [C0]";

@@ -19,10 +19,11 @@
 //! E: median 146.5 without, 122 with C0 = 10; D: 124 and 115.5. The stiff directions then
 //! show up in W and b (`hessian_spectrum ... C0`). The solver now has this preconditioner,
 //! fused into its passes (`src/precond.rs`), where it is cheap enough to pay.
-use mlab_nc::solver::morethuente::{Action, MoreThuente, MoreThuenteParams};
-use mlab_nc::theory::predict;
-use mlab_nc::timing::preset;
-use mlab_nc::ufm::{FusedObjective, UfmEval, UfmObjective};
+use mlab_nc::solver::linesearch::{Action, MoreThuente, MoreThuenteParams};
+use mlab_nc::theory::prediction::predict;
+use mlab_nc::commands::timing::preset;
+use mlab_nc::model::objective::{UfmEval, UfmObjective};
+use mlab_nc::solver::problem::FusedObjective;
 use nalgebra::{DMatrix, DVector};
 
 const USAGE: &str = "usage: precond_lbfgs PRESET SEED [C0]";

@@ -4,14 +4,14 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{human_bytes, UfmConfig, ValidConfig, MAX_HISTORY};
+use crate::model::config::{human_bytes, UfmConfig, ValidConfig, MAX_HISTORY};
 use crate::error::{Error, Result};
-use crate::loss::Loss;
-use crate::report::{prediction_text, table, write_json_atomic};
+use crate::model::loss::Loss;
+use crate::io::report::{prediction_text, table, write_json_atomic};
 use crate::solver::{Method, SolveParams};
-use crate::theory::predict;
-use crate::verdict::Tolerances;
-use crate::verify::{verify, VerifyOptions};
+use crate::theory::prediction::predict;
+use crate::analysis::verdict::Tolerances;
+use crate::commands::verify::{verify, VerifyOptions};
 
 /// Verifies multi-label neural collapse (pick-all-label UFM) by optimisation.
 #[derive(Parser, Debug)]
@@ -287,7 +287,7 @@ impl ProblemArgs {
             (Some(_), Some(_)) => Err(Error::new("--counts and --class-skew cannot be combined")),
             (Some(path), None) => {
                 let text = std::fs::read_to_string(path).map_err(|e| Error::new(format!("{}: cannot read: {e}", path.display())))?;
-                let counts = crate::config::parse_counts_file(&text, &path.display().to_string())?;
+                let counts = crate::model::config::parse_counts_file(&text, &path.display().to_string())?;
                 base.validate_with_counts(counts)
             }
             (None, Some(rho)) => {
@@ -295,7 +295,7 @@ impl ProblemArgs {
                     return Err(Error::new(format!("--class-skew must be a finite number > 0 (got {rho})")));
                 }
                 let v = base.clone().validate()?;
-                let counts = crate::config::skewed_counts(&v.config, rho, self.skew_singletons_only);
+                let counts = crate::model::config::skewed_counts(&v.config, rho, self.skew_singletons_only);
                 base.validate_with_counts(counts)
             }
             (None, None) => base.validate(),
@@ -340,9 +340,9 @@ fn run_timing(a: &TimingArgs) -> Result<i32> {
     let mut all = Vec::new();
     println!("{:>6} {:>10} {:>10} {:>8} {:>8} {:>10}   (median of {}, {} thread(s), gap {:e})", "preset", "median s", "min s", "iters", "evals", "end gap", a.repeat, rayon::current_num_threads(), a.gap);
     for name in a.preset.split(',').map(str::trim) {
-        let cfg = crate::timing::preset(name)?.validate()?;
+        let cfg = crate::commands::timing::preset(name)?.validate()?;
         eprintln!("estimated memory for {name}: {}", human_bytes(cfg.config.memory_estimate()));
-        let mut runs = (0..a.repeat).map(|_| crate::timing::time_to_gap(name, &cfg, a.gap, &params)).collect::<Result<Vec<_>>>()?;
+        let mut runs = (0..a.repeat).map(|_| crate::commands::timing::time_to_gap(name, &cfg, a.gap, &params)).collect::<Result<Vec<_>>>()?;
         runs.sort_by(|x, y| x.seconds.total_cmp(&y.seconds));
         let med = runs[runs.len() / 2].clone();
         println!("{:>6} {:>10.4} {:>10.4} {:>8} {:>8} {:>10.2e}", name, med.seconds, runs[0].seconds, med.iterations, med.evaluations, med.gap);
@@ -356,12 +356,12 @@ fn run_timing(a: &TimingArgs) -> Result<i32> {
 
 fn run_sweep_cmd(a: &SweepArgs) -> Result<i32> {
     let text = std::fs::read_to_string(&a.file).map_err(|e| Error::new(format!("{}: cannot read: {e}", a.file.display())))?;
-    let spec = crate::sweep::parse_spec(&text, &a.file.display().to_string())?;
-    let shard = crate::sweep::parse_shard(&a.shard)?;
+    let spec = crate::commands::sweep::parse_spec(&text, &a.file.display().to_string())?;
+    let shard = crate::commands::sweep::parse_shard(&a.shard)?;
     positive("--tol-grad", a.tol_grad)?;
     let opts = VerifyOptions { solve: SolveParams { tol_grad: a.tol_grad, max_iters: a.max_iters, ..SolveParams::default() }, ..VerifyOptions::default() };
     let t0 = std::time::Instant::now();
-    let s = crate::sweep::run_sweep(&spec, &a.out, shard, &opts, true)?;
+    let s = crate::commands::sweep::run_sweep(&spec, &a.out, shard, &opts, true)?;
     if s.repaired {
         eprintln!("{}: a torn last line was cut off before resuming", a.out.display());
     }
@@ -386,8 +386,8 @@ fn run_hunt(a: &HuntArgs) -> Result<i32> {
     if a.seeds == 0 {
         return Err(Error::new("--seeds must be at least 1"));
     }
-    let p = crate::hunt::HuntParams { budget: a.budget, seed: a.seed, seeds: a.seeds, outside: a.outside, shrink: a.shrink, progress: true };
-    let s = crate::hunt::hunt(&p, &a.out, &VerifyOptions::default())?;
+    let p = crate::commands::hunt::HuntParams { budget: a.budget, seed: a.seed, seeds: a.seeds, outside: a.outside, shrink: a.shrink, progress: true };
+    let s = crate::commands::hunt::hunt(&p, &a.out, &VerifyOptions::default())?;
     println!(
         "tried {} configurations: {} verified, {} trivial, {} outside the theorem ({} where its value is not reached), {} unresolved, {} counterexamples",
         s.tried, s.verified, s.trivial, s.outside, s.outside_failures, s.unresolved, s.counterexamples
@@ -401,7 +401,7 @@ fn run_hunt(a: &HuntArgs) -> Result<i32> {
 
 fn run_figures(a: &FiguresArgs) -> Result<i32> {
     let t0 = std::time::Instant::now();
-    let files = crate::figures::render_all(&a.out)?;
+    let files = crate::commands::figures::render_all(&a.out)?;
     for f in &files {
         println!("{}", f.display());
     }
@@ -410,8 +410,8 @@ fn run_figures(a: &FiguresArgs) -> Result<i32> {
 }
 
 fn run_measure(a: &MeasureArgs) -> Result<i32> {
-    let r = crate::measure::measure_files(&a.features, &a.labels, a.classifier.as_deref(), a.bias.as_deref())?;
-    print!("{}", crate::measure::measure_table(&r));
+    let r = crate::commands::measure::measure_files(&a.features, &a.labels, a.classifier.as_deref(), a.bias.as_deref())?;
+    print!("{}", crate::commands::measure::measure_table(&r));
     if let Some(p) = &a.json {
         write_json_atomic(p, &r)?;
         println!("report written to {}", p.display());

@@ -3,10 +3,10 @@
 mod common;
 
 use common::config;
-use mlab_nc::config::{skewed_counts, SetCount, UfmConfig};
-use mlab_nc::loss::Loss;
-use mlab_nc::verdict::Verdict;
-use mlab_nc::verify::{verify, VerifyOptions};
+use mlab_nc::model::config::{skewed_counts, SetCount, UfmConfig};
+use mlab_nc::model::loss::Loss;
+use mlab_nc::analysis::verdict::Verdict;
+use mlab_nc::commands::verify::{verify, VerifyOptions};
 
 #[test]
 fn balanced_synthesis_weights_are_uniform_at_s_m_over_m() {
@@ -26,10 +26,10 @@ fn balanced_synthesis_weights_are_uniform_at_s_m_over_m() {
 #[test]
 fn explicit_balanced_counts_reproduce_the_per_set_layout() {
     let base = UfmConfig { classes: 4, max_labels: 2, dim: 4, per_set: vec![2, 1], lambda_w: 5e-3, lambda_h: 5e-3, lambda_b: 5e-3, loss: Loss::Pal };
-    let counts: Vec<SetCount> = mlab_nc::labels::combinations(4, 1)
+    let counts: Vec<SetCount> = mlab_nc::model::labels::combinations(4, 1)
         .into_iter()
         .map(|set| SetCount { set, count: 2 })
-        .chain(mlab_nc::labels::combinations(4, 2).into_iter().map(|set| SetCount { set, count: 1 }))
+        .chain(mlab_nc::model::labels::combinations(4, 2).into_iter().map(|set| SetCount { set, count: 1 }))
         .collect();
     let a = verify(&base.clone().validate().unwrap(), &[0], &VerifyOptions::default()).unwrap();
     let b = verify(&base.validate_with_counts(counts).unwrap(), &[0], &VerifyOptions::default()).unwrap();

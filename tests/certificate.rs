@@ -3,11 +3,11 @@
 mod common;
 
 use common::config;
-use mlab_nc::certificate::certify;
-use mlab_nc::loss::Loss;
-use mlab_nc::solver::{solve, SolveParams};
-use mlab_nc::theory::{predict, predicted_point};
-use mlab_nc::ufm::UfmObjective;
+use mlab_nc::theory::certificate::certify;
+use mlab_nc::model::loss::Loss;
+use mlab_nc::solver::SolveParams;
+use mlab_nc::theory::prediction::{predict, predicted_point};
+use mlab_nc::model::objective::UfmObjective;
 
 /// At d >= K-1 the predicted value is attained (so it is >= min f); the bound from any
 /// point, random or partly optimised, must stay below it.
@@ -33,7 +33,7 @@ fn bound_never_exceeds_the_optimum_from_any_point() {
             }
             for iters in [3, 15] {
                 let params = SolveParams { max_iters: iters, ..SolveParams::default() };
-                let sol = solve(&obj, seed, &params, None).unwrap();
+                let sol = obj.solve(seed, &params, None).unwrap();
                 let c = certify(&obj, &sol.x, sol.objective);
                 if let Some(lb) = c.lower_bound {
                     assert!(lb <= pred.objective * (1.0 + 1e-13), "after {iters} iterations: {lb} > {}", pred.objective);
@@ -49,7 +49,7 @@ fn gap_closes_as_the_solve_converges() {
     let obj = UfmObjective::new(&cfg);
     let mut gaps = Vec::new();
     for iters in [10, 40, 5000] {
-        let sol = solve(&obj, 1, &SolveParams { max_iters: iters, ..SolveParams::default() }, None).unwrap();
+        let sol = obj.solve(1, &SolveParams { max_iters: iters, ..SolveParams::default() }, None).unwrap();
         gaps.push(certify(&obj, &sol.x, sol.objective).relative_gap.unwrap());
     }
     assert!(gaps[0] > gaps[2] && gaps[1] > gaps[2], "{gaps:?}");
@@ -76,7 +76,7 @@ fn gap_stays_large_below_the_etf_dimension() {
     for d in [2, 3] {
         let cfg = config(5, 2, d, &[1], (5e-3, 5e-3, 5e-3), Loss::Pal);
         let obj = UfmObjective::new(&cfg);
-        let sol = solve(&obj, 0, &SolveParams::default(), None).unwrap();
+        let sol = obj.solve(0, &SolveParams::default(), None).unwrap();
         let c = certify(&obj, &sol.x, sol.objective);
         assert!(sol.converged);
         assert!(c.relative_gap.unwrap() > 1e-2, "d={d}: {:?}", c.relative_gap);

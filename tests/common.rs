@@ -1,8 +1,8 @@
 // Shared helpers for the integration tests (included with `mod common;`).
 #![allow(dead_code)]
 
-use mlab_nc::config::{UfmConfig, ValidConfig};
-use mlab_nc::loss::Loss;
+use mlab_nc::model::config::{UfmConfig, ValidConfig};
+use mlab_nc::model::loss::Loss;
 
 pub fn config(k: usize, m: usize, d: usize, per_set: &[usize], lam: (f64, f64, f64), loss: Loss) -> ValidConfig {
     UfmConfig {

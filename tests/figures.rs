@@ -3,7 +3,7 @@
 #[test]
 fn all_figures_render_as_png_and_svg() {
     let dir = std::env::temp_dir().join(format!("mlab-nc-figs-{}", std::process::id()));
-    let files = mlab_nc::figures::render_all(&dir).unwrap();
+    let files = mlab_nc::commands::figures::render_all(&dir).unwrap();
     let pngs: Vec<_> = files.iter().filter(|f| f.extension().is_some_and(|e| e == "png")).collect();
     let svgs: Vec<_> = files.iter().filter(|f| f.extension().is_some_and(|e| e == "svg")).collect();
     assert!(pngs.len() >= 6 && svgs.len() >= 6);

@@ -1,8 +1,8 @@
 //! `hunt`: deterministic draws inside the preconditions, classification, resumability, and
 //! shrinking of precondition failures.
 
-use mlab_nc::hunt::{classify, draw, hunt, shrink, Class, HuntParams};
-use mlab_nc::verify::VerifyOptions;
+use mlab_nc::commands::hunt::{classify, draw, hunt, shrink, Class, HuntParams};
+use mlab_nc::commands::verify::VerifyOptions;
 
 #[test]
 fn draws_are_deterministic_and_inside_the_stated_range() {
@@ -57,7 +57,7 @@ fn hunt_classifies_resumes_and_shrinks() {
 
 #[test]
 fn shrinking_keeps_a_failure_and_reduces_it() {
-    let cfg = mlab_nc::config::UfmConfig {
+    let cfg = mlab_nc::model::config::UfmConfig {
         classes: 6,
         max_labels: 3,
         dim: 3,
@@ -65,7 +65,7 @@ fn shrinking_keeps_a_failure_and_reduces_it() {
         lambda_w: 4.3e-3,
         lambda_h: 6.1e-3,
         lambda_b: 1e-3,
-        loss: mlab_nc::loss::Loss::Pal,
+        loss: mlab_nc::model::loss::Loss::Pal,
     };
     let opts = VerifyOptions::default();
     assert_eq!(classify(&cfg.clone().validate().unwrap(), 2, &opts).unwrap().0, Class::OutsideFailure);

@@ -6,9 +6,9 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use mlab_nc::labels::LabelSets;
-use mlab_nc::measure::measure_files;
-use mlab_nc::theory::simplex_basis;
+use mlab_nc::model::labels::LabelSets;
+use mlab_nc::commands::measure::measure_files;
+use mlab_nc::theory::prediction::simplex_basis;
 use nalgebra::{DMatrix, DVector};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -238,12 +238,12 @@ fn noisy_features_agree_with_a_direct_computation() {
 
 #[test]
 fn ufm_and_measure_agree_on_the_same_features() {
-    use mlab_nc::verify::{verify, VerifyOptions};
-    let cfg = common::config(4, 2, 5, &[2, 1], (5e-3, 5e-3, 5e-3), mlab_nc::loss::Loss::Pal);
+    use mlab_nc::commands::verify::{verify, VerifyOptions};
+    let cfg = common::config(4, 2, 5, &[2, 1], (5e-3, 5e-3, 5e-3), mlab_nc::model::loss::Loss::Pal);
     let (k, d) = (4, 5);
     let rep = verify(&cfg, &[0], &VerifyOptions::default()).unwrap();
-    let obj = mlab_nc::ufm::UfmObjective::new(&cfg);
-    let sol = mlab_nc::solver::solve(&obj, 0, &VerifyOptions::default().solve, None).unwrap();
+    let obj = mlab_nc::model::objective::UfmObjective::new(&cfg);
+    let sol = obj.solve(0, &VerifyOptions::default().solve, None).unwrap();
     let p = obj.split(&sol.x);
     let w_row: Vec<f64> = (0..k).flat_map(|r| (0..d).map(move |c| (r, c))).map(|(r, c)| p.w.data[r + c * k]).collect();
     let (_, y) = layout(k, 2, 1);

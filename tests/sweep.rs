@@ -4,8 +4,8 @@
 use std::collections::HashSet;
 use std::path::PathBuf;
 
-use mlab_nc::sweep::{load_finished, parse_shard, parse_spec, run_sweep};
-use mlab_nc::verify::VerifyOptions;
+use mlab_nc::commands::sweep::{load_finished, parse_shard, parse_spec, run_sweep};
+use mlab_nc::commands::verify::VerifyOptions;
 
 const GRID: &str = r#"
 classes = [3, 4]

@@ -4,9 +4,9 @@ mod common;
 
 use common::{config, reference_prediction};
 use mlab_nc::linalg::norm;
-use mlab_nc::loss::Loss;
-use mlab_nc::theory::{predict, predicted_point};
-use mlab_nc::ufm::UfmObjective;
+use mlab_nc::model::loss::Loss;
+use mlab_nc::theory::prediction::{predict, predicted_point};
+use mlab_nc::model::objective::UfmObjective;
 use nalgebra::DMatrix;
 
 const CASES: &[(usize, usize, &[usize], f64, f64, bool)] = &[
@@ -47,7 +47,7 @@ fn predicted_point_is_stationary_in_the_full_ufm() {
         let obj = UfmObjective::new(&cfg);
         let x = predicted_point(&cfg, &p).unwrap();
         let mut g = vec![0.0; obj.dim()];
-        let mut ws = mlab_nc::ufm::Workspace::new(&obj);
+        let mut ws = mlab_nc::model::objective::Workspace::new(&obj);
         let f = obj.value_and_gradient(&x, &mut g, &mut ws);
         assert!(((f - p.objective) / p.objective).abs() < 1e-13, "f {f} vs {}", p.objective);
         assert!(norm(&g) < 1e-12, "K={k} M={m}: |grad| = {:e}", norm(&g));

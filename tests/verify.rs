@@ -3,9 +3,9 @@
 mod common;
 
 use common::{config, reference_prediction};
-use mlab_nc::loss::Loss;
-use mlab_nc::verdict::Verdict;
-use mlab_nc::verify::{verify, VerifyOptions};
+use mlab_nc::model::loss::Loss;
+use mlab_nc::analysis::verdict::Verdict;
+use mlab_nc::commands::verify::{verify, VerifyOptions};
 
 #[test]
 fn solves_reach_the_prediction_and_are_verified() {
@@ -35,7 +35,7 @@ fn solves_reach_the_prediction_and_are_verified() {
 
 #[test]
 fn trivial_regime_is_recognised_by_the_solve() {
-    let lam_c = mlab_nc::theory::predict(&config(4, 2, 4, &[2, 1], (1.0, 1.0, 1.0), Loss::Pal)).trivial_statistic.sqrt();
+    let lam_c = mlab_nc::theory::prediction::predict(&config(4, 2, 4, &[2, 1], (1.0, 1.0, 1.0), Loss::Pal)).trivial_statistic.sqrt();
     let above = config(4, 2, 4, &[2, 1], (1.5 * lam_c, 1.5 * lam_c, 1e-2), Loss::Pal);
     let r = verify(&above, &[0], &VerifyOptions::default()).unwrap();
     assert!(r.predicted.trivial);
@@ -101,15 +101,15 @@ fn same_seed_same_numbers_whatever_the_thread_count() {
 /// run in parallel: the iterates must still be bit-identical for 1 and 2 threads.
 #[test]
 fn parallel_paths_are_deterministic() {
-    use mlab_nc::solver::{solve, SolveParams};
-    use mlab_nc::ufm::UfmObjective;
+    use mlab_nc::solver::SolveParams;
+    use mlab_nc::model::objective::UfmObjective;
     let cfg = config(20, 3, 50, &[2], (1e-3, 1e-3, 1e-3), Loss::Pal);
     let obj = UfmObjective::new(&cfg);
-    assert!(obj.dim() > 8 * mlab_nc::vecops::CHUNK);
+    assert!(obj.dim() > 8 * (1 << 14), "above the solver's parallel threshold (8 chunks of 2^14)");
     let params = SolveParams { max_iters: 25, ..SolveParams::default() };
     let run = |threads| {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-        pool.install(|| solve(&obj, 4, &params, None).unwrap())
+        pool.install(|| obj.solve(4, &params, None).unwrap())
     };
     let (a, b) = (run(1), run(2));
     assert_eq!(a.iterations, b.iterations);

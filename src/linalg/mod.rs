@@ -5,10 +5,10 @@
 use nalgebra::DMatrix;
 
 pub mod jacobi;
-pub mod products;
+
 
 pub use jacobi::{svd, sym_eigenvalues, Svd};
-pub use products::ChunkProducts;
+
 
 /// A column-major matrix view: `rows x cols`, element (i, j) at `data[i + j * rows]`.
 #[derive(Clone, Copy)]

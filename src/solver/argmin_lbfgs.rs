@@ -1,17 +1,81 @@
-//! argmin's own L-BFGS (with its More-Thuente line search) on the cached objective.
-//! Kept as `--solver argmin` to compare against the in-place solver side by side.
+//! argmin's own L-BFGS (with its More-Thuente line search) on any [`FusedObjective`], through
+//! a one-point cache ([`Cached`]): argmin asks for the cost and the gradient separately, and
+//! the objective computes both at once. Kept as `--solver argmin` to compare against the
+//! in-place solver side by side.
 
 use std::sync::{Arc, Mutex};
 
 use argmin::core::observers::{Observe, ObserverMode};
-use argmin::core::{Error as ArgminError, Executor, IterState, State, TerminationReason, KV};
+use argmin::core::{CostFunction, Error as ArgminError, Executor, Gradient, IterState, State, TerminationReason, KV};
 use argmin::solver::linesearch::MoreThuenteLineSearch;
 use argmin::solver::quasinewton::LBFGS;
 
+use super::problem::FusedObjective;
 use super::{HistoryPoint, IterCallback, SolveParams, SolveResult};
 use crate::error::{Error, Result};
 use crate::linalg::norm;
-use crate::ufm::{Cached, UfmObjective, Workspace};
+
+/// An objective with a one-point cache of `(x, f(x), grad f(x))`, for argmin's own L-BFGS.
+pub struct Cached<O> {
+    state: Mutex<CacheState<O>>,
+}
+
+struct CacheState<O> {
+    objective: O,
+    x: Vec<f64>,
+    cost: f64,
+    grad: Vec<f64>,
+    evaluations: usize,
+}
+
+impl<O: FusedObjective> Cached<O> {
+    /// Wraps an objective.
+    pub fn new(objective: O) -> Self {
+        let n = objective.dim();
+        Cached { state: Mutex::new(CacheState { objective, x: Vec::new(), cost: f64::NAN, grad: vec![0.0; n], evaluations: 0 }) }
+    }
+
+    /// Number of real (uncached) evaluations so far.
+    pub fn evaluations(&self) -> usize {
+        self.state.lock().map(|s| s.evaluations).unwrap_or(0)
+    }
+
+    /// The objective back.
+    pub fn into_inner(self) -> Option<O> {
+        self.state.into_inner().ok().map(|s| s.objective)
+    }
+
+    fn with_eval<T>(&self, x: &[f64], read: impl FnOnce(&CacheState<O>) -> T) -> std::result::Result<T, ArgminError> {
+        let mut st = self.state.lock().map_err(|_| ArgminError::msg("objective cache poisoned"))?;
+        if st.x.as_slice() != x {
+            let CacheState { objective, grad, .. } = &mut *st;
+            let cost = objective.eval(x, grad);
+            st.cost = cost;
+            st.x.clear();
+            st.x.extend_from_slice(x);
+            st.evaluations += 1;
+        }
+        Ok(read(&st))
+    }
+}
+
+impl<O: FusedObjective> CostFunction for Cached<O> {
+    type Param = Vec<f64>;
+    type Output = f64;
+
+    fn cost(&self, x: &Self::Param) -> std::result::Result<f64, ArgminError> {
+        self.with_eval(x, |s| s.cost)
+    }
+}
+
+impl<O: FusedObjective> Gradient for Cached<O> {
+    type Param = Vec<f64>;
+    type Gradient = Vec<f64>;
+
+    fn gradient(&self, x: &Self::Param) -> std::result::Result<Vec<f64>, ArgminError> {
+        self.with_eval(x, |s| s.grad.clone())
+    }
+}
 
 type ArgminState = IterState<Vec<f64>, Vec<f64>, (), (), (), f64>;
 
@@ -50,21 +114,25 @@ impl Observe<ArgminState> for Recorder {
     }
 }
 
-/// Solves with argmin's L-BFGS. The gradient tolerance handed to argmin is the relative
+/// Minimises with argmin's L-BFGS. The gradient tolerance handed to argmin is the relative
 /// rule evaluated at the start's objective value / 10; `converged` is judged at the end with
 /// the same rule as the in-place solver. A line-search exit restarts it (at most 3 times).
-pub fn solve_argmin(objective: &UfmObjective, x0: Vec<f64>, params: &SolveParams, callback: Option<IterCallback>) -> Result<SolveResult> {
+pub fn minimize_argmin<O: FusedObjective>(objective: O, x0: Vec<f64>, params: &SolveParams, callback: Option<IterCallback>) -> Result<(SolveResult, O)> {
     const RESTARTS: usize = 3;
+    params.validate()?;
     let start = std::time::Instant::now();
     let callback = Arc::new(Mutex::new(callback));
     let history = Arc::new(Mutex::new(Vec::new()));
-    let threshold = |f: f64| params.tol_grad * (2.0 * objective.curvature_scale() * f.abs()).sqrt();
-    let abs_tol = threshold(objective.value(&x0)) / 10.0;
+    let curvature = objective.curvature_scale();
+    let threshold = |f: f64| params.tol_grad * (2.0 * curvature * f.abs()).sqrt();
+    let mut objective = objective;
+    let mut grad = vec![0.0; objective.dim()];
+    let abs_tol = threshold(objective.eval(&x0, &mut grad)) / 10.0;
     let mut x = x0;
     let (mut iterations, mut evaluations) = (0u64, 0usize);
     let mut terminations = Vec::new();
     for attempt in 0..=RESTARTS {
-        let problem = Cached::new(objective.clone());
+        let problem = Cached::new(objective);
         let lbfgs = LBFGS::new(MoreThuenteLineSearch::new(), params.history)
             .with_tolerance_grad(abs_tol)
             .and_then(|s| s.with_tolerance_cost(0.0))
@@ -84,20 +152,21 @@ pub fn solve_argmin(objective: &UfmObjective, x0: Vec<f64>, params: &SolveParams
         let state = res.state();
         x = state.get_param().or_else(|| state.get_best_param()).cloned().ok_or_else(|| Error::new("solver returned no parameters"))?;
         iterations += state.get_iter();
-        evaluations += res.problem().problem.as_ref().map(|p| p.evaluations()).unwrap_or(0);
         let reason = state.get_termination_reason().cloned();
         terminations.push(super::reason_text(reason.as_ref()));
         let grad_small = state.get_gradient().is_some_and(|g| norm(g) <= threshold(state.get_cost()));
         let target_hit = params.target_objective.is_some_and(|t| state.get_cost() <= t);
+        let cached = res.problem.problem.ok_or_else(|| Error::new("solver lost the objective"))?;
+        evaluations += cached.evaluations();
+        objective = cached.into_inner().ok_or_else(|| Error::new("objective cache poisoned"))?;
         if grad_small || target_hit || !matches!(reason, Some(TerminationReason::SolverExit(_))) || iterations >= params.max_iters {
             break;
         }
     }
-    let mut grad = vec![0.0; objective.dim()];
-    let value = objective.value_and_gradient(&x, &mut grad, &mut Workspace::new(objective));
+    let value = objective.eval(&x, &mut grad);
     let grad_norm = norm(&grad);
     let history = history.lock().map(|h| h.clone()).unwrap_or_default();
-    Ok(SolveResult {
+    let result = SolveResult {
         x,
         objective: value,
         grad_norm,
@@ -107,5 +176,6 @@ pub fn solve_argmin(objective: &UfmObjective, x0: Vec<f64>, params: &SolveParams
         seconds: start.elapsed().as_secs_f64(),
         termination: super::join_terminations(terminations),
         history,
-    })
+    };
+    Ok((result, objective))
 }

@@ -86,12 +86,13 @@
 
 use argmin::core::{Error as ArgminError, IterState, Problem, Solver, State, TerminationReason, TerminationStatus, KV};
 
-use super::morethuente::{Action, MoreThuente, MoreThuenteParams};
+use super::linesearch::{Action, MoreThuente, MoreThuenteParams};
+use super::problem::{ChunkHooks, FusedObjective, RangePreconditioner, MAX_BLOCKS, MAX_HISTORY};
 use super::{HistoryPoint, IterCallback};
-use crate::config::MAX_HISTORY;
-use crate::ufm::{ChunkHooks, FusedObjective, MAX_BLOCKS};
-use crate::precond::SamplePre;
-use crate::vecops::{combine_range, curvature_range, dot2, step_into_f32, step_range, SharedMut, Staggered, MAX_STREAMS};
+use crate::error::Error;
+use crate::kernels::shared::{SharedMut, Staggered};
+use crate::kernels::cpu::Isa;
+use crate::kernels::vecops::{combine_range, curvature_range, dot2, step_into_f32, step_range, MAX_STREAMS};
 
 /// argmin state type of this solver (cost only).
 pub type LbfgsState = IterState<Vec<f64>, (), (), (), (), f64>;
@@ -216,15 +217,24 @@ pub struct InPlaceLbfgs {
     hook_pc: Vec<f64>,
     /// Whether `proj` and `pc` belong to the iterate.
     pre_ok: bool,
+    /// Scratch for the direction pass's preconditioner correction (`pre_total` numbers).
+    pre_t: Vec<f64>,
+    /// Instruction set of the vector passes.
+    isa: Isa,
 }
 
 impl InPlaceLbfgs {
-    /// A solver starting at `x0`, with `m` stored pairs, stopping when
+    /// A solver starting at `x0`, with `m` stored pairs (1 to [`MAX_HISTORY`]), stopping when
     /// `||grad|| <= tol_grad sqrt(2 lambda_min |f|)`.
-    pub fn new(x0: Vec<f64>, m: usize, tol_grad: f64, callback: Option<IterCallback>) -> Self {
+    pub fn new(x0: Vec<f64>, m: usize, tol_grad: f64, callback: Option<IterCallback>) -> crate::error::Result<Self> {
+        if !(1..=MAX_HISTORY).contains(&m) {
+            return Err(Error::new(format!("--history must be between 1 and {MAX_HISTORY} (got {m})")));
+        }
+        if !(tol_grad >= 0.0) {
+            return Err(Error::new(format!("--tol-grad must be a number >= 0 (got {tol_grad})")));
+        }
         let n = x0.len();
-        let m = m.clamp(1, MAX_HISTORY);
-        InPlaceLbfgs {
+        Ok(InPlaceLbfgs {
             m,
             tol_grad,
             ls: MoreThuenteParams::default(),
@@ -270,7 +280,16 @@ impl InPlaceLbfgs {
             pc_pending: vec![0.0; (m + 1) * (m + 1)],
             hook_pc: Vec::new(),
             pre_ok: false,
-        }
+            pre_t: Vec::new(),
+            isa: Isa::detect(),
+        })
+    }
+
+    /// The same solver with its vector passes compiled for `isa` (every instruction set gives
+    /// the same bits; tests and benchmarks compare them).
+    pub fn with_isa(mut self, isa: Isa) -> Self {
+        self.isa = isa;
+        self
     }
 
     /// The current iterate.
@@ -367,7 +386,7 @@ impl InPlaceLbfgs {
     fn restore(&mut self) {
         if self.at != 0.0 {
             let t = self.slot();
-            step_into_f32(&mut self.x, -self.at, &self.dirs[t], &mut self.parts);
+            step_into_f32(&mut self.x, -self.at, &self.dirs[t]);
             self.at = 0.0;
         }
     }
@@ -405,7 +424,15 @@ enum Fill {
 /// The solver's two passes, run by the objective range by range inside its own pass over
 /// memory (see [`ChunkHooks`]), so each range of the basis is read while the objective has
 /// the same range of x and g in cache.
+///
+/// Every buffer the hooks write is reached through a [`SharedMut`], one range per hook slot.
+/// The ranges of different slots never overlap because the objective keeps the contract of
+/// [`FusedObjective`] (an `unsafe trait`): `before` once per range of a partition of the
+/// variables, each range with its own slot, `after` on a range only once its `before` has
+/// returned, and the preconditioner's projection ranges disjoint across slots. Every
+/// `// SAFETY:` below relies on that contract.
 struct PassHooks<'a> {
+    isa: Isa,
     fill: Fill,
     /// The point moves by `a d` (from x for a new direction; from the last trial point else).
     a: f64,
@@ -418,17 +445,22 @@ struct PassHooks<'a> {
     block_ranges: &'a [(std::ops::Range<usize>, usize)],
     blocks: usize,
     /// Slot t's d and y.
-    d: SharedMut<f32>,
-    y: SharedMut<f32>,
+    d: SharedMut<'a, f32>,
+    y: SharedMut<'a, f32>,
     /// The kept basis vectors the curvature pass takes products with.
     olds: &'a [&'a [f32]],
-    dg: SharedMut<f64>,
-    dots: SharedMut<f64>,
+    /// Per hook slot: the direction pass's share of `d . g`.
+    dg: SharedMut<'a, f64>,
+    /// Per hook slot and block: the curvature pass's share of its dot products.
+    dots: SharedMut<'a, f64>,
     width: usize,
     /// Coefficients of the y's (by slot) and of g (index m) in block 0's `gamma_0 q`, when the
     /// direction gets P's correction.
     pre_coef: Option<[f64; MAX_HISTORY + 1]>,
-    proj: SharedMut<f64>,
+    /// Projections of the stored y's (by slot) and of g (index m), `pre_total` each.
+    proj: SharedMut<'a, f64>,
+    /// Scratch: the projections of the vector P's correction is applied to.
+    pre_t: SharedMut<'a, f64>,
     pre_total: usize,
     m: usize,
     /// Slot of the new pair.
@@ -436,7 +468,7 @@ struct PassHooks<'a> {
     /// The kept y's with their slots.
     old_ys: &'a [(usize, &'a [f32])],
     /// Per hook slot, the P-corrections `pc` of the basis at the trial point.
-    pc: SharedMut<f64>,
+    pc: SharedMut<'a, f64>,
 }
 
 impl PassHooks<'_> {
@@ -450,13 +482,11 @@ impl PassHooks<'_> {
 }
 
 impl ChunkHooks for PassHooks<'_> {
-    fn before(&self, slot: usize, r: std::ops::Range<usize>, x_r: &mut [f64], pre: Option<&SamplePre>) {
+    fn before(&self, slot: usize, r: std::ops::Range<usize>, x_r: &mut [f64], pre: Option<&dyn RangePreconditioner>) {
         let mut dg = 0.0;
         for (p, b) in self.pieces(r.clone()) {
             let x_p = &mut x_r[p.start - r.start..p.end - r.start];
-            // SAFETY (all blocks below): the objective calls `before` once for each range of a
-            // partition, each with its own slot, and `after` on a range only once its
-            // `before` has returned, so no two live slices overlap.
+            // SAFETY: `p` lies in this slot's range (see the struct's docs).
             let d_p = unsafe { self.d.slice(p.clone()) };
             match self.fill {
                 Fill::Direction { c_out, cg } => {
@@ -466,10 +496,12 @@ impl ChunkHooks for PassHooks<'_> {
                     }
                     let mut used = self.terms.len();
                     if self.c_yout[b] != 0.0 {
-                        local[used] = (unsafe { self.y.slice(p.clone()) }, self.c_yout[b]);
+                        // SAFETY: as above; y is only read here, and written by this range's
+                        // `after`, which runs later.
+                        local[used] = (unsafe { self.y.view(p.clone()) }, self.c_yout[b]);
                         used += 1;
                     }
-                    dg += combine_range(d_p, c_out[b], &local[..used], &self.g[p], cg[b], self.a, x_p);
+                    dg += combine_range(self.isa, d_p, c_out[b], &local[..used], &self.g[p], cg[b], self.a, x_p);
                 }
                 Fill::Step => step_range(self.a, d_p, x_p),
             }
@@ -479,27 +511,38 @@ impl ChunkHooks for PassHooks<'_> {
             // -B_i^T M_i (B gamma_0 q)_i, the projections of q combined from those of the
             // basis, and move x and d.g with it.
             let (pr, tot) = (pre.proj_range(), self.pre_total);
+            // SAFETY: `pr` is this slot's projection range (disjoint from every other
+            // slot's); the basis projections are only read during the direction pass.
+            let t = unsafe { self.pre_t.slice(pr.clone()) };
             let views: [&[f64]; MAX_HISTORY + 1] = std::array::from_fn(|v| {
+                // SAFETY: as above.
                 if v <= self.m && coef[v] != 0.0 { unsafe { self.proj.view(v * tot + pr.start..v * tot + pr.end) } } else { &[] }
             });
+            for (j, tj) in t.iter_mut().enumerate() {
+                *tj = (0..=self.m).filter(|&v| coef[v] != 0.0).map(|v| coef[v] * views[v][j]).sum();
+            }
+            // SAFETY: `r` is this slot's range; the slices of the loop above have ended.
             let d_r = unsafe { self.d.slice(r.clone()) };
-            let ddg = pre.correct(|j| (0..=self.m).filter(|&v| coef[v] != 0.0).map(|v| coef[v] * views[v][j]).sum(), d_r, x_r, &self.g[r.clone()], self.a);
-            dg += ddg;
+            dg += pre.correct(t, d_r, x_r, &self.g[r.clone()], self.a);
         }
+        // SAFETY: entry `slot` belongs to this slot alone.
         unsafe { self.dg.slice(slot..slot + 1)[0] = dg };
     }
 
-    fn after(&self, slot: usize, r: std::ops::Range<usize>, g_r: &[f64], pre: Option<&SamplePre>) {
+    fn after(&self, slot: usize, r: std::ops::Range<usize>, g_r: &[f64], pre: Option<&dyn RangePreconditioner>) {
         let w = self.width;
+        // SAFETY: this slot's block of the dot products belongs to it alone.
         unsafe { self.dots.slice(slot * self.blocks * w..(slot + 1) * self.blocks * w) }.iter_mut().for_each(|v| *v = 0.0);
         for (p, b) in self.pieces(r.clone()) {
             let at = (slot * self.blocks + b) * w;
-            let (d_p, y_p, acc) = unsafe { (self.d.slice(p.clone()), self.y.slice(p.clone()), self.dots.slice(at..at + w)) };
+            // SAFETY: `p` lies in this slot's range, whose `before` has returned; the
+            // accumulators are this slot's.
+            let (d_p, y_p, acc) = unsafe { (self.d.view(p.clone()), self.y.slice(p.clone()), self.dots.slice(at..at + w)) };
             let mut local: [&[f32]; MAX_STREAMS] = [&[]; MAX_STREAMS];
             for (l, v) in local.iter_mut().zip(self.olds) {
                 *l = &v[p.clone()];
             }
-            curvature_range(&g_r[p.start - r.start..p.end - r.start], &self.g[p], d_p, y_p, &local[..self.olds.len()], acc);
+            curvature_range(self.isa, &g_r[p.start - r.start..p.end - r.start], &self.g[p], d_p, y_p, &local[..self.olds.len()], acc);
         }
         if let Some(pre) = pre {
             // The projections of g_new, the new y and the kept y's at the trial point, and
@@ -509,12 +552,13 @@ impl ChunkHooks for PassHooks<'_> {
                 return;
             }
             let at = |v: usize| v * tot + pr.start..v * tot + pr.end;
-            // SAFETY: this chunk's projections are disjoint from every other chunk's.
+            // SAFETY: `pr` is this slot's projection range; y's range `r` was written above
+            // by this slot, and those slices have ended.
             unsafe {
                 pre.project(g_r, self.proj.slice(at(m)));
-                pre.project(self.y.view(r.clone()), self.proj.slice(at(self.t)));
+                pre.project_f32(self.y.view(r.clone()), self.proj.slice(at(self.t)));
                 for &(j, yv) in self.old_ys {
-                    pre.project(&yv[r.clone()], self.proj.slice(at(j)));
+                    pre.project_f32(&yv[r.clone()], self.proj.slice(at(j)));
                 }
             }
             let mut vs = [0usize; MAX_HISTORY + 2];
@@ -523,7 +567,9 @@ impl ChunkHooks for PassHooks<'_> {
                 vs[nvs] = v;
                 nvs += 1;
             }
+            // SAFETY: this slot's block of the corrections belongs to it alone.
             let part = unsafe { self.pc.slice(slot * nv * nv..(slot + 1) * nv * nv) };
+            // SAFETY: read-only views of this slot's projections, written above.
             let views: [&[f64]; MAX_HISTORY + 2] = std::array::from_fn(|k| if k < nvs { unsafe { self.proj.view(at(vs[k])) } } else { &[] });
             pre.quads(&views[..nvs], &vs[..nvs], nv, part);
         }
@@ -549,7 +595,7 @@ impl InPlaceLbfgs {
 }
 
 /// Refreshes a Gram matrix from a curvature pass's dot products `p` (see
-/// [`crate::vecops::curvature_pass`]): the kept pairs' products with the new gradient, and,
+/// [`crate::kernels::vecops::curvature_pass`]): the kept pairs' products with the new gradient, and,
 /// when the new pair (slot `t`) is stored, its products with everything.
 fn refresh(gm: &mut Gram, p: &[f64], kept: &[usize], t: usize, m: usize, stored: bool) {
     let k = kept.len();
@@ -641,6 +687,7 @@ impl InPlaceLbfgs {
             assert!(matches!(fill, Fill::Step) || self.at == 0.0, "a new direction starts at the iterate");
             let da = a - self.at;
             let hooks = PassHooks {
+                isa: self.isa,
                 fill,
                 a: da,
                 g: &self.g,
@@ -656,6 +703,7 @@ impl InPlaceLbfgs {
                 width,
                 pre_coef,
                 proj: SharedMut::new(&mut self.proj),
+                pre_t: SharedMut::new(&mut self.pre_t),
                 pre_total: self.pre_total,
                 m: self.m,
                 t,
@@ -809,7 +857,7 @@ impl<O: FusedObjective> Solver<O, LbfgsState> for InPlaceLbfgs {
         "in-place L-BFGS (More-Thuente)"
     }
 
-    fn init(&mut self, problem: &mut Problem<O>, state: LbfgsState) -> Result<(LbfgsState, Option<KV>), ArgminError> {
+    fn init(&mut self, problem: &mut Problem<O>, state: LbfgsState) -> std::result::Result<(LbfgsState, Option<KV>), ArgminError> {
         let obj = problem.problem.as_mut().ok_or_else(|| ArgminError::msg("no objective"))?;
         if obj.dim() != self.x.len() {
             return Err(ArgminError::msg("start vector has the wrong length"));
@@ -821,6 +869,7 @@ impl<O: FusedObjective> Solver<O, LbfgsState> for InPlaceLbfgs {
         self.block_ranges = obj.block_ranges();
         self.pre_total = obj.pre_total();
         self.proj = vec![0.0; (self.m + 1) * self.pre_total];
+        self.pre_t = vec![0.0; self.pre_total];
         self.pre_ok = false;
         self.blocks = self.block_ranges.iter().map(|(_, b)| b + 1).max().unwrap_or(1);
         if self.blocks > MAX_BLOCKS || self.block_ranges.iter().map(|(r, _)| r.len()).sum::<usize>() != self.x.len() {
@@ -835,7 +884,7 @@ impl<O: FusedObjective> Solver<O, LbfgsState> for InPlaceLbfgs {
         Ok((state.cost(self.f), None))
     }
 
-    fn next_iter(&mut self, problem: &mut Problem<O>, state: LbfgsState) -> Result<(LbfgsState, Option<KV>), ArgminError> {
+    fn next_iter(&mut self, problem: &mut Problem<O>, state: LbfgsState) -> std::result::Result<(LbfgsState, Option<KV>), ArgminError> {
         let obj = problem.problem.as_mut().ok_or_else(|| ArgminError::msg("no objective"))?;
         let first = if self.len == 0 && self.iter == 0 { (1.0 / self.grad_norm).min(1.0) } else { 1.0 };
         let fill = self.direction_fill();
@@ -870,9 +919,10 @@ impl<O: FusedObjective> Solver<O, LbfgsState> for InPlaceLbfgs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::UfmConfig;
-    use crate::loss::Loss;
-    use crate::ufm::{UfmEval, UfmObjective};
+    use crate::model::config::UfmConfig;
+    use crate::model::loss::Loss;
+    use crate::model::objective::{UfmEval, UfmObjective};
+    use crate::solver::problem::FusedObjective;
     use argmin::core::Executor;
 
     /// The same objective without its own hooked evaluation: the trait's default, one range
@@ -880,7 +930,8 @@ mod tests {
     /// before and after the objective's pass instead of inside it.
     struct Unfused(UfmEval);
 
-    impl FusedObjective for Unfused {
+    // SAFETY: the trait's default `eval_hooked` (one range, slot 0) keeps the contract.
+    unsafe impl FusedObjective for Unfused {
         fn dim(&self) -> usize {
             self.0.dim()
         }
@@ -896,7 +947,7 @@ mod tests {
     }
 
     fn run<O: FusedObjective>(obj: O, x0: Vec<f64>, iters: u64, tol: f64) -> (Vec<HistoryPoint>, usize) {
-        let solver = InPlaceLbfgs::new(x0, 3, tol, None);
+        let solver = InPlaceLbfgs::new(x0, 3, tol, None).unwrap();
         let res = Executor::new(obj, solver).configure(|s| s.max_iters(iters)).ctrlc(false).run().unwrap();
         (res.solver.history.clone(), res.solver.evaluations)
     }
@@ -912,7 +963,7 @@ mod tests {
         let solve_on = |threads: usize, pre: bool| {
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
             pool.install(|| {
-                let solver = InPlaceLbfgs::new(x0.clone(), 3, 1e-9, None);
+                let solver = InPlaceLbfgs::new(x0.clone(), 3, 1e-9, None).unwrap();
                 let res = Executor::new(UfmEval::with_preconditioner(obj.clone(), pre), solver).configure(|s| s.max_iters(2000)).ctrlc(false).run().unwrap();
                 assert_eq!(res.solver.pre_ok, pre, "the preconditioner ran");
                 (res.solver.history.clone(), res.solver.x().to_vec())
@@ -994,7 +1045,7 @@ mod tests {
             })
             .collect();
         let gamma = [0.7, 3.0];
-        let mut s = InPlaceLbfgs::new(vec![0.0; n], m, 1e-8, None);
+        let mut s = InPlaceLbfgs::new(vec![0.0; n], m, 1e-8, None).unwrap();
         s.blocks = 2;
         s.block_ranges = vec![(0..split, 0), (split..n, 1)];
         s.len = m;

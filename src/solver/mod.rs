@@ -1,5 +1,6 @@
-//! Minimises the UFM objective in float64 with L-BFGS and a More-Thuente line search,
-//! driven by argmin's executor.
+//! Minimises a smooth objective in float64 with L-BFGS and a More-Thuente line search,
+//! driven by argmin's executor. The solver knows nothing of the UFM: it defines what it needs
+//! of a problem ([`problem::FusedObjective`]), and `model::objective` implements it.
 //!
 //! Two solvers: the default in-place L-BFGS ([`lbfgs`], no allocation per iteration) and
 //! argmin's own L-BFGS ([`argmin_lbfgs`], for comparison). Both stop on the relative rule
@@ -11,17 +12,20 @@
 
 pub mod argmin_lbfgs;
 pub mod lbfgs;
-pub mod morethuente;
+pub mod linesearch;
+pub mod problem;
 
 use std::time::Instant;
 
 use argmin::core::{Executor, State, TerminationReason};
 use serde::Serialize;
 
-use crate::config::LBFGS_HISTORY;
 use crate::error::{Error, Result};
-use crate::ufm::{UfmEval, UfmObjective};
 use lbfgs::InPlaceLbfgs;
+use problem::{FusedObjective, MAX_HISTORY};
+
+/// Default number of stored L-BFGS pairs (measured: docs/performance.md).
+pub const LBFGS_HISTORY: usize = 3;
 
 /// Which L-BFGS implementation runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, clap::ValueEnum, Default)]
@@ -55,6 +59,25 @@ pub struct SolveParams {
 impl Default for SolveParams {
     fn default() -> Self {
         SolveParams { tol_grad: 1e-8, max_iters: 5000, init_std: 0.1, history: LBFGS_HISTORY, method: Method::InPlace, target_objective: None }
+    }
+}
+
+impl SolveParams {
+    /// Checks every setting; the error names the flag at fault.
+    pub fn validate(&self) -> Result<()> {
+        if !(self.tol_grad.is_finite() && self.tol_grad > 0.0) {
+            return Err(Error::new(format!("--tol-grad must be a finite number > 0 (got {})", self.tol_grad)));
+        }
+        if !(self.init_std.is_finite() && self.init_std > 0.0) {
+            return Err(Error::new(format!("--init-std must be a finite number > 0 (got {})", self.init_std)));
+        }
+        if !(1..=MAX_HISTORY).contains(&self.history) {
+            return Err(Error::new(format!("--history must be between 1 and {MAX_HISTORY} (got {})", self.history)));
+        }
+        if self.target_objective.is_some_and(|t| !t.is_finite()) {
+            return Err(Error::new("target objective must be finite"));
+        }
+        Ok(())
     }
 }
 
@@ -111,30 +134,22 @@ fn join_terminations(mut t: Vec<String>) -> String {
     }
 }
 
-/// Solves from the seeded start `N(0, init_std^2)`.
-pub fn solve(objective: &UfmObjective, seed: u64, params: &SolveParams, callback: Option<IterCallback>) -> Result<SolveResult> {
-    let x0 = objective.random_start(seed, params.init_std);
-    solve_from(objective, x0, params, callback)
-}
-
-/// Solves from a given start with the chosen method.
-pub fn solve_from(objective: &UfmObjective, x0: Vec<f64>, params: &SolveParams, callback: Option<IterCallback>) -> Result<SolveResult> {
-    match params.method {
-        Method::InPlace => solve_in_place(objective, x0, params, callback),
-        Method::Argmin => argmin_lbfgs::solve_argmin(objective, x0, params, callback),
-    }
-}
-
-fn solve_in_place(objective: &UfmObjective, x0: Vec<f64>, params: &SolveParams, mut callback: Option<IterCallback>) -> Result<SolveResult> {
+/// Minimises `objective` from `x0` with the in-place L-BFGS, restarting with an empty memory
+/// after a line-search failure (at most 3 times). Returns the result and the objective.
+pub fn minimize<O: FusedObjective>(objective: O, x0: Vec<f64>, params: &SolveParams, mut callback: Option<IterCallback>) -> Result<(SolveResult, O)> {
     const RESTARTS: usize = 3;
+    params.validate()?;
+    if x0.len() != objective.dim() {
+        return Err(Error::new(format!("start vector has {} entries, the objective {}", x0.len(), objective.dim())));
+    }
     let start = Instant::now();
-    let mut eval = UfmEval::new(objective.clone());
+    let mut eval = objective;
     let (mut x, mut iterations, mut evaluations) = (x0, 0u64, 0usize);
     let mut history: Vec<HistoryPoint> = Vec::new();
     let mut terminations = Vec::new();
     let (mut f, mut grad_norm, mut converged) = (f64::NAN, f64::NAN, false);
     for attempt in 0..=RESTARTS {
-        let solver = InPlaceLbfgs::new(x, params.history, params.tol_grad, callback.take());
+        let solver = InPlaceLbfgs::new(x, params.history, params.tol_grad, callback.take())?;
         let res = Executor::new(eval, solver)
             .configure(|s| {
                 let s = s.max_iters(params.max_iters.saturating_sub(iterations));
@@ -157,14 +172,14 @@ fn solve_in_place(objective: &UfmObjective, x0: Vec<f64>, params: &SolveParams, 
         f = solver.f;
         grad_norm = solver.grad_norm;
         converged = grad_norm <= solver.threshold(f);
-        callback = solver_callback(&mut solver);
+        callback = solver.take_callback();
         x = solver.take_x();
         let target_hit = params.target_objective.is_some_and(|t| f <= t);
         if converged || target_hit || !matches!(reason, Some(TerminationReason::SolverExit(_))) || iterations >= params.max_iters {
             break;
         }
     }
-    Ok(SolveResult {
+    let result = SolveResult {
         x,
         objective: f,
         grad_norm,
@@ -174,9 +189,7 @@ fn solve_in_place(objective: &UfmObjective, x0: Vec<f64>, params: &SolveParams, 
         seconds: start.elapsed().as_secs_f64(),
         termination: join_terminations(terminations),
         history,
-    })
+    };
+    Ok((result, eval))
 }
 
-fn solver_callback(s: &mut InPlaceLbfgs) -> Option<IterCallback> {
-    s.take_callback()
-}

@@ -1,0 +1,331 @@
+//! Neural-collapse metrics (THEORY §5), in float64, for any features, with or without a classifier.
+//!
+//! Notation: `mu_S` is the mean feature of label set S, `H1` the d x K matrix of the
+//! multiplicity-1 means `mu_{k}`, `mu_G` their average, `C = H1 - mu_G 1^T`,
+//! `E = (I - 11^T/K)/sqrt(K-1)` (unit Frobenius norm).
+//! - NC1 = tr(Sigma_W Sigma_B^+)/K, `Sigma_W` the within-label-set covariance over all samples,
+//!   `Sigma_B = C C^T / K`; the pseudo-inverse keeps only the numerically nonzero singular
+//!   values of C (at most K-1), never a plain low-precision pinv.
+//! - NC2-W = ||W W^T/||W W^T||_F - E||_F; NC2-H the same for the centred `C^T C`;
+//!   NC3 = ||W C/||W C||_F - E||_F.
+//! - Tag-wise average per multiplicity m >= 2: the angle between `mu_S` and
+//!   `sum_{k in S} mu_k` (max and mean over S), and the scale `||mu_S|| / ||(1/m) sum mu_k||`.
+//! - Angle ratio (direction only, our reading of the paper's angle metric): the mean over
+//!   multi-label S of angle(mu_S, sum_{k in S} mu_k), divided by the mean over S and k in S of
+//!   angle(mu_S, mu_k). 0 under the tag-wise average; about 1 when mu_S ignores the sum.
+//! - Synthesis weights: least squares `mu_S ~ sum_{k in S} c_{S,k} mu_k`, with the relative
+//!   off-span residual `||mu_S - fit|| / ||mu_S||`.
+
+use nalgebra::{DMatrix, DVector};
+use serde::Serialize;
+
+use crate::model::labels::LabelSets;
+use crate::linalg::{gemm, jacobi, Mat};
+
+/// Tag-wise average metrics of one multiplicity m >= 2.
+#[derive(Debug, Clone, Serialize)]
+pub struct TagMetric {
+    /// Multiplicity m.
+    pub multiplicity: usize,
+    /// Label sets of this multiplicity that have samples.
+    pub sets: usize,
+    /// Largest angle (degrees) between mu_S and sum_{k in S} mu_k.
+    pub max_angle_deg: Option<f64>,
+    /// Mean of that angle (degrees).
+    pub mean_angle_deg: Option<f64>,
+    /// Mean of ||mu_S|| / ||(1/m) sum_{k in S} mu_k||.
+    pub scale_mean: Option<f64>,
+    /// Smallest measured scale.
+    pub scale_min: Option<f64>,
+    /// Largest measured scale.
+    pub scale_max: Option<f64>,
+    /// Predicted scale s_m (filled in by the caller when a prediction exists).
+    pub scale_pred: Option<f64>,
+    /// Why the tag metrics are missing, if they are.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// Least-squares synthesis of one multi-label mean from its tags' multiplicity-1 means.
+#[derive(Debug, Clone, Serialize)]
+pub struct Synthesis {
+    /// The label set S.
+    pub set: Vec<usize>,
+    /// Weights c_{S,k}, k in S (in the order of `set`).
+    pub weights: Vec<f64>,
+    /// Relative off-span residual ||mu_S - sum c mu_k|| / ||mu_S||.
+    pub residual: f64,
+}
+
+/// All metrics of one set of features (and optionally a classifier and bias).
+#[derive(Debug, Clone, Serialize)]
+pub struct Metrics {
+    /// Within-set variability relative to between-class spread.
+    pub nc1: Option<f64>,
+    /// Distance of the classifier Gram matrix from the simplex ETF.
+    pub nc2_w: Option<f64>,
+    /// Distance of the centred multiplicity-1 mean Gram matrix from the simplex ETF.
+    pub nc2_h: Option<f64>,
+    /// Distance of W C from the simplex ETF (self-duality).
+    pub nc3: Option<f64>,
+    /// ||b||.
+    pub bias_norm: Option<f64>,
+    /// Measured ETF scale ||W||_F^2 / (K-1).
+    pub alpha: Option<f64>,
+    /// Tag-wise average per multiplicity m >= 2.
+    pub tag: Vec<TagMetric>,
+    /// The direction-only angle ratio (see module docs).
+    pub angle_ratio: Option<f64>,
+    /// Why NC2-H/NC3 are missing (and which classes NC1 used), if some class lacks a mean.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// Angle in degrees between two vectors, stable for tiny angles: 2 atan2(|a^ - b^|, |a^ + b^|).
+pub fn angle_deg(a: &[f64], b: &[f64]) -> f64 {
+    let na = a.iter().map(|v| v * v).sum::<f64>().sqrt();
+    let nb = b.iter().map(|v| v * v).sum::<f64>().sqrt();
+    let (mut dm, mut dp) = (0.0, 0.0);
+    for (x, y) in a.iter().zip(b) {
+        let (u, v) = (x / na, y / nb);
+        dm += (u - v) * (u - v);
+        dp += (u + v) * (u + v);
+    }
+    (2.0 * dm.sqrt().atan2(dp.sqrt())).to_degrees()
+}
+
+/// `||G / ||G||_F - E||_F` for a K x K matrix G, with E the unit-norm simplex ETF Gram matrix.
+pub fn etf_distance(g: &DMatrix<f64>) -> f64 {
+    let k = g.nrows();
+    let e = (DMatrix::<f64>::identity(k, k) - DMatrix::from_element(k, k, 1.0 / k as f64)) / ((k - 1) as f64).sqrt();
+    (g / g.norm() - e).norm()
+}
+
+/// Mean feature of every label set (d x #sets, column j = mu of set j; empty sets are zero).
+pub fn set_means(h: Mat, labels: &LabelSets) -> DMatrix<f64> {
+    let mut mu = DMatrix::<f64>::zeros(h.rows, labels.sets.len());
+    for (i, &s) in labels.set_of.iter().enumerate() {
+        let mut col = mu.column_mut(s as usize);
+        col.iter_mut().zip(h.col(i)).for_each(|(m, v)| *m += v);
+    }
+    for (j, &c) in labels.counts.iter().enumerate() {
+        if c > 0 {
+            mu.column_mut(j).scale_mut(1.0 / c as f64);
+        }
+    }
+    mu
+}
+
+impl Metrics {
+    /// Computes every metric that the inputs allow. `h` is d x N, `w` K x d, `b` length K.
+    pub fn compute(h: Mat, labels: &LabelSets, w: Option<Mat>, b: Option<&[f64]>) -> Metrics {
+        Self::compute_from_means(h, &set_means(h, labels), labels, w, b)
+    }
+
+    /// [`Metrics::compute`] with the label-set means already computed ([`set_means`]).
+    pub fn compute_from_means(h: Mat, mu: &DMatrix<f64>, labels: &LabelSets, w: Option<Mat>, b: Option<&[f64]>) -> Metrics {
+        let k = labels.classes;
+        let d = h.rows;
+        let singleton: Vec<Option<usize>> = (0..k).map(|c| labels.singleton(c).filter(|&j| labels.counts[j] > 0)).collect();
+        let missing: Vec<usize> = (0..k).filter(|&c| singleton[c].is_none()).collect();
+        let w_mat = w.map(|w| w.to_dmatrix());
+        let nc2_w = w_mat.as_ref().map(|w| etf_distance(&(w * w.transpose())));
+        let alpha = w_mat.as_ref().map(|w| w.norm_squared() / (k - 1) as f64);
+        let bias_norm = b.map(|b| b.iter().map(|v| v * v).sum::<f64>().sqrt());
+
+        let (mut nc1, mut nc2_h, mut nc3, mut note) = (None, None, None, None);
+        if missing.is_empty() {
+            let mut h1 = DMatrix::<f64>::zeros(d, k);
+            for (c, j) in singleton.iter().enumerate() {
+                h1.set_column(c, &mu.column(j.unwrap_or(0)));
+            }
+            let mu_g = h1.column_mean();
+            let mut cm = h1.clone();
+            for mut col in cm.column_iter_mut() {
+                col -= &mu_g;
+            }
+            nc1 = Some(nc1_value(h, labels, mu, &cm));
+            nc2_h = Some(etf_distance(&(cm.transpose() * &cm)));
+            nc3 = w_mat.as_ref().map(|w| etf_distance(&(w * &cm)));
+        } else {
+            let present: Vec<usize> = singleton.iter().flatten().copied().collect();
+            if present.len() >= 2 {
+                let h1 = DMatrix::from_columns(&present.iter().map(|&j| mu.column(j).into_owned()).collect::<Vec<_>>());
+                let mu_g = h1.column_mean();
+                let cm = DMatrix::from_columns(&h1.column_iter().map(|c| c - &mu_g).collect::<Vec<_>>());
+                nc1 = Some(nc1_value(h, labels, mu, &cm));
+            }
+            note = Some(format!(
+                "no multiplicity-1 mean for class {}: NC2-H and NC3 are undefined; NC1 uses the {} classes that have one",
+                join(&missing),
+                present.len()
+            ));
+        }
+        let (tag, angle_ratio) = tag_metrics(labels, mu, &singleton);
+        Metrics { nc1, nc2_w, nc2_h, nc3, bias_norm, alpha, tag, angle_ratio, note }
+    }
+}
+
+fn join(v: &[usize]) -> String {
+    v.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(", ")
+}
+
+/// tr(Sigma_W Sigma_B^+)/K' with Sigma_B = C C^T / K', i.e. tr(Sigma_W (C C^T)^+), using
+/// the SVD of C (d x K', K' classes with a multiplicity-1 mean) and at most K'-1 directions.
+fn nc1_value(h: Mat, labels: &LabelSets, mu: &DMatrix<f64>, cm: &DMatrix<f64>) -> f64 {
+    let k = cm.ncols();
+    let n = labels.samples();
+    let d = h.rows;
+    let svd = jacobi::svd(cm);
+    let u = &svd.u;
+    let smax = svd.max();
+    let keep: Vec<usize> =
+        (0..svd.singular_values.len()).filter(|&r| svd.singular_values[r] > smax * 1e-10 && smax > 0.0).take(k - 1).collect();
+    if keep.is_empty() {
+        return f64::NAN;
+    }
+    // Columns u_r / sigma_r, r kept: tr = (K/N) sum_i ||diag(1/sigma) U_r^T (h_i - mu_{S_i})||^2.
+    let mut proj = DMatrix::<f64>::zeros(d, keep.len());
+    for (c, &r) in keep.iter().enumerate() {
+        proj.set_column(c, &(u.column(r) / svd.singular_values[r]));
+    }
+    let mut dev = vec![0.0; d * n];
+    for (i, &s) in labels.set_of.iter().enumerate() {
+        let m = mu.column(s as usize);
+        for (j, v) in h.col(i).iter().enumerate() {
+            dev[i * d + j] = v - m[j];
+        }
+    }
+    let mut p = vec![0.0; keep.len() * n];
+    gemm(1.0, Mat::new(proj.as_slice(), d, keep.len()), true, Mat::new(&dev, d, n), false, 0.0, &mut p);
+    let tr = p.iter().map(|v| v * v).sum::<f64>() * k as f64 / n as f64;
+    tr / k as f64
+}
+
+fn tag_metrics(labels: &LabelSets, mu: &DMatrix<f64>, singleton: &[Option<usize>]) -> (Vec<TagMetric>, Option<f64>) {
+    let mut out = Vec::new();
+    let (mut sum_tag, mut sum_own, mut n_tag, mut n_own) = (0.0, 0.0, 0usize, 0usize);
+    for m in 2..=labels.max_labels {
+        let sets: Vec<usize> =
+            (0..labels.sets.len()).filter(|&j| labels.sets[j].len() == m && labels.counts[j] > 0).collect();
+        let mut t = TagMetric {
+            multiplicity: m,
+            sets: sets.len(),
+            max_angle_deg: None,
+            mean_angle_deg: None,
+            scale_mean: None,
+            scale_min: None,
+            scale_max: None,
+            scale_pred: None,
+            note: None,
+        };
+        let mut missing = Vec::new();
+        let (mut angles, mut scales) = (Vec::new(), Vec::new());
+        for &j in &sets {
+            let set = &labels.sets[j];
+            let tags: Option<Vec<usize>> = set.iter().map(|&c| singleton[c]).collect();
+            let Some(tags) = tags else {
+                missing.extend(set.iter().copied().filter(|&c| singleton[c].is_none()));
+                continue;
+            };
+            let mu_s: Vec<f64> = mu.column(j).iter().copied().collect();
+            let mut sum = DVector::<f64>::zeros(mu.nrows());
+            for &tj in &tags {
+                sum += mu.column(tj);
+                let own: Vec<f64> = mu.column(tj).iter().copied().collect();
+                sum_own += angle_deg(&mu_s, &own);
+                n_own += 1;
+            }
+            let a = angle_deg(&mu_s, sum.as_slice());
+            angles.push(a);
+            sum_tag += a;
+            n_tag += 1;
+            let ns = mu.column(j).norm();
+            scales.push(ns / (sum.norm() / m as f64));
+        }
+        if !angles.is_empty() {
+            t.max_angle_deg = Some(angles.iter().copied().fold(0.0, f64::max));
+            t.mean_angle_deg = Some(angles.iter().sum::<f64>() / angles.len() as f64);
+            t.scale_mean = Some(scales.iter().sum::<f64>() / scales.len() as f64);
+            t.scale_min = Some(scales.iter().copied().fold(f64::INFINITY, f64::min));
+            t.scale_max = Some(scales.iter().copied().fold(0.0, f64::max));
+        }
+        if !missing.is_empty() {
+            missing.sort_unstable();
+            missing.dedup();
+            t.note = Some(format!("no multiplicity-1 mean for class {}", join(&missing)));
+        }
+        out.push(t);
+    }
+    let ratio = if n_tag > 0 && sum_own > 0.0 { Some((sum_tag / n_tag as f64) / (sum_own / n_own as f64)) } else { None };
+    (out, ratio)
+}
+
+/// The geometry of a solution when the theorem's prediction does not apply.
+#[derive(Debug, Clone, Serialize)]
+pub struct Geometry {
+    /// ||w_k|| per class.
+    pub classifier_norms: Vec<f64>,
+    /// cos(w_j, w_k), K x K (row-major list of rows).
+    pub classifier_cosines: Vec<Vec<f64>>,
+    /// ||W W^T/||W W^T|| - E||_F (NC2-W).
+    pub etf_distance: f64,
+    /// Singular values of W, largest first.
+    pub classifier_singular_values: Vec<f64>,
+    /// Numerical rank of W (singular values above 1e-8 of the largest).
+    pub classifier_rank: usize,
+    /// Least squares of each multi-label mean over all multiplicity-1 means:
+    /// weights (one per class) and relative residual.
+    pub synthesis_all: Vec<Synthesis>,
+}
+
+/// Classifier norms, cosines, spectrum, and the synthesis over all multiplicity-1 means,
+/// from the label-set means `mu` ([`set_means`]).
+pub fn geometry(w: Mat, mu: &DMatrix<f64>, labels: &LabelSets) -> Geometry {
+    let wm = w.to_dmatrix();
+    let k = wm.nrows();
+    let norms: Vec<f64> = (0..k).map(|i| wm.row(i).norm()).collect();
+    let cos = (0..k).map(|i| (0..k).map(|j| wm.row(i).dot(&wm.row(j)) / (norms[i] * norms[j])).collect()).collect();
+    let sv: Vec<f64> = jacobi::svd(&wm).singular_values.iter().copied().collect();
+    let rank = sv.iter().filter(|&&x| x > 1e-8 * sv[0]).count();
+    let singles: Vec<Option<usize>> = (0..labels.classes).map(|c| labels.singleton(c).filter(|&j| labels.counts[j] > 0)).collect();
+    let mut all = Vec::new();
+    if singles.iter().all(Option::is_some) {
+        let a = DMatrix::from_columns(&singles.iter().flatten().map(|&j| mu.column(j).into_owned()).collect::<Vec<_>>());
+        let svd = jacobi::svd(&a);
+        let eps = 1e-12 * svd.max();
+        for (j, set) in labels.sets.iter().enumerate() {
+            if set.len() < 2 || labels.counts[j] == 0 {
+                continue;
+            }
+            let y: DVector<f64> = mu.column(j).into_owned();
+            let c = svd.solve(&y, eps);
+            let residual = (&y - &a * &c).norm() / y.norm().max(f64::MIN_POSITIVE);
+            all.push(Synthesis { set: set.clone(), weights: c.iter().copied().collect(), residual });
+        }
+    }
+    Geometry { classifier_norms: norms, classifier_cosines: cos, etf_distance: etf_distance(&(&wm * wm.transpose())), classifier_singular_values: sv, classifier_rank: rank, synthesis_all: all }
+}
+
+/// Least-squares synthesis weights for every multi-label set whose tags all have a
+/// multiplicity-1 mean, from the label-set means `mu` ([`set_means`]).
+pub fn synthesis(mu: &DMatrix<f64>, labels: &LabelSets) -> Vec<Synthesis> {
+    let mut out = Vec::new();
+    for (j, set) in labels.sets.iter().enumerate() {
+        if set.len() < 2 || labels.counts[j] == 0 {
+            continue;
+        }
+        let tags: Option<Vec<usize>> = set.iter().map(|&c| labels.singleton(c).filter(|&s| labels.counts[s] > 0)).collect();
+        let Some(tags) = tags else { continue };
+        let mut a = DMatrix::<f64>::zeros(mu.nrows(), tags.len());
+        for (c, &t) in tags.iter().enumerate() {
+            a.set_column(c, &mu.column(t));
+        }
+        let y: DVector<f64> = mu.column(j).into_owned();
+        let svd = jacobi::svd(&a);
+        let c = svd.solve(&y, 1e-12 * svd.max());
+        let residual = (&y - &a * &c).norm() / y.norm().max(f64::MIN_POSITIVE);
+        out.push(Synthesis { set: set.clone(), weights: c.iter().copied().collect(), residual });
+    }
+    out
+}

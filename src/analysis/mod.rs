@@ -1,0 +1,4 @@
+//! Measuring a solution: neural-collapse metrics, and the verdict.
+
+pub mod metrics;
+pub mod verdict;

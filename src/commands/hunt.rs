@@ -1,0 +1,364 @@
+//! `hunt`: attack the theorem with random configurations across its stated range, certify
+//! every one, and shrink any failure to the smallest configuration that still fails.
+//!
+//! Draw i uses its own generator seeded by (seed, i), so the same `--seed` draws the same
+//! configurations in any order, and a resumed hunt skips the indices already in the file.
+//! Inside the preconditions: K in 2..=12, M in 1..=min(K, 4), d in K-1..=2K, counts 1..=5
+//! per multiplicity (independent, so unequal across multiplicities), PAL or PAL-mean, and
+//! lambda_w lambda_h = (t lambda_c)^2 with t log-uniform in [0.05, 3] (so draws straddle the
+//! trivial threshold lambda_c), lambda_w / lambda_h log-uniform in [1/3, 3], lambda_b
+//! log-uniform in [1e-4, 1e-1] or 0 (one draw in ten). `--outside` makes half the draws
+//! break a precondition: odd draws take d in 1..=K-2; draws 2 mod 4 skew the counts within
+//! each multiplicity by class frequency (`--class-skew` with rho log-uniform in [2, 8]).
+//!
+//! Classes: `verified` (best start at the prediction, geometry as predicted, certified gap),
+//! `trivial`, `counterexample` (an attained objective below the prediction, or a certified
+//! optimum above an attainable prediction), `outside` (precondition broken; a *failure* when
+//! the best start stays above the ETF value by more than 1e-6 relative), `unresolved` (no
+//! start reached a certified optimum).
+
+use std::collections::HashSet;
+use std::fs::OpenOptions;
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+use std::sync::Mutex;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::bail;
+use crate::model::config::{UfmConfig, ValidConfig};
+use crate::error::{Error, Result};
+use crate::model::loss::Loss;
+use crate::theory::prediction::predict;
+use crate::analysis::verdict::Verdict;
+use crate::commands::verify::{verify, VerifyOptions};
+
+/// How one configuration came out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Class {
+    /// At the prediction, certified, geometry as predicted.
+    Verified,
+    /// Trivial optimum, and the solve agrees.
+    Trivial,
+    /// The theorem fails inside its preconditions.
+    Counterexample,
+    /// A precondition is broken and the theorem's value is not reached.
+    OutsideFailure,
+    /// A precondition is broken, yet the theorem's value is reached.
+    OutsideHolds,
+    /// No certified optimum was reached.
+    Unresolved,
+}
+
+impl Class {
+    /// A failure worth shrinking.
+    pub fn is_failure(self) -> bool {
+        matches!(self, Class::Counterexample | Class::OutsideFailure)
+    }
+}
+
+/// The settings that decide what a hunt's lines mean: a file is resumed only with the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct HuntKey {
+    /// Master seed.
+    pub seed: u64,
+    /// Starts per configuration.
+    pub seeds: u64,
+    /// Outside draws enabled.
+    pub outside: bool,
+}
+
+/// One line of the hunt's output.
+#[derive(Debug, Clone, Serialize)]
+pub struct HuntRecord {
+    /// Draw index.
+    pub index: u64,
+    /// The hunt's settings.
+    pub hunt: HuntKey,
+    /// The configuration.
+    pub config: UfmConfig,
+    /// Class-frequency skew of the counts, when drawn outside the theorem.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub class_skew: Option<f64>,
+    /// Inside the theorem's preconditions.
+    pub inside: bool,
+    /// Outcome.
+    pub class: Class,
+    /// Relative objective gap of the best start to the prediction.
+    pub best_gap: f64,
+    /// Certified relative gap of the best start.
+    pub certified_gap: Option<f64>,
+    /// Verdict of every start.
+    pub verdicts: Vec<Verdict>,
+    /// Wall time.
+    pub seconds: f64,
+}
+
+fn log_uniform(rng: &mut ChaCha8Rng, lo: f64, hi: f64) -> f64 {
+    (lo.ln() + rng.random::<f64>() * (hi.ln() - lo.ln())).exp()
+}
+
+/// Draw `index` of the hunt with master seed `seed`, and the class skew it applies (if any).
+pub fn draw_skewed(seed: u64, index: u64, outside: bool) -> Result<(ValidConfig, Option<f64>)> {
+    let cfg = draw(seed, index, outside)?;
+    if !(outside && index % 4 == 2 && cfg.config.classes >= 3) {
+        return Ok((cfg, None));
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_mul(0xD1B5_4A32_D192_ED03) ^ index);
+    let rho = log_uniform(&mut rng, 2.0, 8.0);
+    Ok((with_skew(&cfg.config, rho)?, Some(rho)))
+}
+
+/// The configuration with its counts skewed by class frequency.
+pub fn with_skew(c: &UfmConfig, rho: f64) -> Result<ValidConfig> {
+    c.clone().validate_with_counts(crate::model::config::skewed_counts(c, rho, false))
+}
+
+/// Draw `index` of the hunt with master seed `seed` (balanced counts).
+pub fn draw(seed: u64, index: u64, outside: bool) -> Result<ValidConfig> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ index);
+    let k = rng.random_range(2..=12usize);
+    let m = rng.random_range(1..=k.min(4));
+    let break_dim = outside && index % 2 == 1 && k >= 3;
+    let d = if break_dim { rng.random_range(1..=k - 2) } else { rng.random_range(k - 1..=2 * k) };
+    let per_set: Vec<usize> = (0..m).map(|_| rng.random_range(1..=5usize)).collect();
+    let loss = if rng.random::<bool>() { Loss::Pal } else { Loss::PalMean };
+    let base = UfmConfig { classes: k, max_labels: m, dim: d, per_set, lambda_w: 1.0, lambda_h: 1.0, lambda_b: 1e-3, loss };
+    let lam_c = predict(&base.clone().validate()?).trivial_statistic.sqrt();
+    let t = log_uniform(&mut rng, 0.05, 3.0);
+    let rho = log_uniform(&mut rng, 1.0 / 3.0, 3.0);
+    let lb = if rng.random_range(0..10) == 0 { 0.0 } else { log_uniform(&mut rng, 1e-4, 1e-1) };
+    UfmConfig { lambda_w: t * lam_c * rho, lambda_h: t * lam_c / rho, lambda_b: lb, ..base }.validate()
+}
+
+/// Solves and classifies one configuration.
+pub fn classify(cfg: &ValidConfig, seeds: u64, opts: &VerifyOptions) -> Result<(Class, f64, Option<f64>, Vec<Verdict>)> {
+    let seeds: Vec<u64> = (0..seeds).collect();
+    let r = verify(cfg, &seeds, opts)?;
+    let best = r.runs.iter().min_by(|a, b| a.objective.total_cmp(&b.objective)).ok_or_else(|| Error::new("no runs"))?;
+    let gap = best.relative_objective_gap;
+    let cert = best.certificate.relative_gap;
+    let verdicts: Vec<Verdict> = r.runs.iter().map(|x| x.verdict).collect();
+    let certified = cert.is_some_and(|g| g <= opts.tol.certificate);
+    let below = r.runs.iter().any(|x| x.relative_objective_gap < -opts.tol.objective);
+    let class = if !r.predicted.etf_possible || !cfg.labels.balanced_within_multiplicity() {
+        if gap.abs() > 1e-6 { Class::OutsideFailure } else { Class::OutsideHolds }
+    } else if below || (certified && best.converged && gap > opts.tol.objective) {
+        Class::Counterexample
+    } else if best.verdict == Verdict::Verified {
+        Class::Verified
+    } else if best.verdict == Verdict::Trivial && certified {
+        Class::Trivial
+    } else {
+        Class::Unresolved
+    };
+    Ok((class, gap, cert, verdicts))
+}
+
+/// The `mlab-nc ufm` command that reproduces a configuration.
+pub fn command(c: &UfmConfig, skew: Option<f64>, seeds: u64) -> String {
+    let per: Vec<String> = c.per_set.iter().map(|v| v.to_string()).collect();
+    let skew = skew.map(|r| format!(" --class-skew {r}")).unwrap_or_default();
+    format!(
+        "mlab-nc ufm --classes {} --max-labels {} --dim {} --per-set {}{skew} --lambda-w {:e} --lambda-h {:e} --lambda-b {:e} --loss {} --seeds {}",
+        c.classes,
+        c.max_labels,
+        c.dim,
+        per.join(","),
+        c.lambda_w,
+        c.lambda_h,
+        c.lambda_b,
+        c.loss.name(),
+        seeds
+    )
+}
+
+/// Candidate simplifications of a failing configuration, in the order: smaller K, smaller M,
+/// smaller counts, smaller d, simpler lambdas.
+fn shrink_candidates(c: &UfmConfig) -> Vec<UfmConfig> {
+    let mut out = Vec::new();
+    let inside_dim = c.dim + 1 >= c.classes;
+    if c.classes > 2 {
+        let k = c.classes - 1;
+        let m = c.max_labels.min(k);
+        let d = if inside_dim { c.dim.max(k - 1).min(2 * k) } else { c.dim.min(k.saturating_sub(2)).max(1) };
+        out.push(UfmConfig { classes: k, max_labels: m, dim: d, per_set: c.per_set[..m].to_vec(), ..c.clone() });
+    }
+    if c.max_labels > 1 {
+        out.push(UfmConfig { max_labels: c.max_labels - 1, per_set: c.per_set[..c.max_labels - 1].to_vec(), ..c.clone() });
+    }
+    for i in 0..c.per_set.len() {
+        if c.per_set[i] > 1 {
+            let mut p = c.per_set.clone();
+            p[i] = 1;
+            out.push(UfmConfig { per_set: p, ..c.clone() });
+        }
+    }
+    let dmin = if inside_dim { c.classes - 1 } else { 1 };
+    if c.dim > dmin {
+        out.push(UfmConfig { dim: dmin, ..c.clone() });
+        out.push(UfmConfig { dim: c.dim - 1, ..c.clone() });
+    }
+    let round1 = |x: f64| if x == 0.0 { 0.0 } else { format!("{x:.0e}").parse().unwrap_or(x) };
+    let lam = round1((c.lambda_w * c.lambda_h).sqrt());
+    let simple = UfmConfig { lambda_w: lam, lambda_h: lam, lambda_b: round1(c.lambda_b), ..c.clone() };
+    if simple != *c {
+        out.push(simple);
+    }
+    out
+}
+
+/// Greedy shrinking: take the first candidate that still fails, until none does. A skewed
+/// configuration keeps its skew.
+pub fn shrink(cfg: &UfmConfig, skew: Option<f64>, seeds: u64, opts: &VerifyOptions) -> Result<(UfmConfig, usize)> {
+    let mut cur = cfg.clone();
+    let mut steps = 0;
+    'outer: loop {
+        for cand in shrink_candidates(&cur) {
+            let built = match skew {
+                Some(rho) => with_skew(&cand, rho),
+                None => cand.clone().validate(),
+            };
+            let Ok(v) = built else { continue };
+            if classify(&v, seeds, opts)?.0.is_failure() {
+                cur = cand;
+                steps += 1;
+                continue 'outer;
+            }
+        }
+        return Ok((cur, steps));
+    }
+}
+
+/// The closing summary.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct HuntSummary {
+    /// Configurations in the file after this run.
+    pub tried: usize,
+    /// By class.
+    pub verified: usize,
+    /// Trivial regime.
+    pub trivial: usize,
+    /// Outside the preconditions (failures and holds).
+    pub outside: usize,
+    /// Outside, and the theorem's value was not reached.
+    pub outside_failures: usize,
+    /// No certified optimum.
+    pub unresolved: usize,
+    /// Counterexamples.
+    pub counterexamples: usize,
+    /// Worst certified gap among the verified.
+    pub worst_verified_certified_gap: f64,
+    /// Smallest failing configurations found by shrinking, as commands.
+    pub shrunk: Vec<String>,
+    /// Wall time of this invocation.
+    pub seconds: f64,
+}
+
+/// Settings of a hunt.
+pub struct HuntParams {
+    /// Configurations to draw.
+    pub budget: u64,
+    /// Master seed.
+    pub seed: u64,
+    /// Starts per configuration.
+    pub seeds: u64,
+    /// Also draw configurations outside the preconditions.
+    pub outside: bool,
+    /// Failures to shrink at most.
+    pub shrink: usize,
+    /// Show a progress bar (stderr, only on a terminal).
+    pub progress: bool,
+}
+
+/// Runs (or resumes) a hunt, appending one JSON line per configuration to `out`.
+pub fn hunt(p: &HuntParams, out: &Path, opts: &VerifyOptions) -> Result<HuntSummary> {
+    let t0 = std::time::Instant::now();
+    let (_, _, _) = crate::commands::sweep::load_finished_with(out, "index")?;
+    let mut done: HashSet<u64> = HashSet::new();
+    let mut records: Vec<serde_json::Value> = Vec::new();
+    let key = HuntKey { seed: p.seed, seeds: p.seeds, outside: p.outside };
+    if let Ok(text) = std::fs::read_to_string(out) {
+        for l in text.lines() {
+            let v: serde_json::Value = serde_json::from_str(l).map_err(|e| Error::new(format!("{}: bad line: {e}", out.display())))?;
+            let theirs: Option<HuntKey> = v.get("hunt").and_then(|h| serde_json::from_value(h.clone()).ok());
+            if theirs != Some(key) {
+                let was = theirs.map_or("an unknown or older version".to_string(), |t| format!("--seed {} --seeds {}{}", t.seed, t.seeds, if t.outside { " --outside" } else { "" }));
+                bail!(
+                    "{} holds a hunt run with {was}, not --seed {} --seeds {}{}; resume with those settings or choose another --out",
+                    out.display(),
+                    p.seed,
+                    p.seeds,
+                    if p.outside { " --outside" } else { "" }
+                );
+            }
+            match v.get("index").and_then(|x| x.as_u64()) {
+                Some(i) if i < p.budget => {
+                    done.insert(i);
+                    records.push(v);
+                }
+                _ => {}
+            }
+        }
+    }
+    let todo: Vec<u64> = (0..p.budget).filter(|i| !done.contains(i)).collect();
+    let file = Mutex::new(OpenOptions::new().create(true).append(true).open(out).map_err(|e| Error::new(format!("{}: cannot open: {e}", out.display())))?);
+    let pb = if p.progress && std::io::stderr().is_terminal() { ProgressBar::with_draw_target(Some(todo.len() as u64), ProgressDrawTarget::stderr()) } else { ProgressBar::hidden() };
+    pb.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} configurations  {per_sec}  ETA {eta}").unwrap_or_else(|_| ProgressStyle::default_bar()));
+    let new: Vec<HuntRecord> = todo
+        .par_iter()
+        .map(|&i| -> Result<HuntRecord> {
+            let t = std::time::Instant::now();
+            let (cfg, class_skew) = draw_skewed(p.seed, i, p.outside)?;
+            let (class, best_gap, certified_gap, verdicts) = classify(&cfg, p.seeds, opts)?;
+            let inside = cfg.config.dim + 1 >= cfg.config.classes && cfg.labels.balanced_within_multiplicity();
+            let rec = HuntRecord { index: i, hunt: key, inside, config: cfg.config, class_skew, class, best_gap, certified_gap, verdicts, seconds: t.elapsed().as_secs_f64() };
+            let mut line = serde_json::to_string(&rec).map_err(|e| Error::new(e.to_string()))?;
+            line.push('\n');
+            file.lock().map_err(|_| Error::new("output lock poisoned"))?.write_all(line.as_bytes()).map_err(|e| Error::new(format!("{}: write failed: {e}", out.display())))?;
+            pb.inc(1);
+            Ok(rec)
+        })
+        .collect::<Result<_>>()?;
+    pb.finish_and_clear();
+    for r in &new {
+        records.push(serde_json::to_value(r).map_err(|e| Error::new(e.to_string()))?);
+    }
+    let mut s = HuntSummary { tried: records.len(), ..Default::default() };
+    let mut failures = Vec::new();
+    for v in &records {
+        let class = v["class"].as_str().unwrap_or("");
+        match class {
+            "verified" => {
+                s.verified += 1;
+                s.worst_verified_certified_gap = s.worst_verified_certified_gap.max(v["certified_gap"].as_f64().unwrap_or(f64::NAN));
+            }
+            "trivial" => s.trivial += 1,
+            "counterexample" => {
+                s.counterexamples += 1;
+                failures.push(v.clone());
+            }
+            "outside-failure" => {
+                s.outside += 1;
+                s.outside_failures += 1;
+                failures.push(v.clone());
+            }
+            "outside-holds" => s.outside += 1,
+            _ => s.unresolved += 1,
+        }
+    }
+    failures.sort_by_key(|v| v["config"]["classes"].as_u64().unwrap_or(0));
+    for f in failures.iter().take(p.shrink) {
+        let cfg: UfmConfig = serde_json::from_value(f["config"].clone()).map_err(|e| Error::new(e.to_string()))?;
+        let skew = f.get("class_skew").and_then(|v| v.as_f64());
+        let (small, _) = shrink(&cfg, skew, p.seeds, opts)?;
+        s.shrunk.push(command(&small, skew, p.seeds));
+    }
+    s.seconds = t0.elapsed().as_secs_f64();
+    Ok(s)
+}

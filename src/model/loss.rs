@@ -1,0 +1,300 @@
+//! Multi-label losses on one logit column, with a stable log-sum-exp (the exponentials of
+//! the shifted logits come from [`crate::fastexp`], within 2 ulp of libm).
+//!
+//! The softmax losses are `L(u, S) = c_S (LSE(u) - t_S . u)` with target `t_S = 1_S / m`:
+//! - PAL (pick-all-label): `c_S = m`, i.e. `m LSE(u) - sum_{k in S} u_k`;
+//! - PAL-mean: `c_S = 1`, i.e. PAL divided by m.
+//!
+//! Gradient: `dL/du = c_S (softmax(u) - t_S)`.
+//! Conjugate (used by the certificate): `L*(v) = c_S sum_j p_j log p_j` with
+//! `p = v / c_S + t_S` in the probability simplex, `+inf` otherwise.
+//!
+//! One-vs-all binary cross-entropy (BCE): `L(u, S) = sum_j softplus(u_j) - y_j u_j`,
+//! `y = 1_S`, softplus(x) = max(x, 0) + log(1 + e^{-|x|}); gradient `sigmoid(u) - y`;
+//! conjugate `L*(v) = sum_j h(v_j + y_j)`, `h(p) = p log p + (1-p) log(1-p)` on [0, 1].
+
+use serde::{Deserialize, Serialize};
+
+use crate::kernels::exp::{exp_nonpos_in_place, exp_shifted_sum};
+
+/// Which multi-label loss the UFM is trained with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Loss {
+    /// Pick-all-label cross-entropy: sum over the labels of the cross-entropy.
+    Pal,
+    /// Pick-all-label divided by the number of labels (multi-hot targets normalised to sum 1).
+    PalMean,
+    /// One-vs-all binary cross-entropy (a sigmoid per class).
+    Bce,
+}
+
+impl Loss {
+    /// The weight c_m of a sample with m labels.
+    pub fn weight(self, m: usize) -> f64 {
+        match self {
+            Loss::Pal => m as f64,
+            Loss::PalMean | Loss::Bce => 1.0,
+        }
+    }
+
+    /// Name as used on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Loss::Pal => "pal",
+            Loss::PalMean => "pal-mean",
+            Loss::Bce => "bce",
+        }
+    }
+}
+
+/// Evaluates `L(u, S)` and overwrites `u` with `scale * dL/du`.
+///
+/// `u` holds the logits on entry. Uses `LSE(u) = max + log sum exp(u - max)`.
+#[inline(always)]
+pub fn loss_and_grad_in_place(loss: Loss, u: &mut [f64], set: &[usize], scale: f64) -> f64 {
+    loss_grad_entropy_in_place::<false>(loss, u, set, scale).0
+}
+
+/// As [`loss_and_grad_in_place`]; with `ENTROPY` also returns the softmax's negative entropy
+/// `sum_j sigma_j log sigma_j = sum_j sigma_j (u_j - max) - log sum_j exp(u_j - max)`,
+/// from the same exponentials.
+#[inline(always)]
+pub fn loss_grad_entropy_in_place<const ENTROPY: bool>(loss: Loss, u: &mut [f64], set: &[usize], scale: f64) -> (f64, f64) {
+    if loss == Loss::Bce {
+        return (bce_and_grad_in_place(u, set, scale), 0.0);
+    }
+    let m = set.len();
+    let c = loss.weight(m);
+    let mx = lane_max(u);
+    let in_set: f64 = set.iter().map(|&k| u[k]).sum();
+    let mut su = 0.0;
+    let sum = if ENTROPY {
+        // Keep the shifted logits of each block for sum_j e_j shifted_j; the exponentials
+        // come from the same vectorised kernel (same bits).
+        let mut shifted = [0.0f64; 64];
+        for block in u.chunks_mut(64) {
+            let sh = &mut shifted[..block.len()];
+            for (s, v) in sh.iter_mut().zip(block.iter_mut()) {
+                *v -= mx;
+                *s = *v;
+            }
+            exp_nonpos_in_place(block);
+            su += block.iter().zip(sh.iter()).map(|(e, s)| e * s).sum::<f64>();
+        }
+        lane_sum(u)
+    } else {
+        // Same bits as the shift, exp and lane_sum above.
+        exp_shifted_sum(u, mx)
+    };
+    let lse = mx + sum.ln();
+    let neg_entropy = if ENTROPY { su / sum - sum.ln() } else { 0.0 };
+    let value = c * (lse - in_set / m as f64);
+    let a = c * scale / sum;
+    for v in u.iter_mut() {
+        *v *= a;
+    }
+    let t = c * scale / m as f64;
+    for &k in set {
+        u[k] -= t;
+    }
+    (value, neg_entropy)
+}
+
+/// The objective's per-sample step, fused into three passes over the column: adds the bias
+/// to the logits `u` (finding their maximum), evaluates the loss, overwrites `u` with
+/// `scale dL/du`, and adds that into `db`. The value and `u` are bit-identical to `u += bias`
+/// then [`loss_and_grad_in_place`]; `db` gets the same sum up to rounding.
+#[inline(always)]
+pub fn loss_grad_bias_in_place(loss: Loss, u: &mut [f64], bias: &[f64], set: &[usize], scale: f64, db: &mut [f64]) -> f64 {
+    if loss == Loss::Bce {
+        u.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
+        let value = bce_and_grad_in_place(u, set, scale);
+        db.iter_mut().zip(u.iter()).for_each(|(d, v)| *d += v);
+        return value;
+    }
+    let mut l = [f64::NEG_INFINITY; 4];
+    let n4 = u.len() / 4 * 4;
+    for (q, bq) in u[..n4].chunks_exact_mut(4).zip(bias[..n4].chunks_exact(4)) {
+        for k in 0..4 {
+            q[k] += bq[k];
+            l[k] = if q[k] > l[k] { q[k] } else { l[k] };
+        }
+    }
+    let mut mx = l[0].max(l[1]).max(l[2]).max(l[3]);
+    for (v, b) in u[n4..].iter_mut().zip(&bias[n4..]) {
+        *v += b;
+        mx = mx.max(*v);
+    }
+    let m = set.len();
+    let c = loss.weight(m);
+    let in_set: f64 = set.iter().map(|&k| u[k]).sum();
+    let sum = exp_shifted_sum(u, mx);
+    let value = c * ((mx + sum.ln()) - in_set / m as f64);
+    let a = c * scale / sum;
+    for (v, d) in u.iter_mut().zip(db.iter_mut()) {
+        *v *= a;
+        *d += *v;
+    }
+    let t = c * scale / m as f64;
+    for &k in set {
+        u[k] -= t;
+        db[k] -= t;
+    }
+    value
+}
+
+/// Sum in four interleaved lanes, combined in a fixed order (no serial dependency chain).
+#[inline(always)]
+pub fn lane_sum(v: &[f64]) -> f64 {
+    let mut l = [0.0f64; 4];
+    let c = v.chunks_exact(4);
+    let tail: f64 = c.remainder().iter().sum();
+    for q in c {
+        for k in 0..4 {
+            l[k] += q[k];
+        }
+    }
+    ((l[0] + l[2]) + (l[1] + l[3])) + tail
+}
+
+/// Largest entry (NaN-propagating is not needed: a NaN logit makes the loss NaN anyway).
+#[inline(always)]
+fn lane_max(v: &[f64]) -> f64 {
+    let mut l = [f64::NEG_INFINITY; 4];
+    let c = v.chunks_exact(4);
+    let tail = c.remainder().iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    for q in c {
+        for k in 0..4 {
+            l[k] = if q[k] > l[k] { q[k] } else { l[k] };
+        }
+    }
+    l[0].max(l[1]).max(l[2]).max(l[3]).max(tail)
+}
+
+/// `log(1 + e^x)`, stably.
+#[inline]
+pub fn softplus(x: f64) -> f64 {
+    x.max(0.0) + (-x.abs()).exp().ln_1p()
+}
+
+/// `1 / (1 + e^{-x})`, stably.
+#[inline]
+pub fn sigmoid(x: f64) -> f64 {
+    if x >= 0.0 {
+        1.0 / (1.0 + (-x).exp())
+    } else {
+        let e = x.exp();
+        e / (1.0 + e)
+    }
+}
+
+/// BCE value; overwrites `u` with `scale * (sigmoid(u) - y)`.
+fn bce_and_grad_in_place(u: &mut [f64], set: &[usize], scale: f64) -> f64 {
+    let mut value = -set.iter().map(|&k| u[k]).sum::<f64>();
+    for v in u.iter_mut() {
+        value += softplus(*v);
+        *v = scale * sigmoid(*v);
+    }
+    for &k in set {
+        u[k] -= scale;
+    }
+    value
+}
+
+/// `h(p) = p log p + (1-p) log(1-p)` with `0 log 0 = 0`.
+pub fn binary_neg_entropy(p: f64) -> f64 {
+    let xl = |x: f64| if x > 0.0 { x * x.ln() } else { 0.0 };
+    xl(p) + xl(1.0 - p)
+}
+
+/// Evaluates `L(u, S)` alone.
+pub fn loss_value(loss: Loss, u: &[f64], set: &[usize]) -> f64 {
+    if loss == Loss::Bce {
+        return u.iter().map(|&v| softplus(v)).sum::<f64>() - set.iter().map(|&k| u[k]).sum::<f64>();
+    }
+    let m = set.len();
+    let mx = u.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let lse = mx + u.iter().map(|v| (v - mx).exp()).sum::<f64>().ln();
+    let in_set: f64 = set.iter().map(|&k| u[k]).sum();
+    loss.weight(m) * (lse - in_set / m as f64)
+}
+
+/// `sum_j p_j log p_j` with `0 log 0 = 0`.
+pub fn neg_entropy(p: &[f64]) -> f64 {
+    p.iter().filter(|&&x| x > 0.0).map(|&x| x * x.ln()).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fused per-sample step gives the same bits as its three unfused steps.
+    #[test]
+    fn fused_bias_step_matches_the_unfused_steps() {
+        for loss in [Loss::Pal, Loss::PalMean, Loss::Bce] {
+            for k in [3usize, 4, 7, 50] {
+                let z: Vec<f64> = (0..k).map(|i| ((i * 13) % 7) as f64 * 0.9 - 2.0).collect();
+                let b: Vec<f64> = (0..k).map(|i| ((i * 5) % 3) as f64 * 0.3 - 0.2).collect();
+                let set = [0usize, k - 1];
+                let (mut u1, mut db1) = (z.clone(), vec![0.1; k]);
+                let v1 = loss_grad_bias_in_place(loss, &mut u1, &b, &set, 0.25, &mut db1);
+                let mut u2: Vec<f64> = z.iter().zip(&b).map(|(x, y)| x + y).collect();
+                let v2 = loss_and_grad_in_place(loss, &mut u2, &set, 0.25);
+                let db2: Vec<f64> = u2.iter().map(|g| 0.1 + g).collect();
+                assert_eq!(v1.to_bits(), v2.to_bits(), "{loss:?} K={k}");
+                assert!(u1.iter().zip(&u2).all(|(a, b)| a.to_bits() == b.to_bits()));
+                assert!(db1.iter().zip(&db2).all(|(a, b)| (a - b).abs() <= 1e-16));
+            }
+        }
+    }
+
+    fn fd_check(loss: Loss) {
+        let u0 = vec![0.3, -1.2, 2.5, 0.0, -0.7];
+        let set = [1, 3];
+        let mut g = u0.clone();
+        let v = loss_and_grad_in_place(loss, &mut g, &set, 1.0);
+        assert!((v - loss_value(loss, &u0, &set)).abs() < 1e-14);
+        for j in 0..u0.len() {
+            let h = 1e-6;
+            let (mut up, mut dn) = (u0.clone(), u0.clone());
+            up[j] += h;
+            dn[j] -= h;
+            let fd = (loss_value(loss, &up, &set) - loss_value(loss, &dn, &set)) / (2.0 * h);
+            assert!((fd - g[j]).abs() < 1e-8, "{loss:?} coord {j}: fd {fd} vs {}", g[j]);
+        }
+    }
+
+    #[test]
+    fn gradient_matches_finite_differences() {
+        fd_check(Loss::Pal);
+        fd_check(Loss::PalMean);
+        fd_check(Loss::Bce);
+    }
+
+    #[test]
+    fn bce_matches_its_definition() {
+        let u = [0.5, -2.0, 30.0];
+        let set = [1];
+        let sp = |x: f64| (1.0 + x.exp()).ln();
+        let expect = (sp(0.5)) + (sp(-2.0) - (-2.0)) + sp(30.0);
+        assert!((loss_value(Loss::Bce, &u, &set) - expect).abs() < 1e-12);
+    }
+
+    #[test]
+    fn pal_is_m_times_pal_mean_and_matches_definition() {
+        let u = [1.0, 2.0, 3.0];
+        let set = [0, 2];
+        let lse = (1f64.exp() + 2f64.exp() + 3f64.exp()).ln();
+        let pal = (lse - 1.0) + (lse - 3.0);
+        assert!((loss_value(Loss::Pal, &u, &set) - pal).abs() < 1e-14);
+        assert!((loss_value(Loss::PalMean, &u, &set) - pal / 2.0).abs() < 1e-14);
+    }
+
+    #[test]
+    fn stable_for_huge_logits() {
+        let u = [1000.0, -1000.0, 999.0];
+        let v = loss_value(Loss::Pal, &u, &[0]);
+        assert!(v.is_finite() && (v - (1.0 + (-1f64).exp()).ln()).abs() < 1e-12);
+    }
+}

@@ -1,0 +1,352 @@
+//! The optimum the theorem predicts (THEORY §2–3), from a small convex problem.
+//!
+//! Under the ansatz `W W^T = alpha (I - 11^T/K)`, `h_S = t_m sum_{k in S} w_k`, `b = 0`, with
+//! `gamma_m = alpha t_m`, minimising over alpha in closed form leaves
+//!
+//! `g(gamma) = sum_m p_m c_m log(m + (K-m) e^{-gamma_m}) + sqrt(sum_m q_m gamma_m^2)`,
+//! `p_m = N_m / N`, `q_m = lw lh (K-1)/K N_m m (K-m)`,
+//!
+//! convex in gamma. It is solved by damped Newton to machine precision, then
+//! `alpha = sqrt(lh sum_m N_m gamma_m^2 m(K-m)/K / (lw (K-1)))`, `t_m = gamma_m / alpha`,
+//! `s_m = m gamma_m / gamma_1`, and the predicted optimum is `g(gamma*)`.
+//! Trivial regime (`W = 0, H = 0` optimal) iff `sum_m a_m^2 / q_m <= 1`, `a_m = p_m c_m (K-m)/K`.
+//! Multiplicities with no samples get no gamma (`None`); m = K gets gamma = 0 and h_S = 0.
+
+use nalgebra::{DMatrix, DVector};
+use serde::Serialize;
+
+use crate::model::config::ValidConfig;
+use crate::model::loss::Loss;
+
+/// The theorem's predicted global optimum.
+#[derive(Debug, Clone, Serialize)]
+pub struct Prediction {
+    /// Predicted optimal objective `g(gamma*)` (attained when d >= K-1).
+    pub objective: f64,
+    /// ETF scale alpha: `W W^T = alpha (I - 11^T/K)`.
+    pub alpha: f64,
+    /// Logit gap per multiplicity (index m-1); `None` where there are no samples.
+    pub gamma: Vec<Option<f64>>,
+    /// Feature scale `t_m` with `h_S = t_m sum_{k in S} w_k`.
+    pub t: Vec<Option<f64>>,
+    /// Tag-wise scale `s_m = m t_m / t_1` (s_1 = 1).
+    pub scale: Vec<Option<f64>>,
+    /// `W = 0, H = 0` is the global minimiser.
+    pub trivial: bool,
+    /// The closed-form trivial-regime statistic `sum_m a_m^2 / q_m` (trivial iff <= 1).
+    pub trivial_statistic: f64,
+    /// d >= K-1, so the simplex ETF fits in the feature space.
+    pub etf_possible: bool,
+    /// Newton iterations used.
+    pub newton_iterations: usize,
+    /// Norm of the gradient of g at the returned gamma (0 in the trivial regime).
+    pub reduced_gradient_norm: f64,
+    /// The theorem covers this loss (PAL, PAL-mean). For BCE nothing is predicted: every
+    /// number above is NaN and runs are `outside-theorem`.
+    pub loss_covered: bool,
+}
+
+/// Coefficients of the reduced problem for one configuration.
+struct Reduced {
+    k: f64,
+    /// (m, p_m c_m, q_m) for each multiplicity with samples and m < K.
+    active: Vec<(usize, f64, f64)>,
+    /// Constant loss from multiplicity K (every label): p_K c_K log K.
+    constant: f64,
+}
+
+impl Reduced {
+    fn new(k: usize, n_m: &[usize], loss: Loss, lw: f64, lh: f64) -> Self {
+        let n: f64 = n_m.iter().map(|&v| v as f64).sum();
+        let kf = k as f64;
+        let mut active = Vec::new();
+        let mut constant = 0.0;
+        for (i, &nm) in n_m.iter().enumerate() {
+            let m = i + 1;
+            if nm == 0 {
+                continue;
+            }
+            let pc = nm as f64 / n * loss.weight(m);
+            if m == k {
+                constant += pc * kf.ln();
+            } else {
+                let q = lw * lh * (kf - 1.0) / kf * nm as f64 * m as f64 * (kf - m as f64);
+                active.push((m, pc, q));
+            }
+        }
+        Reduced { k: kf, active, constant }
+    }
+
+    /// `log(m + (K-m) e^{-g})`, and sigma = `(K-m)e^{-g} / (m + (K-m)e^{-g})`.
+    fn log_term(&self, m: usize, g: f64) -> (f64, f64) {
+        let mf = m as f64;
+        let r = (self.k - mf) / mf * (-g).exp();
+        (mf.ln() + r.ln_1p(), r / (1.0 + r))
+    }
+
+    fn value(&self, gamma: &[f64]) -> f64 {
+        let mut v = self.constant;
+        let mut r2 = 0.0;
+        for (&(m, pc, q), &g) in self.active.iter().zip(gamma) {
+            v += pc * self.log_term(m, g).0;
+            r2 += q * g * g;
+        }
+        v + r2.sqrt()
+    }
+
+    fn gradient_hessian(&self, gamma: &[f64]) -> (DVector<f64>, DMatrix<f64>) {
+        let a = self.active.len();
+        let r = self.active.iter().zip(gamma).map(|(&(_, _, q), &g)| q * g * g).sum::<f64>().sqrt();
+        let mut grad = DVector::zeros(a);
+        let mut hess = DMatrix::zeros(a, a);
+        let qg: Vec<f64> = self.active.iter().zip(gamma).map(|(&(_, _, q), &g)| q * g).collect();
+        for (i, (&(m, pc, q), &g)) in self.active.iter().zip(gamma).enumerate() {
+            let (_, s) = self.log_term(m, g);
+            grad[i] = -pc * s + qg[i] / r;
+            hess[(i, i)] = pc * s * (1.0 - s) + q / r;
+            for j in 0..a {
+                hess[(i, j)] -= qg[i] * qg[j] / (r * r * r);
+            }
+        }
+        (grad, hess)
+    }
+
+    /// `sum_m a_m^2 / q_m`, `a_m = p_m c_m (K-m)/K` = minus the loss gradient at gamma = 0.
+    fn trivial_statistic(&self) -> f64 {
+        self.active.iter().map(|&(m, pc, q)| (pc * (self.k - m as f64) / self.k).powi(2) / q).sum()
+    }
+
+    /// Start on the ray gamma = rho a/q (the direction of the minimiser as lambda -> lambda_c):
+    /// rho minimises the convex 1-D function g(rho a/q), found by bisection on its derivative.
+    fn ray_start(&self) -> Vec<f64> {
+        let v: Vec<f64> = self.active.iter().map(|&(m, pc, q)| pc * (self.k - m as f64) / self.k / q).collect();
+        let dir = |rho: f64| -> f64 {
+            let g: Vec<f64> = v.iter().map(|x| rho * x).collect();
+            self.gradient_hessian(&g).0.iter().zip(&v).map(|(a, b)| a * b).sum()
+        };
+        let (mut lo, mut hi) = (0.0, 1.0);
+        while dir(hi) < 0.0 && hi < 1e300 {
+            lo = hi;
+            hi *= 2.0;
+        }
+        for _ in 0..200 {
+            let mid = 0.5 * (lo + hi);
+            if dir(mid) < 0.0 {
+                lo = mid
+            } else {
+                hi = mid
+            }
+        }
+        v.iter().map(|x| 0.5 * (lo + hi) * x).collect()
+    }
+
+    /// Damped Newton from the ray start, keeping every gamma_m > 0 (the minimiser is
+    /// strictly positive outside the trivial regime). A step is accepted on Armijo decrease of g,
+    /// or, once decreases are below what f64 resolves in g (near the trivial threshold gamma*
+    /// is tiny and g is flat), on a decrease of ||grad g||. Stops when the step is below
+    /// 1e-16 relative to gamma, or nothing decreases.
+    fn solve(&self) -> (Vec<f64>, usize, f64) {
+        let mut gamma = self.ray_start();
+        let mut f = self.value(&gamma);
+        let (mut grad, mut hess) = self.gradient_hessian(&gamma);
+        let mut iters = 0;
+        for it in 0..500 {
+            iters = it + 1;
+            let step = match hess.clone().cholesky() {
+                Some(ch) => -ch.solve(&grad),
+                None => -grad.clone(),
+            };
+            let decrement = -grad.dot(&step);
+            let gnorm = grad.norm();
+            if !(decrement > 0.0) || step.norm() <= 1e-16 * gamma.iter().map(|g| g * g).sum::<f64>().sqrt() {
+                break;
+            }
+            let mut t = 1.0;
+            let mut accepted = false;
+            while t > 1e-20 {
+                let cand: Vec<f64> = gamma.iter().zip(step.iter()).map(|(g, s)| g + t * s).collect();
+                if cand.iter().any(|&g| !(g > 0.0)) {
+                    t *= 0.5;
+                    continue;
+                }
+                let fc = self.value(&cand);
+                let armijo = fc <= f - 1e-4 * t * decrement;
+                let flat = t * decrement <= 64.0 * f64::EPSILON * f.abs();
+                let (gc, hc) = self.gradient_hessian(&cand);
+                if armijo || (flat && gc.norm() < gnorm) {
+                    gamma = cand;
+                    f = fc;
+                    grad = gc;
+                    hess = hc;
+                    accepted = true;
+                    break;
+                }
+                t *= 0.5;
+            }
+            if !accepted {
+                break;
+            }
+        }
+        (gamma, iters, grad.norm())
+    }
+}
+
+/// Predicts the optimum of a validated configuration.
+pub fn predict(cfg: &ValidConfig) -> Prediction {
+    let c = &cfg.config;
+    let n_m = cfg.labels.samples_per_multiplicity();
+    predict_counts(c.classes, c.dim, &n_m, c.loss, c.lambda_w, c.lambda_h)
+}
+
+/// Predicts the optimum from the per-multiplicity sample counts N_m.
+pub fn predict_counts(k: usize, d: usize, n_m: &[usize], loss: Loss, lw: f64, lh: f64) -> Prediction {
+    if loss == Loss::Bce {
+        let none = vec![None; n_m.len()];
+        return Prediction {
+            objective: f64::NAN,
+            alpha: f64::NAN,
+            gamma: none.clone(),
+            t: none.clone(),
+            scale: none,
+            trivial: false,
+            trivial_statistic: f64::NAN,
+            etf_possible: d + 1 >= k,
+            newton_iterations: 0,
+            reduced_gradient_norm: f64::NAN,
+            loss_covered: false,
+        };
+    }
+    let red = Reduced::new(k, n_m, loss, lw, lh);
+    let stat = red.trivial_statistic();
+    let trivial = red.active.is_empty() || stat <= 1.0;
+    let (gamma_active, iters, grad_norm) =
+        if trivial { (vec![0.0; red.active.len()], 0, 0.0) } else { red.solve() };
+    let objective = red.value(&gamma_active);
+    let kf = k as f64;
+    let mut gamma = vec![None; n_m.len()];
+    for (&(m, _, _), &g) in red.active.iter().zip(&gamma_active) {
+        gamma[m - 1] = Some(g);
+    }
+    if n_m.len() == k && n_m[k - 1] > 0 {
+        gamma[k - 1] = Some(0.0);
+    }
+    let sum: f64 = red
+        .active
+        .iter()
+        .zip(&gamma_active)
+        .map(|(&(m, _, _), &g)| n_m[m - 1] as f64 * g * g * m as f64 * (kf - m as f64) / kf)
+        .sum();
+    let alpha = (lh * sum / (lw * (kf - 1.0))).sqrt();
+    let t: Vec<Option<f64>> =
+        gamma.iter().map(|g| g.and_then(|g| if alpha > 0.0 { Some(g / alpha) } else { None })).collect();
+    let g1 = gamma.first().copied().flatten().filter(|&g| g > 0.0);
+    let scale = gamma
+        .iter()
+        .enumerate()
+        .map(|(i, g)| match (g, g1) {
+            (Some(g), Some(g1)) => Some((i + 1) as f64 * g / g1),
+            _ => None,
+        })
+        .collect();
+    Prediction {
+        objective,
+        alpha,
+        gamma,
+        t,
+        scale,
+        trivial,
+        trivial_statistic: stat,
+        etf_possible: d + 1 >= k,
+        newton_iterations: iters,
+        reduced_gradient_norm: grad_norm,
+        loss_covered: true,
+    }
+}
+
+/// An orthonormal basis of the complement of 1 in R^K, as a K x (K-1) matrix (U U^T = I - 11^T/K).
+pub fn simplex_basis(k: usize) -> DMatrix<f64> {
+    let p = DMatrix::<f64>::identity(k, k) - DMatrix::from_element(k, k, 1.0 / k as f64);
+    let q = p.qr().q();
+    q.columns(0, k - 1).into_owned()
+}
+
+/// The flat parameter vector `[W, H, b]` of the predicted optimum (THEORY §2), when d >= K-1:
+/// `W = sqrt(alpha) U` (padded with zero columns), `h_S = t_m sum_{k in S} w_k`, `b = 0`.
+pub fn predicted_point(cfg: &ValidConfig, pred: &Prediction) -> Option<Vec<f64>> {
+    let (k, d) = (cfg.config.classes, cfg.config.dim);
+    if !pred.etf_possible {
+        return None;
+    }
+    let u = simplex_basis(k);
+    let mut w = DMatrix::<f64>::zeros(k, d);
+    w.columns_mut(0, k - 1).copy_from(&(u * pred.alpha.sqrt()));
+    let n = cfg.labels.samples();
+    let mut x = Vec::with_capacity(k * d + d * n + k);
+    x.extend_from_slice(w.as_slice());
+    for &s in &cfg.labels.set_of {
+        let set = &cfg.labels.sets[s as usize];
+        let tm = pred.t[set.len() - 1].unwrap_or(0.0);
+        for j in 0..d {
+            x.push(tm * set.iter().map(|&c| w[(c, j)]).sum::<f64>());
+        }
+    }
+    x.extend(std::iter::repeat_n(0.0, k));
+    Some(x)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// M = 1 has a closed form: with r = sqrt(q)/c, gamma = log((K-1)(1-r)/r).
+    #[test]
+    fn multiclass_matches_closed_form() {
+        for (k, n, lam) in [(4usize, 5usize, 5e-3), (10, 3, 1e-2), (3, 20, 1e-3)] {
+            let p = predict_counts(k, k, &[n * k], Loss::Pal, lam, lam);
+            let kf = k as f64;
+            let q = lam * lam * (kf - 1.0) / kf * (n * k) as f64 * (kf - 1.0);
+            let r = q.sqrt();
+            let gamma = ((kf - 1.0) * (1.0 - r) / r).ln();
+            assert!((p.gamma[0].unwrap() - gamma).abs() < 1e-12 * gamma, "{:?} vs {gamma}", p.gamma);
+            let f = (1.0 + (kf - 1.0) * (-gamma).exp()).ln() + r * gamma;
+            assert!((p.objective - f).abs() < 1e-14 * f);
+        }
+    }
+
+    /// Linearising the optimality conditions at gamma = 0 gives gamma_m proportional to a_m/q_m
+    /// as lambda -> lambda_c, so s_m -> m (a_m/q_m)/(a_1/q_1); with equal n across multiplicities
+    /// a_m/q_m is the same for all m and s_m -> m.
+    #[test]
+    fn scale_tends_to_m_at_the_trivial_threshold() {
+        for (k, m) in [(6usize, 3usize), (5, 2), (8, 4)] {
+            let n_m: Vec<usize> = (1..=m).map(|j| crate::model::labels::binomial(k, j) as usize).collect();
+            let lam_c = predict_counts(k, k, &n_m, Loss::Pal, 1.0, 1.0).trivial_statistic.sqrt();
+            for eps in [1e-3, 1e-5] {
+                let lam = lam_c * (1.0 - eps);
+                let p = predict_counts(k, k, &n_m, Loss::Pal, lam, lam);
+                assert!(!p.trivial);
+                for j in 2..=m {
+                    let s = p.scale[j - 1].unwrap();
+                    assert!((s - j as f64).abs() < 10.0 * eps * j as f64, "K={k} eps={eps} s_{j} = {s}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn trivial_when_lambda_is_large() {
+        let p = predict_counts(4, 4, &[4, 6], Loss::Pal, 1.0, 1.0);
+        assert!(p.trivial);
+        assert_eq!(p.alpha, 0.0);
+        // g(0) = sum_m p_m c_m log K.
+        assert!((p.objective - (0.4 * 1.0 + 0.6 * 2.0) * 4f64.ln()).abs() < 1e-14);
+    }
+
+    #[test]
+    fn basis_spans_the_simplex_complement() {
+        let u = simplex_basis(5);
+        let p = &u * u.transpose();
+        let expect = DMatrix::<f64>::identity(5, 5) - DMatrix::from_element(5, 5, 0.2);
+        assert!((p - expect).norm() < 1e-14);
+    }
+}
