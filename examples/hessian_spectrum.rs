@@ -20,9 +20,9 @@
 //! 90 stiff eigenvalues in [0.27, 0.47] against a bulk up to 2.8e-3.
 use mlab_nc::model::config::UfmConfig;
 use mlab_nc::model::loss::Loss;
-use mlab_nc::theory::prediction::{predict, predicted_point};
 use mlab_nc::model::objective::{UfmEval, UfmObjective};
 use mlab_nc::solver::problem::FusedObjective;
+use mlab_nc::theory::prediction::{predict, predicted_point};
 use nalgebra::DMatrix;
 
 const USAGE: &str = "usage: hessian_spectrum K M d PER_SET LAMBDA [C0]";

@@ -1,3 +1,4 @@
+#![allow(clippy::neg_cmp_op_on_partial_ord)] // `!(x < 0.0)` also rejects NaN
 //! A study, not the solver: plain L-BFGS (whole f64 vectors, two-loop recursion, history 3,
 //! the solver's block scaling of H0 over (W, H) and b, More-Thuente line search) with an
 //! optional per-sample preconditioner in H0, counting iterations and evaluations to a
@@ -19,11 +20,11 @@
 //! E: median 146.5 without, 122 with C0 = 10; D: 124 and 115.5. The stiff directions then
 //! show up in W and b (`hessian_spectrum ... C0`). The solver now has this preconditioner,
 //! fused into its passes (`src/precond.rs`), where it is cheap enough to pay.
-use mlab_nc::solver::linesearch::{Action, MoreThuente, MoreThuenteParams};
-use mlab_nc::theory::prediction::predict;
 use mlab_nc::commands::timing::preset;
 use mlab_nc::model::objective::{UfmEval, UfmObjective};
+use mlab_nc::solver::linesearch::{Action, MoreThuente, MoreThuenteParams};
 use mlab_nc::solver::problem::FusedObjective;
+use mlab_nc::theory::prediction::predict;
 use nalgebra::{DMatrix, DVector};
 
 const USAGE: &str = "usage: precond_lbfgs PRESET SEED [C0]";

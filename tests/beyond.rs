@@ -3,10 +3,10 @@
 mod common;
 
 use common::config;
-use mlab_nc::model::config::{skewed_counts, SetCount, UfmConfig};
-use mlab_nc::model::loss::Loss;
 use mlab_nc::analysis::verdict::Verdict;
 use mlab_nc::commands::verify::{verify, VerifyOptions};
+use mlab_nc::model::config::{skewed_counts, SetCount, UfmConfig};
+use mlab_nc::model::loss::Loss;
 
 #[test]
 fn balanced_synthesis_weights_are_uniform_at_s_m_over_m() {

@@ -70,7 +70,7 @@ fn ufm_prints_a_verdict_and_writes_the_json_keys() {
 }
 
 #[test]
-fn predict_is_fast_and_prints_the_optimum() {
+fn predict_prints_the_optimum() {
     let (code, out, _) = run(&["predict", "--classes", "50", "--max-labels", "3", "--per-set", "1"]);
     assert_eq!(code, 0);
     assert!(out.contains("predicted  f* ="));

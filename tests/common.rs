@@ -5,18 +5,9 @@ use mlab_nc::model::config::{UfmConfig, ValidConfig};
 use mlab_nc::model::loss::Loss;
 
 pub fn config(k: usize, m: usize, d: usize, per_set: &[usize], lam: (f64, f64, f64), loss: Loss) -> ValidConfig {
-    UfmConfig {
-        classes: k,
-        max_labels: m,
-        dim: d,
-        per_set: per_set.to_vec(),
-        lambda_w: lam.0,
-        lambda_h: lam.1,
-        lambda_b: lam.2,
-        loss,
-    }
-    .validate()
-    .expect("valid test configuration")
+    UfmConfig { classes: k, max_labels: m, dim: d, per_set: per_set.to_vec(), lambda_w: lam.0, lambda_h: lam.1, lambda_b: lam.2, loss }
+        .validate()
+        .expect("valid test configuration")
 }
 
 fn binom(n: usize, k: usize) -> f64 {

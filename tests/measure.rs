@@ -6,8 +6,8 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use mlab_nc::model::labels::LabelSets;
 use mlab_nc::commands::measure::measure_files;
+use mlab_nc::model::labels::LabelSets;
 use mlab_nc::theory::prediction::simplex_basis;
 use nalgebra::{DMatrix, DVector};
 use rand::{Rng, SeedableRng};
@@ -180,15 +180,7 @@ fn direct(feats: &[f64], n: usize, d: usize, l: &LabelSets, w: &DMatrix<f64>) ->
         let c = (a.transpose() * &a).try_inverse().unwrap() * a.transpose() * &mu[j];
         weights.push(c.iter().copied().collect());
     }
-    Direct {
-        nc1,
-        nc2_w: dist(w * w.transpose()),
-        nc2_h: dist(cm.transpose() * &cm),
-        nc3: dist(w * &cm),
-        angles,
-        scales,
-        weights,
-    }
+    Direct { nc1, nc2_w: dist(w * w.transpose()), nc2_h: dist(cm.transpose() * &cm), nc3: dist(w * &cm), angles, scales, weights }
 }
 
 #[test]
@@ -218,7 +210,8 @@ fn noisy_features_agree_with_a_direct_computation() {
         assert!(rel(mt.nc2_h.unwrap(), dref.nc2_h) < tol, "nc2_h {} vs {}", mt.nc2_h.unwrap(), dref.nc2_h);
         assert!(rel(mt.nc3.unwrap(), dref.nc3) < tol);
         assert!(rel(mt.bias_norm.unwrap(), 0.2) < 1e-12);
-        let max_angle = |mm: usize| l.sets.iter().filter(|s| s.len() >= 2).zip(&dref.angles).filter(|(s, _)| s.len() == mm).map(|(_, a)| *a).fold(0.0, f64::max);
+        let max_angle =
+            |mm: usize| l.sets.iter().filter(|s| s.len() >= 2).zip(&dref.angles).filter(|(s, _)| s.len() == mm).map(|(_, a)| *a).fold(0.0, f64::max);
         let mean_scale = |mm: usize| {
             let v: Vec<f64> = l.sets.iter().filter(|s| s.len() >= 2).zip(&dref.scales).filter(|(s, _)| s.len() == mm).map(|(_, a)| *a).collect();
             v.iter().sum::<f64>() / v.len() as f64

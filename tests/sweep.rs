@@ -4,8 +4,9 @@
 use std::collections::HashSet;
 use std::path::PathBuf;
 
-use mlab_nc::commands::sweep::{load_finished, parse_shard, parse_spec, run_sweep};
+use mlab_nc::commands::sweep::{parse_shard, parse_spec, run_sweep, SweepKey};
 use mlab_nc::commands::verify::VerifyOptions;
+use mlab_nc::io::jsonl::read_finished;
 
 const GRID: &str = r#"
 classes = [3, 4]
@@ -42,7 +43,8 @@ fn grid_expands_as_the_cartesian_product() {
     let one = parse_spec("classes = 4\nmax_labels = 3\nper_set = [3, 2, 1]\n", "x").unwrap();
     assert_eq!(one.grid.len(), 1);
     assert_eq!(one.grid[0].config.per_set, vec![3, 2, 1]);
-    assert!(parse_spec("classes = 4\nmax_labels = 2\nbogus = 1\n", "x").unwrap_err().0.contains("unknown key 'bogus'"));
+    let unknown = parse_spec("classes = 4\nmax_labels = 2\nbogus = 1\n", "x").unwrap_err().0;
+    assert!(unknown.contains("bogus") && unknown.starts_with("x: "), "{unknown}");
     assert!(parse_spec("classes = 4\nmax_labels = 2\nlambda_h = -1.0\n", "x").unwrap_err().0.contains("--lambda-h"));
     assert!(parse_shard("3/2").is_err() && parse_shard("0/2").is_err() && parse_shard("1/2").is_ok());
 }
@@ -77,13 +79,35 @@ fn full_run_shards_rerun_and_torn_line() {
     let text = std::fs::read(&whole).unwrap();
     let torn = tmp("torn");
     std::fs::write(&torn, &text[..text.len() - 100]).unwrap();
-    let (_, kept, repaired) = load_finished(&torn).unwrap();
-    assert!(repaired);
-    assert_eq!(kept, 11);
+    let finished = read_finished::<SweepKey>(&torn).unwrap();
+    assert!(finished.repaired);
+    assert_eq!(finished.records.len(), 11);
     let s = run_sweep(&spec, &torn, (1, 1), &opts, false).unwrap();
     assert_eq!(s.solved, 1);
     assert_eq!(keys(&torn), all);
     for p in [whole, a, b, torn] {
         std::fs::remove_file(p).ok();
     }
+}
+
+/// Every loss the CLI accepts is a sweep value, and a list of losses sweeps them all.
+#[test]
+fn a_list_of_losses_runs_every_loss() {
+    let spec = parse_spec("classes = 3\nmax_labels = 2\nloss = [\"pal\", \"pal-mean\", \"bce\"]\n", "losses").unwrap();
+    assert_eq!(spec.grid.len(), 3);
+    let out = tmp("losses");
+    let s = run_sweep(&spec, &out, (1, 1), &VerifyOptions::default(), false).unwrap();
+    assert_eq!(s.solved, 3);
+    let losses: HashSet<String> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["config"]["loss"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(losses, ["pal", "pal-mean", "bce"].iter().map(|s| s.to_string()).collect());
+    // BCE is outside the theorem; the two softmax losses are verified.
+    assert_eq!(s.verdicts.get("outside-theorem"), Some(&1));
+    assert_eq!(s.verdicts.get("verified"), Some(&2));
+    let bad = parse_spec("classes = 3\nmax_labels = 2\nloss = \"mse\"\n", "x").unwrap_err().0;
+    assert!(bad.starts_with("x: "), "{bad}");
+    std::fs::remove_file(out).ok();
 }

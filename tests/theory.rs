@@ -5,8 +5,8 @@ mod common;
 use common::{config, reference_prediction};
 use mlab_nc::linalg::norm;
 use mlab_nc::model::loss::Loss;
-use mlab_nc::theory::prediction::{predict, predicted_point};
 use mlab_nc::model::objective::UfmObjective;
+use mlab_nc::theory::prediction::{predict, predicted_point};
 use nalgebra::DMatrix;
 
 const CASES: &[(usize, usize, &[usize], f64, f64, bool)] = &[

@@ -3,14 +3,17 @@
 mod common;
 
 use common::{config, reference_prediction};
-use mlab_nc::model::loss::Loss;
 use mlab_nc::analysis::verdict::Verdict;
 use mlab_nc::commands::verify::{verify, VerifyOptions};
+use mlab_nc::model::loss::Loss;
+
+/// (K, M, d, per-set, lw, lh, lb, PAL (else PAL-mean)).
+type Case<'a> = (usize, usize, usize, &'a [usize], f64, f64, f64, bool);
 
 #[test]
 fn solves_reach_the_prediction_and_are_verified() {
-    // (K, M, d, per-set, lw, lh, lb, loss): unequal counts across multiplicities, d >= K-1.
-    let cases: &[(usize, usize, usize, &[usize], f64, f64, f64, bool)] = &[
+    // Unequal counts across multiplicities, d >= K-1.
+    let cases: &[Case] = &[
         (4, 2, 3, &[2, 1], 5e-3, 5e-3, 5e-3, true),
         (5, 3, 8, &[1, 3, 2], 3e-3, 6e-3, 1e-3, true),
         (6, 2, 6, &[3, 1], 1e-3, 2e-3, 0.0, false),
@@ -101,8 +104,8 @@ fn same_seed_same_numbers_whatever_the_thread_count() {
 /// run in parallel: the iterates must still be bit-identical for 1 and 2 threads.
 #[test]
 fn parallel_paths_are_deterministic() {
-    use mlab_nc::solver::SolveParams;
     use mlab_nc::model::objective::UfmObjective;
+    use mlab_nc::solver::SolveParams;
     let cfg = config(20, 3, 50, &[2], (1e-3, 1e-3, 1e-3), Loss::Pal);
     let obj = UfmObjective::new(&cfg);
     assert!(obj.dim() > 8 * (1 << 14), "above the solver's parallel threshold (8 chunks of 2^14)");

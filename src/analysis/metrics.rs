@@ -1,4 +1,4 @@
-//! Neural-collapse metrics (THEORY §5), in float64, for any features, with or without a classifier.
+//! Neural-collapse metrics (docs/theory.md §5), in float64, for any features, with or without a classifier.
 //!
 //! Notation: `mu_S` is the mean feature of label set S, `H1` the d x K matrix of the
 //! multiplicity-1 means `mu_{k}`, `mu_G` their average, `C = H1 - mu_G 1^T`,
@@ -19,8 +19,8 @@
 use nalgebra::{DMatrix, DVector};
 use serde::Serialize;
 
-use crate::model::labels::LabelSets;
 use crate::linalg::{gemm, jacobi, Mat};
+use crate::model::labels::LabelSets;
 
 /// Tag-wise average metrics of one multiplicity m >= 2.
 #[derive(Debug, Clone, Serialize)]
@@ -179,8 +179,7 @@ fn nc1_value(h: Mat, labels: &LabelSets, mu: &DMatrix<f64>, cm: &DMatrix<f64>) -
     let svd = jacobi::svd(cm);
     let u = &svd.u;
     let smax = svd.max();
-    let keep: Vec<usize> =
-        (0..svd.singular_values.len()).filter(|&r| svd.singular_values[r] > smax * 1e-10 && smax > 0.0).take(k - 1).collect();
+    let keep: Vec<usize> = (0..svd.singular_values.len()).filter(|&r| svd.singular_values[r] > smax * 1e-10 && smax > 0.0).take(k - 1).collect();
     if keep.is_empty() {
         return f64::NAN;
     }
@@ -206,8 +205,7 @@ fn tag_metrics(labels: &LabelSets, mu: &DMatrix<f64>, singleton: &[Option<usize>
     let mut out = Vec::new();
     let (mut sum_tag, mut sum_own, mut n_tag, mut n_own) = (0.0, 0.0, 0usize, 0usize);
     for m in 2..=labels.max_labels {
-        let sets: Vec<usize> =
-            (0..labels.sets.len()).filter(|&j| labels.sets[j].len() == m && labels.counts[j] > 0).collect();
+        let sets: Vec<usize> = (0..labels.sets.len()).filter(|&j| labels.sets[j].len() == m && labels.counts[j] > 0).collect();
         let mut t = TagMetric {
             multiplicity: m,
             sets: sets.len(),
@@ -304,7 +302,14 @@ pub fn geometry(w: Mat, mu: &DMatrix<f64>, labels: &LabelSets) -> Geometry {
             all.push(Synthesis { set: set.clone(), weights: c.iter().copied().collect(), residual });
         }
     }
-    Geometry { classifier_norms: norms, classifier_cosines: cos, etf_distance: etf_distance(&(&wm * wm.transpose())), classifier_singular_values: sv, classifier_rank: rank, synthesis_all: all }
+    Geometry {
+        classifier_norms: norms,
+        classifier_cosines: cos,
+        etf_distance: etf_distance(&(&wm * wm.transpose())),
+        classifier_singular_values: sv,
+        classifier_rank: rank,
+        synthesis_all: all,
+    }
 }
 
 /// Least-squares synthesis weights for every multi-label set whose tags all have a

@@ -1,4 +1,8 @@
-//! Measuring a solution: neural-collapse metrics, and the verdict.
+//! Measuring a solution: neural-collapse metrics, the verdict, and the reports built from
+//! them.
 
+pub mod assess;
+pub mod measure;
 pub mod metrics;
+pub mod report;
 pub mod verdict;

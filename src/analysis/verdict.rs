@@ -74,6 +74,25 @@ impl Default for Tolerances {
     }
 }
 
+impl Tolerances {
+    /// Checks that every threshold is a finite number > 0; the error names the flag.
+    pub fn validate(&self) -> crate::error::Result<()> {
+        for (name, v) in [
+            ("--tol-objective", self.objective),
+            ("--tol-certificate", self.certificate),
+            ("--tol-geometry", self.geometry),
+            ("--tol-nc1", self.nc1),
+            ("--tol-angle", self.angle_deg),
+            ("--tol-bias", self.bias),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(crate::error::Error::new(format!("{name} must be a finite number > 0 (got {v})")));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Everything the verdict looks at, already measured.
 #[derive(Debug, Clone)]
 pub struct Evidence {
@@ -127,10 +146,7 @@ pub fn judge(e: &Evidence, tol: &Tolerances) -> (Verdict, Vec<String>) {
         return (Verdict::OutsideTheorem, reasons);
     }
     if e.objective_gap < -tol.objective {
-        reasons.push(format!(
-            "COUNTEREXAMPLE: attained objective is below the predicted global optimum by {:.3e} relative",
-            -e.objective_gap
-        ));
+        reasons.push(format!("COUNTEREXAMPLE: attained objective is below the predicted global optimum by {:.3e} relative", -e.objective_gap));
         return (Verdict::Violated, reasons);
     }
     if !e.converged {
@@ -194,7 +210,7 @@ mod tests {
             balanced: true,
             loss_covered: true,
             trivial: false,
-                converged: true,
+            converged: true,
             objective_gap: 1e-13,
             certified_gap: Some(1e-10),
             geometry: vec![("nc2_w".into(), 1e-7, Kind::Linear), ("nc1".into(), 1e-12, Kind::Nc1)],

@@ -17,28 +17,24 @@
 //! the best start stays above the ETF value by more than 1e-6 relative), `unresolved` (no
 //! start reached a certified optimum).
 
-use std::collections::HashSet;
-use std::fs::OpenOptions;
-use std::io::{IsTerminal, Write};
 use std::path::Path;
-use std::sync::Mutex;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
+use crate::analysis::verdict::Verdict;
 use crate::bail;
-use crate::model::config::{UfmConfig, ValidConfig};
+use crate::commands::verify::{verify, VerifyOptions};
 use crate::error::{Error, Result};
+use crate::io::jsonl::{progress, read_finished, Appender};
+use crate::model::config::{UfmConfig, ValidConfig};
 use crate::model::loss::Loss;
 use crate::theory::prediction::predict;
-use crate::analysis::verdict::Verdict;
-use crate::commands::verify::{verify, VerifyOptions};
 
 /// How one configuration came out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Class {
     /// At the prediction, certified, geometry as predicted.
@@ -63,7 +59,7 @@ impl Class {
 }
 
 /// The settings that decide what a hunt's lines mean: a file is resumed only with the same.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HuntKey {
     /// Master seed.
     pub seed: u64,
@@ -74,7 +70,7 @@ pub struct HuntKey {
 }
 
 /// One line of the hunt's output.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HuntRecord {
     /// Draw index.
     pub index: u64,
@@ -147,7 +143,11 @@ pub fn classify(cfg: &ValidConfig, seeds: u64, opts: &VerifyOptions) -> Result<(
     let certified = cert.is_some_and(|g| g <= opts.tol.certificate);
     let below = r.runs.iter().any(|x| x.relative_objective_gap < -opts.tol.objective);
     let class = if !r.predicted.etf_possible || !cfg.labels.balanced_within_multiplicity() {
-        if gap.abs() > 1e-6 { Class::OutsideFailure } else { Class::OutsideHolds }
+        if gap.abs() > 1e-6 {
+            Class::OutsideFailure
+        } else {
+            Class::OutsideHolds
+        }
     } else if below || (certified && best.converged && gap > opts.tol.objective) {
         Class::Counterexample
     } else if best.verdict == Verdict::Verified {
@@ -276,40 +276,31 @@ pub struct HuntParams {
     pub progress: bool,
 }
 
+/// A line of a hunt file as far as resuming needs it: its settings (lines of another hunt, or
+/// of an older version, are refused with a message rather than misread).
+#[derive(Debug, Clone, Deserialize)]
+struct HuntLine {
+    hunt: Option<HuntKey>,
+}
+
+fn settings(k: &HuntKey) -> String {
+    format!("--seed {} --seeds {}{}", k.seed, k.seeds, if k.outside { " --outside" } else { "" })
+}
+
 /// Runs (or resumes) a hunt, appending one JSON line per configuration to `out`.
 pub fn hunt(p: &HuntParams, out: &Path, opts: &VerifyOptions) -> Result<HuntSummary> {
     let t0 = std::time::Instant::now();
-    let (_, _, _) = crate::commands::sweep::load_finished_with(out, "index")?;
-    let mut done: HashSet<u64> = HashSet::new();
-    let mut records: Vec<serde_json::Value> = Vec::new();
     let key = HuntKey { seed: p.seed, seeds: p.seeds, outside: p.outside };
-    if let Ok(text) = std::fs::read_to_string(out) {
-        for l in text.lines() {
-            let v: serde_json::Value = serde_json::from_str(l).map_err(|e| Error::new(format!("{}: bad line: {e}", out.display())))?;
-            let theirs: Option<HuntKey> = v.get("hunt").and_then(|h| serde_json::from_value(h.clone()).ok());
-            if theirs != Some(key) {
-                let was = theirs.map_or("an unknown or older version".to_string(), |t| format!("--seed {} --seeds {}{}", t.seed, t.seeds, if t.outside { " --outside" } else { "" }));
-                bail!(
-                    "{} holds a hunt run with {was}, not --seed {} --seeds {}{}; resume with those settings or choose another --out",
-                    out.display(),
-                    p.seed,
-                    p.seeds,
-                    if p.outside { " --outside" } else { "" }
-                );
-            }
-            match v.get("index").and_then(|x| x.as_u64()) {
-                Some(i) if i < p.budget => {
-                    done.insert(i);
-                    records.push(v);
-                }
-                _ => {}
-            }
-        }
+    let lines = read_finished::<HuntLine>(out)?.records;
+    if let Some(other) = lines.iter().find(|l| l.hunt != Some(key)) {
+        let was = other.hunt.as_ref().map_or("an unknown or older version".to_string(), settings);
+        bail!("{} holds a hunt run with {was}, not {}; resume with those settings or choose another --out", out.display(), settings(&key));
     }
+    let mut records: Vec<HuntRecord> = read_finished::<HuntRecord>(out)?.records.into_iter().filter(|r| r.index < p.budget).collect();
+    let done: std::collections::HashSet<u64> = records.iter().map(|r| r.index).collect();
     let todo: Vec<u64> = (0..p.budget).filter(|i| !done.contains(i)).collect();
-    let file = Mutex::new(OpenOptions::new().create(true).append(true).open(out).map_err(|e| Error::new(format!("{}: cannot open: {e}", out.display())))?);
-    let pb = if p.progress && std::io::stderr().is_terminal() { ProgressBar::with_draw_target(Some(todo.len() as u64), ProgressDrawTarget::stderr()) } else { ProgressBar::hidden() };
-    pb.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} configurations  {per_sec}  ETA {eta}").unwrap_or_else(|_| ProgressStyle::default_bar()));
+    let file = Appender::open(out)?;
+    let pb = progress(todo.len(), "configurations", p.progress);
     let new: Vec<HuntRecord> = todo
         .par_iter()
         .map(|&i| -> Result<HuntRecord> {
@@ -317,47 +308,51 @@ pub fn hunt(p: &HuntParams, out: &Path, opts: &VerifyOptions) -> Result<HuntSumm
             let (cfg, class_skew) = draw_skewed(p.seed, i, p.outside)?;
             let (class, best_gap, certified_gap, verdicts) = classify(&cfg, p.seeds, opts)?;
             let inside = cfg.config.dim + 1 >= cfg.config.classes && cfg.labels.balanced_within_multiplicity();
-            let rec = HuntRecord { index: i, hunt: key, inside, config: cfg.config, class_skew, class, best_gap, certified_gap, verdicts, seconds: t.elapsed().as_secs_f64() };
-            let mut line = serde_json::to_string(&rec).map_err(|e| Error::new(e.to_string()))?;
-            line.push('\n');
-            file.lock().map_err(|_| Error::new("output lock poisoned"))?.write_all(line.as_bytes()).map_err(|e| Error::new(format!("{}: write failed: {e}", out.display())))?;
+            let rec = HuntRecord {
+                index: i,
+                hunt: key,
+                inside,
+                config: cfg.config,
+                class_skew,
+                class,
+                best_gap,
+                certified_gap,
+                verdicts,
+                seconds: t.elapsed().as_secs_f64(),
+            };
+            file.write(&rec)?;
             pb.inc(1);
             Ok(rec)
         })
         .collect::<Result<_>>()?;
     pb.finish_and_clear();
-    for r in &new {
-        records.push(serde_json::to_value(r).map_err(|e| Error::new(e.to_string()))?);
-    }
+    records.extend(new);
     let mut s = HuntSummary { tried: records.len(), ..Default::default() };
     let mut failures = Vec::new();
-    for v in &records {
-        let class = v["class"].as_str().unwrap_or("");
-        match class {
-            "verified" => {
+    for r in &records {
+        match r.class {
+            Class::Verified => {
                 s.verified += 1;
-                s.worst_verified_certified_gap = s.worst_verified_certified_gap.max(v["certified_gap"].as_f64().unwrap_or(f64::NAN));
+                s.worst_verified_certified_gap = s.worst_verified_certified_gap.max(r.certified_gap.unwrap_or(f64::NAN));
             }
-            "trivial" => s.trivial += 1,
-            "counterexample" => {
+            Class::Trivial => s.trivial += 1,
+            Class::Counterexample => {
                 s.counterexamples += 1;
-                failures.push(v.clone());
+                failures.push(r);
             }
-            "outside-failure" => {
+            Class::OutsideFailure => {
                 s.outside += 1;
                 s.outside_failures += 1;
-                failures.push(v.clone());
+                failures.push(r);
             }
-            "outside-holds" => s.outside += 1,
-            _ => s.unresolved += 1,
+            Class::OutsideHolds => s.outside += 1,
+            Class::Unresolved => s.unresolved += 1,
         }
     }
-    failures.sort_by_key(|v| v["config"]["classes"].as_u64().unwrap_or(0));
+    failures.sort_by_key(|r| r.config.classes);
     for f in failures.iter().take(p.shrink) {
-        let cfg: UfmConfig = serde_json::from_value(f["config"].clone()).map_err(|e| Error::new(e.to_string()))?;
-        let skew = f.get("class_skew").and_then(|v| v.as_f64());
-        let (small, _) = shrink(&cfg, skew, p.seeds, opts)?;
-        s.shrunk.push(command(&small, skew, p.seeds));
+        let (small, _) = shrink(&f.config, f.class_skew, p.seeds, opts)?;
+        s.shrunk.push(command(&small, f.class_skew, p.seeds));
     }
     s.seconds = t0.elapsed().as_secs_f64();
     Ok(s)

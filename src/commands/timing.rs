@@ -4,12 +4,12 @@
 use serde::Serialize;
 
 use crate::bail;
-use crate::model::config::{UfmConfig, ValidConfig};
 use crate::error::Result;
+use crate::model::config::{UfmConfig, ValidConfig};
 use crate::model::loss::Loss;
+use crate::model::objective::UfmObjective;
 use crate::solver::SolveParams;
 use crate::theory::prediction::predict;
-use crate::model::objective::UfmObjective;
 
 /// A named benchmark configuration.
 pub fn preset(name: &str) -> Result<UfmConfig> {

@@ -4,17 +4,14 @@
 
 use rayon::prelude::*;
 
-use crate::theory::certificate::certify;
-use crate::model::config::ValidConfig;
+use crate::analysis::assess::{assess, summarise};
+use crate::analysis::report::{RunReport, UfmReport};
+use crate::analysis::verdict::Tolerances;
 use crate::error::Result;
-use nalgebra::DMatrix;
-
-use crate::analysis::metrics::{set_means, Metrics};
-use crate::io::report::{CertifiedPrediction, RunReport, Summary, UfmReport};
-use crate::solver::{SolveParams, SolveResult};
-use crate::theory::prediction::{predict, Prediction};
+use crate::model::config::ValidConfig;
 use crate::model::objective::UfmObjective;
-use crate::analysis::verdict::{judge, Evidence, Kind, Tolerances, Verdict};
+use crate::solver::SolveParams;
+use crate::theory::prediction::predict;
 
 /// Settings of a verification run.
 #[derive(Debug, Clone, Copy, Default)]
@@ -25,170 +22,11 @@ pub struct VerifyOptions {
     pub tol: Tolerances,
 }
 
-/// Above this many multi-label sets the per-set synthesis is left out of the report.
-const MAX_SYNTHESIS_SETS: usize = 2000;
-
-/// `|a - b| / |b|`.
-pub fn rel_err(a: f64, b: f64) -> f64 {
-    (a - b).abs() / b.abs()
-}
-
-/// Measures a finished solve against the prediction and judges it.
-pub fn assess(cfg: &ValidConfig, obj: &UfmObjective, pred: &Prediction, seed: u64, sol: SolveResult, tol: &Tolerances) -> RunReport {
-    let p = obj.split(&sol.x);
-    let mu = set_means(p.h, &cfg.labels);
-    let mut metrics = Metrics::compute_from_means(p.h, &mu, &cfg.labels, Some(p.w), Some(p.b));
-    for t in &mut metrics.tag {
-        if t.multiplicity == cfg.config.classes {
-            t.note = Some("m = K: h_S = 0 is predicted, so angle and scale are 0/0; its norm is checked instead".into());
-        } else {
-            t.scale_pred = pred.scale.get(t.multiplicity - 1).copied().flatten();
-        }
-    }
-    let certificate = certify(obj, &sol.x, sol.objective);
-    let objective_gap = (sol.objective - pred.objective) / pred.objective.abs();
-    let alpha_rel_error = metrics.alpha.filter(|_| pred.alpha > 0.0).map(|a| rel_err(a, pred.alpha));
-    let scale_rel_error: Vec<Option<f64>> = metrics
-        .tag
-        .iter()
-        .map(|t| match (t.scale_min, t.scale_max, t.scale_pred) {
-            (Some(lo), Some(hi), Some(s)) => Some(rel_err(lo, s).max(rel_err(hi, s))),
-            _ => None,
-        })
-        .collect();
-
-    let has_singletons = cfg.labels.samples_per_multiplicity()[0] > 0;
-    let nan = f64::NAN;
-    let mut geometry = vec![
-        ("nc2_w".to_string(), metrics.nc2_w.unwrap_or(nan), Kind::Linear),
-        ("alpha relative error".to_string(), alpha_rel_error.unwrap_or(nan), Kind::Linear),
-        (bias_name(cfg).to_string(), bias_error(cfg, p.b), Kind::Bias),
-    ];
-    if has_singletons {
-        geometry.push(("nc1".into(), metrics.nc1.unwrap_or(nan), Kind::Nc1));
-        geometry.push(("nc2_h".into(), metrics.nc2_h.unwrap_or(nan), Kind::Linear));
-        geometry.push(("nc3".into(), metrics.nc3.unwrap_or(nan), Kind::Linear));
-        for (t, e) in metrics.tag.iter().zip(&scale_rel_error) {
-            if t.sets == 0 {
-                continue;
-            }
-            if t.multiplicity == cfg.config.classes {
-                // m = K: h_S = 0 is predicted, so angle and scale are 0/0; check the norm instead.
-                let ratio = full_set_norm_ratio(&mu, &cfg.labels);
-                geometry.push(("||h_S|| / mean ||h_k|| for m=K".into(), ratio, Kind::Linear));
-                continue;
-            }
-            let m = t.multiplicity;
-            geometry.push((format!("tag angle m={m} (deg)"), t.max_angle_deg.unwrap_or(nan), Kind::Angle));
-            geometry.push((format!("scale s_{m} relative error"), e.unwrap_or(nan), Kind::Linear));
-        }
-    }
-    let evidence = Evidence {
-        etf_possible: pred.etf_possible,
-        balanced: cfg.labels.balanced_within_multiplicity(),
-        loss_covered: pred.loss_covered,
-        trivial: pred.trivial,
-        converged: sol.converged,
-        objective_gap,
-        certified_gap: certificate.relative_gap,
-        geometry,
-    };
-    let (verdict, reasons) = judge(&evidence, tol);
-    let multi = cfg.labels.sets.iter().zip(&cfg.labels.counts).filter(|(s, &c)| s.len() >= 2 && c > 0).count();
-    let synthesis_omitted = multi > MAX_SYNTHESIS_SETS;
-    let synthesis = if synthesis_omitted { Vec::new() } else { crate::analysis::metrics::synthesis(&mu, &cfg.labels) };
-    let geometry = (!evidence.etf_possible || !evidence.balanced || !evidence.loss_covered).then(|| crate::analysis::metrics::geometry(p.w, &mu, &cfg.labels));
-    RunReport {
-        seed,
-        objective: sol.objective,
-        converged: sol.converged,
-        iterations: sol.iterations,
-        evaluations: sol.evaluations,
-        seconds: sol.seconds,
-        termination: sol.termination,
-        grad_norm: sol.grad_norm,
-        relative_objective_gap: objective_gap,
-        alpha_rel_error,
-        scale_rel_error,
-        verdict,
-        reasons,
-        metrics,
-        certificate,
-        synthesis,
-        synthesis_omitted,
-        geometry,
-        history: sol.history,
-    }
-}
-
-fn bias_name(cfg: &ValidConfig) -> &'static str {
-    if cfg.config.lambda_b > 0.0 { "bias norm" } else { "centred bias norm (lambda_b = 0)" }
-}
-
-/// `||b||` when lambda_b > 0 (b = 0 predicted); `||b - mean(b) 1||` when lambda_b = 0
-/// (b is then only defined up to c 1).
-fn bias_error(cfg: &ValidConfig, b: &[f64]) -> f64 {
-    let mean = if cfg.config.lambda_b > 0.0 { 0.0 } else { b.iter().sum::<f64>() / b.len() as f64 };
-    b.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>().sqrt()
-}
-
-/// `||mu_S|| / mean_k ||mu_k||` for the set of all K labels (predicted 0).
-fn full_set_norm_ratio(mu: &DMatrix<f64>, labels: &crate::model::labels::LabelSets) -> f64 {
-    let full = labels.sets.iter().position(|s| s.len() == labels.classes);
-    let singles: Vec<f64> = (0..labels.classes).filter_map(|k| labels.singleton(k)).map(|j| mu.column(j).norm()).collect();
-    match full {
-        Some(j) if !singles.is_empty() => mu.column(j).norm() / (singles.iter().sum::<f64>() / singles.len() as f64),
-        _ => f64::NAN,
-    }
-}
-
 /// Solves and judges every seed of one configuration.
 pub fn verify(cfg: &ValidConfig, seeds: &[u64], opts: &VerifyOptions) -> Result<UfmReport> {
     let pred = predict(cfg);
     let obj = UfmObjective::new(cfg);
-    let runs: Vec<RunReport> = seeds
-        .par_iter()
-        .map(|&seed| obj.solve(seed, &opts.solve, None).map(|sol| assess(cfg, &obj, &pred, seed, sol, &opts.tol)))
-        .collect::<Result<_>>()?;
-    Ok(summarise(cfg, pred, runs, opts))
-}
-
-/// Builds the report of a configuration from its runs.
-pub fn summarise(cfg: &ValidConfig, pred: Prediction, runs: Vec<RunReport>, opts: &VerifyOptions) -> UfmReport {
-    let counterexample = runs.iter().any(|r| r.reasons.iter().any(|s| s.starts_with("COUNTEREXAMPLE")));
-    let best = runs.iter().min_by(|a, b| a.objective.total_cmp(&b.objective));
-    let verdict = if counterexample {
-        Verdict::Violated
-    } else {
-        best.map(|r| r.verdict).unwrap_or(Verdict::NotConverged)
-    };
-    let best_lower = runs.iter().filter_map(|r| r.certificate.lower_bound).fold(f64::NEG_INFINITY, f64::max);
-    let certified_prediction = (pred.etf_possible && pred.loss_covered && cfg.labels.balanced_within_multiplicity() && best_lower.is_finite()).then(|| {
-        let eps = (pred.objective - best_lower).max(0.0);
-        CertifiedPrediction {
-            epsilon: eps,
-            statement: format!(
-                "the theorem's optimum value {:.15e} is the global minimum to within {:.1e} (attained by construction; certified lower bound {:.15e})",
-                pred.objective, eps, best_lower
-            ),
-        }
-    });
-    let summary = Summary {
-        starts: runs.len(),
-        reached_prediction: runs.iter().filter(|r| r.relative_objective_gap.abs() <= opts.tol.objective).count(),
-        verified: runs.iter().filter(|r| r.verdict == Verdict::Verified).count(),
-        best_seed: best.map(|r| r.seed),
-    };
-    UfmReport {
-        config: cfg.config.clone(),
-        counts: cfg.counts.clone(),
-        samples: cfg.labels.samples(),
-        tolerances: opts.tol,
-        solver: opts.solve,
-        predicted: pred,
-        runs,
-        verdict,
-        summary,
-        certified_prediction,
-    }
+    let runs: Vec<RunReport> =
+        seeds.par_iter().map(|&seed| obj.solve(seed, &opts.solve, None).map(|sol| assess(cfg, &obj, &pred, seed, sol, &opts.tol))).collect::<Result<_>>()?;
+    Ok(summarise(cfg, pred, runs, &opts.solve, &opts.tol))
 }

@@ -23,27 +23,38 @@ pub struct Array {
     pub dtype: String,
 }
 
-fn err(path: &Path, msg: impl std::fmt::Display) -> Error {
-    Error::new(format!("{}: {msg}", path.display()))
+fn err(path: &str, msg: impl std::fmt::Display) -> Error {
+    Error::new(format!("{path}: {msg}"))
 }
 
-fn read_as<T: npyz::Deserialize>(path: &Path, npy: NpyFile<&[u8]>, conv: impl Fn(T) -> f64) -> Result<Vec<f64>> {
+fn read_as<T: npyz::Deserialize>(path: &str, npy: NpyFile<&[u8]>, conv: impl Fn(T) -> f64) -> Result<Vec<f64>> {
     let v: Vec<T> = npy.into_vec().map_err(|e| err(path, format!("cannot read the data (truncated or corrupt file?): {e}")))?;
     Ok(v.into_iter().map(conv).collect())
 }
 
 /// Reads a 1-D or 2-D `.npy` file; `allow_ints` also accepts bool and integer dtypes.
 pub fn read(path: &Path, ndim: usize, allow_ints: bool) -> Result<Array> {
-    let bytes = std::fs::read(path).map_err(|e| err(path, format!("cannot open: {e}")))?;
+    let name = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|e| err(&name, format!("cannot open: {e}")))?;
+    parse(&bytes, &name, ndim, allow_ints)
+}
+
+/// Parses the bytes of a 1-D or 2-D `.npy` file named `path` (for messages). Any byte string
+/// gives an array or an error, never a panic.
+pub fn parse(bytes: &[u8], path: &str, ndim: usize, allow_ints: bool) -> Result<Array> {
     if !bytes.starts_with(b"\x93NUMPY") {
         return Err(err(path, "not a .npy file (missing the \\x93NUMPY magic)"));
     }
-    let npy = NpyFile::new(&bytes[..]).map_err(|e| err(path, format!("bad .npy header: {e}")))?;
-    let shape: Vec<usize> = npy.shape().iter().map(|&s| s as usize).collect();
+    let npy = NpyFile::new(bytes).map_err(|e| err(path, format!("bad .npy header: {e}")))?;
+    let shape: Vec<u64> = npy.shape().to_vec();
     if shape.len() != ndim {
         return Err(err(path, format!("expected a {ndim}-D array, got shape {shape:?}")));
     }
     let (rows, cols) = if ndim == 1 { (shape[0], 1) } else { (shape[0], shape[1]) };
+    // The data must fit in the file: a header claiming more is refused before any allocation.
+    let values =
+        rows.checked_mul(cols).filter(|&v| v <= bytes.len() as u64).ok_or_else(|| err(path, format!("shape {shape:?} needs more data than the file holds")))?;
+    let (rows, cols) = (rows as usize, cols as usize);
     let fortran = npy.order() == Order::Fortran;
     let DType::Plain(ts) = npy.dtype() else {
         return Err(err(path, "unsupported dtype (structured or nested array)"));
@@ -67,8 +78,8 @@ pub fn read(path: &Path, ndim: usize, allow_ints: bool) -> Result<Array> {
             return Err(err(path, format!("unsupported dtype {dtype} (expected {allowed})")));
         }
     };
-    if data.len() != rows * cols {
-        return Err(err(path, format!("data has {} values but the shape {shape:?} needs {}", data.len(), rows * cols)));
+    if data.len() as u64 != values {
+        return Err(err(path, format!("data has {} values but the shape {shape:?} needs {values}", data.len())));
     }
     let data = if fortran && ndim == 2 {
         let mut t = vec![0.0; rows * cols];
@@ -82,4 +93,73 @@ pub fn read(path: &Path, ndim: usize, allow_ints: bool) -> Result<Array> {
         data
     };
     Ok(Array { rows, cols, data, dtype })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A valid version-1.0 file: header padded to 64 bytes, then little-endian f64 data.
+    fn file(shape: &[usize], fortran: bool, data: &[f64]) -> Vec<u8> {
+        let shape_s = match shape.len() {
+            1 => format!("({},)", shape[0]),
+            _ => format!("({})", shape.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", ")),
+        };
+        let mut header = format!("{{'descr': '<f8', 'fortran_order': {}, 'shape': {shape_s}, }}", if fortran { "True" } else { "False" });
+        while (10 + header.len() + 1) % 64 != 0 {
+            header.push(' ');
+        }
+        header.push('\n');
+        let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+        bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+        bytes.extend_from_slice(header.as_bytes());
+        for v in data {
+            bytes.extend_from_slice(&v.to_le_bytes());
+        }
+        bytes
+    }
+
+    #[test]
+    fn reads_c_and_fortran_order_as_row_major() {
+        let c = parse(&file(&[2, 3], false, &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]), "c", 2, false).unwrap();
+        let f = parse(&file(&[2, 3], true, &[1.0, 4.0, 2.0, 5.0, 3.0, 6.0]), "f", 2, false).unwrap();
+        assert_eq!((c.rows, c.cols), (2, 3));
+        assert_eq!(c.data, f.data);
+        assert!(parse(&file(&[6], false, &[0.0; 6]), "x", 2, false).unwrap_err().0.contains("2-D"));
+    }
+
+    proptest! {
+        /// Random bytes, with or without the magic, never panic.
+        #[test]
+        fn random_bytes_never_panic(mut bytes in proptest::collection::vec(any::<u8>(), 0..300), magic in any::<bool>()) {
+            if magic {
+                let mut b = b"\x93NUMPY\x01\x00".to_vec();
+                b.append(&mut bytes);
+                bytes = b;
+            }
+            let _ = parse(&bytes, "random", 2, true);
+            let _ = parse(&bytes, "random", 1, false);
+        }
+
+        /// A valid file cut anywhere, or with one byte changed anywhere, gives an error or a
+        /// valid array of the shape its header states, never a panic.
+        #[test]
+        fn truncated_or_corrupted_files_never_panic(rows in 0usize..6, cols in 1usize..5, cut in any::<proptest::sample::Index>(), flip in any::<proptest::sample::Index>(), byte in any::<u8>()) {
+            let data: Vec<f64> = (0..rows * cols).map(|i| i as f64 * 0.5).collect();
+            let full = file(&[rows, cols], false, &data);
+            let whole = parse(&full, "whole", 2, false).unwrap();
+            prop_assert_eq!(&whole.data, &data);
+            let cut = cut.index(full.len());
+            if let Ok(a) = parse(&full[..cut], "cut", 2, false) {
+                prop_assert_eq!(a.data.len(), a.rows * a.cols);
+            }
+            let mut bad = full.clone();
+            let at = flip.index(bad.len());
+            bad[at] = byte;
+            if let Ok(a) = parse(&bad, "flipped", 2, true) {
+                prop_assert_eq!(a.data.len(), a.rows * a.cols);
+            }
+        }
+    }
 }

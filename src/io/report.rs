@@ -1,111 +1,16 @@
-//! The JSON report and the terminal table.
+//! Writing reports: JSON files written atomically, and the terminal tables of `ufm`,
+//! `predict` and `measure`.
 
 use std::fmt::Write as _;
 use std::path::Path;
 
 use serde::Serialize;
 
-use crate::theory::certificate::Certificate;
-use crate::model::config::{SetCount, UfmConfig};
+use crate::analysis::measure::MeasureReport;
+use crate::analysis::report::UfmReport;
 use crate::error::{Error, Result};
-use crate::analysis::metrics::{Geometry, Metrics, Synthesis};
-use crate::solver::{HistoryPoint, SolveParams};
+use crate::model::config::UfmConfig;
 use crate::theory::prediction::Prediction;
-use crate::analysis::verdict::{Tolerances, Verdict};
-
-/// One start of one configuration.
-#[derive(Debug, Clone, Serialize)]
-pub struct RunReport {
-    /// Seed of the random start.
-    pub seed: u64,
-    /// Final objective f(W, H, b).
-    pub objective: f64,
-    /// Gradient tolerance reached.
-    pub converged: bool,
-    /// L-BFGS iterations.
-    pub iterations: u64,
-    /// Objective-and-gradient evaluations.
-    pub evaluations: usize,
-    /// Wall time of the solve.
-    pub seconds: f64,
-    /// argmin's termination reason.
-    pub termination: String,
-    /// Final gradient norm.
-    pub grad_norm: f64,
-    /// (f - f*) / |f*|.
-    pub relative_objective_gap: f64,
-    /// |alpha - alpha*| / alpha*.
-    pub alpha_rel_error: Option<f64>,
-    /// Worst relative error of the measured scale against s_m (index m-2).
-    pub scale_rel_error: Vec<Option<f64>>,
-    /// The verdict.
-    pub verdict: Verdict,
-    /// What failed, and by how much.
-    pub reasons: Vec<String>,
-    /// Neural-collapse metrics.
-    pub metrics: Metrics,
-    /// Duality-gap certificate.
-    pub certificate: Certificate,
-    /// Least-squares synthesis of each multi-label mean over its own tags' means (omitted,
-    /// with `synthesis_omitted`, above 2000 multi-label sets).
-    pub synthesis: Vec<Synthesis>,
-    /// True when `synthesis` was too large to include.
-    pub synthesis_omitted: bool,
-    /// Classifier norms, cosines and spectrum, and the synthesis over all multiplicity-1
-    /// means, when a precondition of the theorem fails.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub geometry: Option<Geometry>,
-    /// Objective and gradient norm per iteration.
-    pub history: Vec<HistoryPoint>,
-}
-
-/// Counts over the starts.
-#[derive(Debug, Clone, Serialize)]
-pub struct Summary {
-    /// Number of starts.
-    pub starts: usize,
-    /// Starts whose objective is within the objective tolerance of the prediction.
-    pub reached_prediction: usize,
-    /// Starts verified.
-    pub verified: usize,
-    /// Seed of the lowest objective.
-    pub best_seed: Option<u64>,
-}
-
-/// The theorem's optimum value, certified.
-#[derive(Debug, Clone, Serialize)]
-pub struct CertifiedPrediction {
-    /// Prediction minus the best certified lower bound.
-    pub epsilon: f64,
-    /// Plain statement.
-    pub statement: String,
-}
-
-/// The full report of `mlab-nc ufm`.
-#[derive(Debug, Clone, Serialize)]
-pub struct UfmReport {
-    /// Configuration.
-    pub config: UfmConfig,
-    /// Explicit per-set counts, when given (`--counts`, `--class-skew`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub counts: Option<Vec<SetCount>>,
-    /// Number of samples N.
-    pub samples: usize,
-    /// Verdict thresholds.
-    pub tolerances: Tolerances,
-    /// Solver settings.
-    pub solver: SolveParams,
-    /// The theorem's prediction.
-    pub predicted: Prediction,
-    /// One entry per start.
-    pub runs: Vec<RunReport>,
-    /// Overall verdict.
-    pub verdict: Verdict,
-    /// Counts over starts.
-    pub summary: Summary,
-    /// The theorem's optimum certified to epsilon, when d >= K-1.
-    pub certified_prediction: Option<CertifiedPrediction>,
-}
 
 /// Writes `value` as pretty JSON to `path` atomically (temporary file, then rename).
 pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<()> {
@@ -205,7 +110,15 @@ pub fn table(r: &UfmReport) -> String {
         }
     }
     for run in &r.runs {
-        let _ = writeln!(s, "seed {}: termination: {}; |grad| = {:.2e}; certificate: D = {}, spectral ratio {:.12}", run.seed, run.termination, run.grad_norm, opt(run.certificate.lower_bound), run.certificate.spectral_ratio);
+        let _ = writeln!(
+            s,
+            "seed {}: termination: {}; |grad| = {:.2e}; certificate: D = {}, spectral ratio {:.12}",
+            run.seed,
+            run.termination,
+            run.grad_norm,
+            opt(run.certificate.lower_bound),
+            run.certificate.spectral_ratio
+        );
         for reason in &run.reasons {
             let _ = writeln!(s, "seed {}: {}", run.seed, reason);
         }
@@ -221,5 +134,55 @@ pub fn table(r: &UfmReport) -> String {
         r.summary.verified,
         r.verdict.name()
     );
+    s
+}
+
+fn opt4(v: Option<f64>) -> String {
+    v.map(|x| format!("{x:.4e}")).unwrap_or_else(|| "-".into())
+}
+
+/// The terminal table of a `measure` report.
+pub fn measure_table(r: &MeasureReport) -> String {
+    let mut s = String::new();
+    let m = &r.metrics;
+    let _ = writeln!(s, "features: N = {}, d = {}, K = {}", r.samples, r.dim, r.classes);
+    for c in &r.counts {
+        let _ = writeln!(s, "  m={}: {} samples in {} label sets (counts {}..{})", c.multiplicity, c.samples, c.sets, c.min_count, c.max_count);
+    }
+    let _ = writeln!(s, "  {}", r.precondition);
+    let _ = writeln!(s, "NC1   = {}   (within-set / between-class variability)", opt4(m.nc1));
+    let _ = writeln!(s, "NC2-W = {}   (classifier vs simplex ETF)", opt4(m.nc2_w));
+    let _ = writeln!(s, "NC2-H = {}   (centred multiplicity-1 means vs simplex ETF)", opt4(m.nc2_h));
+    let _ = writeln!(s, "NC3   = {}   (W C vs simplex ETF)", opt4(m.nc3));
+    let _ = writeln!(s, "bias  = {}", opt4(m.bias_norm));
+    if let Some(n) = &m.note {
+        let _ = writeln!(s, "note: {n}");
+    }
+    for t in &m.tag {
+        let _ = writeln!(
+            s,
+            "tag m={}: {} sets, angle max {} / mean {} deg, scale mean {} [{}..{}]{}",
+            t.multiplicity,
+            t.sets,
+            opt4(t.max_angle_deg),
+            opt4(t.mean_angle_deg),
+            opt4(t.scale_mean),
+            opt4(t.scale_min),
+            opt4(t.scale_max),
+            t.note.as_ref().map(|n| format!(" ({n})")).unwrap_or_default()
+        );
+    }
+    let _ = writeln!(s, "angle ratio (paper-style, direction only) = {}", opt4(m.angle_ratio));
+    if !r.synthesis.is_empty() {
+        let worst = r.synthesis.iter().map(|x| x.residual).fold(0.0, f64::max);
+        let _ = writeln!(s, "synthesis mu_S ~ sum c_k mu_k over {} multi-label sets: largest off-span residual {:.3e}", r.synthesis.len(), worst);
+        for x in r.synthesis.iter().take(5) {
+            let w: Vec<String> = x.weights.iter().map(|v| format!("{v:.6}")).collect();
+            let _ = writeln!(s, "  S={:?}: c = [{}], residual {:.3e}", x.set, w.join(", "), x.residual);
+        }
+        if r.synthesis.len() > 5 {
+            let _ = writeln!(s, "  ... ({} more in the JSON report)", r.synthesis.len() - 5);
+        }
+    }
     s
 }

@@ -117,6 +117,7 @@ impl Lanes {
     /// Rounds every lane to f32, writes the results into a slice of at least eight, and
     /// returns them widened back to f64.
     #[inline(always)]
+    #[allow(clippy::needless_range_loop)] // h and k walk two arrays of halves together
     pub fn round_store_f32(&self, out: &mut [f32]) -> Lanes {
         let out = &mut out[..LANES];
         let mut r = [[0.0f32; 4]; 2];

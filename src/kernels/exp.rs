@@ -44,15 +44,8 @@ const MAGIC: f64 = 6_755_399_441_072_128.0;
 /// The bits of 1.5 * 2^52: `bits(t) - MAGIC_BITS = k + 16384`.
 const MAGIC_BITS: u64 = 0x4338_0000_0000_0000;
 /// 1/k! for k = 7 down to 1 (Horner order).
-const C: [f64; 7] = [
-    1.984_126_984_126_984e-4,
-    1.388_888_888_888_889e-3,
-    8.333_333_333_333_333e-3,
-    4.166_666_666_666_666_4e-2,
-    1.666_666_666_666_666_6e-1,
-    0.5,
-    1.0,
-];
+const C: [f64; 7] =
+    [1.984_126_984_126_984e-4, 1.388_888_888_888_889e-3, 8.333_333_333_333_333e-3, 4.166_666_666_666_666_4e-2, 1.666_666_666_666_666_6e-1, 0.5, 1.0];
 /// `2^(j/16) = T_HI[j] + T_LO[j]`.
 const T_HI: [f64; 16] = [
     1.0,
@@ -140,11 +133,11 @@ pub fn exp_shifted_sum(v: &mut [f64], shift: f64) -> f64 {
         let e = Lanes::load(q).map(|x| exp_nonpos(x - shift));
         e.store(q);
         // Entry i goes to lane i mod 4: the low half, then the high half.
-        for l in 0..4 {
-            lanes[l] += e.0[0][l];
+        for (l, v) in lanes.iter_mut().zip(e.0[0]) {
+            *l += v;
         }
-        for l in 0..4 {
-            lanes[l] += e.0[1][l];
+        for (l, v) in lanes.iter_mut().zip(e.0[1]) {
+            *l += v;
         }
     }
     let rest = c.into_remainder();
@@ -188,7 +181,11 @@ mod tests {
             .map(|i| {
                 let u = (i as f64 + 0.5) / n as f64;
                 // Dense near 0 (where softmax terms live) and spread down to MIN_X.
-                if i % 2 == 0 { -40.0 * u } else { MIN_X * u }
+                if i % 2 == 0 {
+                    -40.0 * u
+                } else {
+                    MIN_X * u
+                }
             })
             .collect();
         for &x in &xs {

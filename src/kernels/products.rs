@@ -1,6 +1,6 @@
 //! The three matrix products of one chunk of the UFM objective, without packing.
 //!
-//! Per chunk of `m` samples the objective needs (THEORY §1; `ufm.rs`)
+//! Per chunk of `m` samples the objective needs (docs/theory.md §1; `model::objective`)
 //! - `Z = W H_c` (K x m, depth d),
 //! - `dW_c = G_c H_c^T` (K x d, depth m),
 //! - `dH_c = W^T G_c + lh H_c` (d x m, depth K), and `||H_c||^2`.
@@ -352,7 +352,13 @@ mod avx512 {
     #[inline]
     fn row_masks(mr: usize) -> [__mmask8; 2] {
         let lo = if mr >= 8 { 0xff } else { (1u16 << mr) as u8 - 1 };
-        let hi = if mr >= 16 { 0xff } else if mr > 8 { (1u16 << (mr - 8)) as u8 - 1 } else { 0 };
+        let hi = if mr >= 16 {
+            0xff
+        } else if mr > 8 {
+            (1u16 << (mr - 8)) as u8 - 1
+        } else {
+            0
+        };
         [lo, hi]
     }
 }
@@ -403,9 +409,8 @@ mod tests {
                 let hsq = p.grad_h(wm, gm, hm, lh, &mut dh);
                 // Sums of up to 512 products of numbers in [-1, 1]: rounding differs from the
                 // loop's by at most depth * eps * sum|terms| <= 512 * 2.2e-16 * 512.
-                let close = |a: &[f64], b: &[f64], depth: usize| {
-                    a.iter().zip(b).all(|(x, y)| (x - y).abs() <= 4.0 * depth as f64 * depth as f64 * f64::EPSILON)
-                };
+                let close =
+                    |a: &[f64], b: &[f64], depth: usize| a.iter().zip(b).all(|(x, y)| (x - y).abs() <= 4.0 * depth as f64 * depth as f64 * f64::EPSILON);
                 assert!(close(&z, &z_ref, d), "logits k={k} d={d} m={m} vectorised={}", p.vectorised());
                 assert!(close(&dw, &dw_ref, m), "grad_w k={k} d={d} m={m} vectorised={}", p.vectorised());
                 assert!(close(&dh, &dh_ref, k + 1), "grad_h k={k} d={d} m={m} vectorised={}", p.vectorised());

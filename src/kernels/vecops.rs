@@ -275,7 +275,17 @@ fn diff_and_dots6(gn: &[f64], go: &[f64], d: &[f32], y: &mut [f32], dw: &mut [f6
 /// reference the fused, range-by-range pass is tested against.
 #[cfg(test)]
 #[allow(clippy::too_many_arguments)]
-pub fn combine_and_step(isa: Isa, out: &mut [f32], c_out: f64, terms: &[(&[f32], f64)], g: &[f64], cg: f64, step: f64, x: &mut [f64], parts: &mut Vec<f64>) -> f64 {
+pub fn combine_and_step(
+    isa: Isa,
+    out: &mut [f32],
+    c_out: f64,
+    terms: &[(&[f32], f64)],
+    g: &[f64],
+    cg: f64,
+    step: f64,
+    x: &mut [f64],
+    parts: &mut Vec<f64>,
+) -> f64 {
     let n = out.len();
     let (os, xs) = (SharedMut::new(out), SharedMut::new(x));
     let mut dg = [0.0];

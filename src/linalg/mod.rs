@@ -1,14 +1,12 @@
 //! Dense kernels on column-major slices: GEMM through `matrixmultiply` (which takes any
 //! strides, so transposes cost nothing); the packing-free products of the objective
-//! ([`products`]); and Jacobi SVD and symmetric eigenvalues for small matrices ([`jacobi`]).
+//! (`kernels::products`); and Jacobi SVD and symmetric eigenvalues for small matrices ([`jacobi`]).
 
 use nalgebra::DMatrix;
 
 pub mod jacobi;
 
-
 pub use jacobi::{svd, sym_eigenvalues, Svd};
-
 
 /// A column-major matrix view: `rows x cols`, element (i, j) at `data[i + j * rows]`.
 #[derive(Clone, Copy)]
@@ -59,22 +57,7 @@ pub fn gemm(alpha: f64, a: Mat, ta: bool, b: Mat, tb: bool, beta: f64, c: &mut [
     // SAFETY: the asserts above guarantee every index matrixmultiply touches is in bounds:
     // A spans rows(A)*cols(A) = a.data.len(), B likewise, and C is m x n with unit row stride.
     unsafe {
-        matrixmultiply::dgemm(
-            m,
-            k,
-            n,
-            alpha,
-            a.data.as_ptr(),
-            rsa,
-            csa,
-            b.data.as_ptr(),
-            rsb,
-            csb,
-            beta,
-            c.as_mut_ptr(),
-            1,
-            m as isize,
-        );
+        matrixmultiply::dgemm(m, k, n, alpha, a.data.as_ptr(), rsa, csa, b.data.as_ptr(), rsb, csb, beta, c.as_mut_ptr(), 1, m as isize);
     }
 }
 

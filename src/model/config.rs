@@ -85,7 +85,8 @@ pub fn parse_counts_file(text: &str, name: &str) -> Result<Vec<SetCount>> {
             .filter(|t| !t.is_empty())
             .map(|t| t.parse::<usize>().map_err(|_| crate::error::Error::new(format!("{name}: line {}: '{t}' is not a class index", i + 1))))
             .collect::<Result<_>>()?;
-        let count = count.trim().parse::<usize>().map_err(|_| crate::error::Error::new(format!("{name}: line {}: '{}' is not a count", i + 1, count.trim())))?;
+        let count =
+            count.trim().parse::<usize>().map_err(|_| crate::error::Error::new(format!("{name}: line {}: '{}' is not a count", i + 1, count.trim())))?;
         set.sort_unstable();
         out.push(SetCount { set, count });
     }
@@ -192,11 +193,7 @@ impl UfmConfig {
     pub fn validate(mut self) -> Result<ValidConfig> {
         self.check_scalars()?;
         if self.per_set.len() != 1 && self.per_set.len() != self.max_labels {
-            bail!(
-                "--per-set: expected 1 count or {} counts (one per multiplicity), got {}",
-                self.max_labels,
-                self.per_set.len()
-            );
+            bail!("--per-set: expected 1 count or {} counts (one per multiplicity), got {}", self.max_labels, self.per_set.len());
         }
         self.per_set = self.expanded_per_set();
         let bytes = self.memory_estimate();
@@ -221,12 +218,7 @@ impl UfmConfig {
 pub fn available_memory_bytes() -> f64 {
     std::fs::read_to_string("/proc/meminfo")
         .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("MemAvailable:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<f64>().ok())
-        })
+        .and_then(|s| s.lines().find(|l| l.starts_with("MemAvailable:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse::<f64>().ok()))
         .map(|kib| kib * 1024.0)
         .unwrap_or(16.0 * 1024.0 * 1024.0 * 1024.0)
 }
@@ -251,16 +243,7 @@ mod tests {
     use super::*;
 
     fn base() -> UfmConfig {
-        UfmConfig {
-            classes: 4,
-            max_labels: 2,
-            dim: 4,
-            per_set: vec![1],
-            lambda_w: 5e-3,
-            lambda_h: 5e-3,
-            lambda_b: 5e-3,
-            loss: Loss::Pal,
-        }
+        UfmConfig { classes: 4, max_labels: 2, dim: 4, per_set: vec![1], lambda_w: 5e-3, lambda_h: 5e-3, lambda_b: 5e-3, loss: Loss::Pal }
     }
 
     #[test]
@@ -279,6 +262,23 @@ mod tests {
         for (c, flag) in cases {
             let e = c.validate().unwrap_err();
             assert!(e.0.contains(flag), "{e} should mention {flag}");
+        }
+    }
+
+    proptest::proptest! {
+        /// A configuration survives JSON (the report's `config`, a sweep line's key) and the
+        /// sweep file's TOML unchanged, and validates the same way before and after.
+        #[test]
+        fn config_round_trips(k in 2usize..9, m in 1usize..4, d in 1usize..12, per in proptest::collection::vec(0usize..4, 1..4),
+                              lw in 1e-6f64..1.0, lh in 1e-6f64..1.0, lb in 0.0f64..1.0, loss in 0usize..3) {
+            let loss = [Loss::Pal, Loss::PalMean, Loss::Bce][loss];
+            let c = UfmConfig { classes: k, max_labels: m, dim: d, per_set: per, lambda_w: lw, lambda_h: lh, lambda_b: lb, loss };
+            let back: UfmConfig = serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
+            proptest::prop_assert_eq!(&back, &c);
+            let toml_text = toml::to_string(&c).unwrap();
+            let from_toml: UfmConfig = toml::from_str(&toml_text).unwrap();
+            proptest::prop_assert_eq!(&from_toml, &c);
+            proptest::prop_assert_eq!(c.clone().validate().map(|v| v.config), back.validate().map(|v| v.config));
         }
     }
 

@@ -73,7 +73,9 @@ impl LabelSets {
         let mut counts = vec![0; sets.len()];
         let mut set_of = Vec::with_capacity(samples.len());
         for s in samples {
-            let j = sets.binary_search_by(|x| x.len().cmp(&s.len()).then_with(|| x.cmp(s))).map_err(|_| crate::error::Error::new("internal: label set not found"))?;
+            let j = sets
+                .binary_search_by(|x| x.len().cmp(&s.len()).then_with(|| x.cmp(s)))
+                .map_err(|_| crate::error::Error::new("internal: label set not found"))?;
             counts[j] += 1;
             set_of.push(j as u32);
         }

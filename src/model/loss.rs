@@ -1,5 +1,5 @@
 //! Multi-label losses on one logit column, with a stable log-sum-exp (the exponentials of
-//! the shifted logits come from [`crate::fastexp`], within 2 ulp of libm).
+//! the shifted logits come from `kernels::exp`, within 2 ulp of libm).
 //!
 //! The softmax losses are `L(u, S) = c_S (LSE(u) - t_S . u)` with target `t_S = 1_S / m`:
 //! - PAL (pick-all-label): `c_S = m`, i.e. `m LSE(u) - sum_{k in S} u_k`;

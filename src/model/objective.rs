@@ -1,11 +1,11 @@
-//! The UFM objective (THEORY §1):
+//! The UFM objective (docs/theory.md §1):
 //! `f(W, H, b) = (1/N) sum_i L(W h_i + b, S_i) + lw/2 ||W||_F^2 + lh/2 ||H||_F^2 + lb/2 ||b||^2`,
 //! with gradient `G = dL/dZ / N`, `dW = G H^T + lw W`, `dH = W^T G + lh H`, `db = G 1 + lb b`.
 //!
 //! Parameters are one flat vector `x = [W (K x d), H (d x N), b (K)]`, column-major.
 //! The evaluation is fused: one GEMM for Z, one pass over Z for loss and G, two GEMMs.
-//! The objective knows nothing about the optimiser; [`Cached`] adapts it to argmin and
-//! caches cost and gradient together, because argmin asks for them separately.
+//! The objective implements the solver's interface ([`FusedObjective`]) through [`UfmEval`];
+//! it knows nothing else about the optimiser.
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -18,12 +18,12 @@ use rayon::prelude::*;
 
 use crate::kernels::cpu::Isa;
 use crate::kernels::products::ChunkProducts;
-use crate::linalg::{gemm, Mat};
 use crate::kernels::shared::SharedMut;
-use crate::solver::problem::{ChunkHooks, FusedObjective, RangePreconditioner};
-use crate::solver::{IterCallback, Method, SolveParams, SolveResult};
+use crate::linalg::{gemm, Mat};
 use crate::model::loss::{loss_and_grad_in_place, loss_grad_bias_in_place, loss_grad_entropy_in_place, Loss};
 use crate::model::precond::{sample_m, PreFactors, PreLayout, SamplePre, PRE_C0};
+use crate::solver::problem::{ChunkHooks, FusedObjective, RangePreconditioner};
+use crate::solver::{IterCallback, Method, SolveParams, SolveResult};
 
 /// The regularised UFM objective for one configuration.
 #[derive(Debug, Clone)]
@@ -44,7 +44,7 @@ pub struct UfmObjective {
     pub loss: Loss,
     /// Label sets and per-sample set index.
     pub labels: LabelSets,
-    /// Which samples' features the solver's preconditioner acts on (see [`crate::precond`]).
+    /// Which samples' features the solver's preconditioner acts on (see [`crate::model::precond`]).
     pub pre: PreLayout,
 }
 
@@ -84,11 +84,7 @@ impl UfmObjective {
     /// Splits a flat vector into W, H and b.
     pub fn split<'a>(&self, x: &'a [f64]) -> Point<'a> {
         let (kd, dn) = (self.k * self.d, self.d * self.n);
-        Point {
-            w: Mat::new(&x[..kd], self.k, self.d),
-            h: Mat::new(&x[kd..kd + dn], self.d, self.n),
-            b: &x[kd + dn..],
-        }
+        Point { w: Mat::new(&x[..kd], self.k, self.d), h: Mat::new(&x[kd..kd + dn], self.d, self.n), b: &x[kd + dn..] }
     }
 
     /// Seeded start with every entry drawn from N(0, std^2).
@@ -208,8 +204,7 @@ impl UfmObjective {
         let layout = &self.pre;
         let products = &ws.products;
         let isa = ws.isa;
-        let (zs, ghs, dws, dbs) =
-            (SharedMut::new(&mut ws.z), SharedMut::new(gh), SharedMut::new(&mut ws.dw), SharedMut::new(&mut ws.db));
+        let (zs, ghs, dws, dbs) = (SharedMut::new(&mut ws.z), SharedMut::new(gh), SharedMut::new(&mut ws.dw), SharedMut::new(&mut ws.db));
         let inv_n = 1.0 / n as f64;
         let body = |c: usize| -> [f64; 2] {
             let r = c * SAMPLE_CHUNK..((c + 1) * SAMPLE_CHUNK).min(n);
@@ -304,8 +299,7 @@ impl UfmObjective {
         ws.neg_entropy.resize(n, 0.0);
         let products = &ws.products;
         let isa = ws.isa;
-        let (zs, grs, dbs, es) =
-            (SharedMut::new(&mut ws.z), SharedMut::new(&mut ws.gram), SharedMut::new(&mut ws.db), SharedMut::new(&mut ws.neg_entropy));
+        let (zs, grs, dbs, es) = (SharedMut::new(&mut ws.z), SharedMut::new(&mut ws.gram), SharedMut::new(&mut ws.db), SharedMut::new(&mut ws.neg_entropy));
         let inv_n = 1.0 / n as f64;
         let body = |c: usize| {
             let r = c * SAMPLE_CHUNK..((c + 1) * SAMPLE_CHUNK).min(n);
@@ -362,7 +356,7 @@ const PARALLEL_FLOPS: usize = 1 << 18;
 /// and (loss, ||H||^2). Allocated once per solve.
 pub struct Workspace {
     z: Vec<f64>,
-    /// Preconditioner factors of the last two evaluations (see [`crate::precond`]).
+    /// Preconditioner factors of the last two evaluations (see [`crate::model::precond`]).
     pre: [PreFactors; 2],
     pre_cur: usize,
     pre_on: bool,
@@ -462,7 +456,6 @@ impl UfmEval {
         self.ws.set_isa(isa);
         self
     }
-
 }
 
 // SAFETY: `value_and_gradient_hooked` keeps the contract: `before` and `after` once for each
@@ -484,7 +477,11 @@ unsafe impl FusedObjective for UfmEval {
         self.objective.hook_slots()
     }
     fn pre_total(&self) -> usize {
-        if self.ws.pre_on { self.objective.pre.total() } else { 0 }
+        if self.ws.pre_on {
+            self.objective.pre.total()
+        } else {
+            0
+        }
     }
     /// Two blocks: (W, H) and b. W and H enter the data term only through their product, so
     /// their scales are tied (rescaling W -> aW, H -> H/a leaves it unchanged, and every
@@ -505,20 +502,11 @@ unsafe impl FusedObjective for UfmEval {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Mutex;
     use crate::model::config::UfmConfig;
+    use std::sync::Mutex;
 
     fn objective(loss: Loss, lb: f64) -> UfmObjective {
-        let cfg = UfmConfig {
-            classes: 4,
-            max_labels: 3,
-            dim: 3,
-            per_set: vec![2, 1, 1],
-            lambda_w: 0.01,
-            lambda_h: 0.02,
-            lambda_b: lb,
-            loss,
-        };
+        let cfg = UfmConfig { classes: 4, max_labels: 3, dim: 3, per_set: vec![2, 1, 1], lambda_w: 0.01, lambda_h: 0.02, lambda_b: lb, loss };
         UfmObjective::new(&cfg.validate().unwrap())
     }
 
@@ -550,9 +538,7 @@ mod tests {
     fn value_at_origin_is_log_k_weighted() {
         let obj = objective(Loss::Pal, 0.01);
         let x = vec![0.0; obj.dim()];
-        let expect: f64 = obj.labels.set_of.iter().map(|&s| obj.labels.sets[s as usize].len() as f64).sum::<f64>()
-            * (4f64).ln()
-            / obj.n as f64;
+        let expect: f64 = obj.labels.set_of.iter().map(|&s| obj.labels.sets[s as usize].len() as f64).sum::<f64>() * (4f64).ln() / obj.n as f64;
         assert!((obj.value(&x) - expect).abs() < 1e-14);
     }
 
@@ -608,8 +594,7 @@ mod tests {
             assert!(g.iter().zip(&want_g).all(|(a, b)| a.to_bits() == b.to_bits()));
             let calls = hooks.calls.into_inner().unwrap();
             for phase in [true, false] {
-                let mut seen: Vec<(usize, std::ops::Range<usize>)> =
-                    calls.iter().filter(|c| c.0 == phase).map(|c| (c.1, c.2.clone())).collect();
+                let mut seen: Vec<(usize, std::ops::Range<usize>)> = calls.iter().filter(|c| c.0 == phase).map(|c| (c.1, c.2.clone())).collect();
                 assert_eq!(seen.len(), obj.hook_slots());
                 seen.sort_by_key(|c| c.1.start);
                 let mut slots: Vec<usize> = seen.iter().map(|c| c.0).collect();

@@ -6,7 +6,7 @@
 //! lambda and about 14 lambda, and exactly `sum_i (|S_i| - 1)` eigenvalues 100 to 2,000 times
 //! larger: for each sample with several labels, the directions that move the logits of its
 //! own labels apart (its labels share the probability, so the softmax curvature `p_a p_b` is
-//! large there; `examples/hessian_spectrum.rs`, README "Where E's iterations go"). A few
+//! large there; `examples/hessian_spectrum.rs`; docs/performance.md). A few
 //! stored L-BFGS pairs cannot resolve thousands of them. For the features `h_i` of such a
 //! sample, that curvature is known in closed form: the loss's Hessian in `h_i` is
 //! `(1/N) W^T A_i W`, with `A_i = c (diag p - p p^T)` the softmax Hessian (`c` the loss's
@@ -41,9 +41,6 @@ use crate::model::loss::Loss;
 /// Samples with more labels than this are left unpreconditioned (`P_i = I`).
 pub const MAX_RANK: usize = 4;
 
-
-
-
 /// `c0 = PRE_C0 lambda_h`: the curvature the stiff directions are scaled to. Measured with
 /// `examples/precond_lbfgs.rs` (whole-vector L-BFGS, seeds 0 to 5): 10 gave the fewest
 /// evaluations on E (median 122 against 146.5 without, and 124.5 at 30, 116 at 3 but more on
@@ -77,7 +74,11 @@ impl PreLayout {
             .iter()
             .map(|&s| {
                 let r = labels.sets[s as usize].len();
-                if (2..=MAX_RANK).contains(&r) { r as u8 } else { 0 }
+                if (2..=MAX_RANK).contains(&r) {
+                    r as u8
+                } else {
+                    0
+                }
             })
             .collect();
         if rank.iter().all(|&r| r == 0) {
@@ -106,10 +107,15 @@ impl PreLayout {
         if !self.active() {
             return false;
         }
-        let work: f64 = self.rank.iter().filter(|&&r| r > 0).map(|&r| {
-            let r = r as f64;
-            8.0 * r * d as f64 + 30.0 * r * r * r
-        }).sum();
+        let work: f64 = self
+            .rank
+            .iter()
+            .filter(|&&r| r > 0)
+            .map(|&r| {
+                let r = r as f64;
+                8.0 * r * d as f64 + 30.0 * r * r * r
+            })
+            .sum();
         work <= PRE_MAX_COST * 6.0 * (k * d * self.rank.len()) as f64
     }
 
@@ -374,7 +380,17 @@ impl SamplePre<'_> {
     /// `dir . g` into `lanes` (the full blocks of eight) and `tail_dg` (the rest).
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
-    fn correct_sample<const R: usize>(&self, i: usize, t: &impl Fn(usize) -> f64, dir: &mut [f32], x: &mut [f64], g: &[f64], a: f64, lanes: &mut Lanes, tail_dg: &mut f64) {
+    fn correct_sample<const R: usize>(
+        &self,
+        i: usize,
+        t: &impl Fn(usize) -> f64,
+        dir: &mut [f32],
+        x: &mut [f64],
+        g: &[f64],
+        a: f64,
+        lanes: &mut Lanes,
+        tail_dg: &mut f64,
+    ) {
         let d = self.d;
         let n8 = d / LANES * LANES;
         let av = Lanes::splat(a);
@@ -424,7 +440,6 @@ impl RangePreconditioner for SamplePre<'_> {
         SamplePre::correct(self, t, dir, x, g, a)
     }
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -490,7 +505,17 @@ mod tests {
 
     impl Case {
         fn view(&self, isa: Isa) -> SamplePre<'_> {
-            SamplePre { first: 0, count: self.labels.samples(), d: self.d, k: self.k, layout: &self.layout, labels: &self.labels, wt: &self.wt, m: &self.m, isa }
+            SamplePre {
+                first: 0,
+                count: self.labels.samples(),
+                d: self.d,
+                k: self.k,
+                layout: &self.layout,
+                labels: &self.labels,
+                wt: &self.wt,
+                m: &self.m,
+                isa,
+            }
         }
         fn b(&self, i: usize) -> DMatrix<f64> {
             let set = &self.labels.sets[self.labels.set_of[i] as usize];

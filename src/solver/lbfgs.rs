@@ -2,7 +2,7 @@
 //!
 //! argmin's own L-BFGS allocates and clones whole parameter vectors on every vector
 //! operation; at 10^5..10^7 variables that costs far more than the objective (measured: see
-//! `benches/` and the README). This solver keeps every vector in buffers allocated once:
+//! `benches/` and docs/performance.md). This solver keeps every vector in buffers allocated once:
 //! x (the iterate, or during a line search the trial point, moved in place), the gradient
 //! and the trial gradient (f64), and m stored pairs (d_i, y_i) with s_i = sigma_i d_i
 //! (sigma_i the accepted step), kept in f32: 3 + m f64-sized vectors in all.
@@ -49,7 +49,7 @@
 //! vectors.
 //!
 //! # A preconditioner in block 0
-//! When the objective passes factors to its hooks ([`crate::precond`]: for the UFM, the
+//! When the objective passes factors to its hooks (`model::precond`: for the UFM, the
 //! features of samples with several labels, on problems where the extra work is cheap),
 //! block 0's `gamma_0 I` becomes `gamma_0 P`, with `P = I - sum_i B_i^T M_i B_i`
 //! symmetric positive definite and changing with the iterate. The recursion needs P only in
@@ -90,8 +90,8 @@ use super::linesearch::{Action, MoreThuente, MoreThuenteParams};
 use super::problem::{ChunkHooks, FusedObjective, RangePreconditioner, MAX_BLOCKS, MAX_HISTORY};
 use super::{HistoryPoint, IterCallback};
 use crate::error::Error;
-use crate::kernels::shared::{SharedMut, Staggered};
 use crate::kernels::cpu::Isa;
+use crate::kernels::shared::{SharedMut, Staggered};
 use crate::kernels::vecops::{combine_range, curvature_range, dot2, step_into_f32, step_range, MAX_STREAMS};
 
 /// argmin state type of this solver (cost only).
@@ -516,7 +516,11 @@ impl ChunkHooks for PassHooks<'_> {
             let t = unsafe { self.pre_t.slice(pr.clone()) };
             let views: [&[f64]; MAX_HISTORY + 1] = std::array::from_fn(|v| {
                 // SAFETY: as above.
-                if v <= self.m && coef[v] != 0.0 { unsafe { self.proj.view(v * tot + pr.start..v * tot + pr.end) } } else { &[] }
+                if v <= self.m && coef[v] != 0.0 {
+                    unsafe { self.proj.view(v * tot + pr.start..v * tot + pr.end) }
+                } else {
+                    &[]
+                }
             });
             for (j, tj) in t.iter_mut().enumerate() {
                 *tj = (0..=self.m).filter(|&v| coef[v] != 0.0).map(|v| coef[v] * views[v][j]).sum();
@@ -840,7 +844,11 @@ impl InPlaceLbfgs {
                 4.0 * a
             } else if dhi > 0.0 && dlo < 0.0 {
                 let sec = lo - dlo * (hi - lo) / (dhi - dlo);
-                if sec > lo && sec < hi { sec } else { 0.5 * (lo + hi) }
+                if sec > lo && sec < hi {
+                    sec
+                } else {
+                    0.5 * (lo + hi)
+                }
             } else {
                 0.5 * (lo + hi)
             };

@@ -128,10 +128,7 @@ impl MoreThuente {
             let (mut fym, mut gym) = (self.fy - self.sty * gt, self.gy - gt);
             let (fm, gm) = (f - stp * gt, g - gt);
             let mut sp = stp;
-            dcstep(
-                &mut self.stx, &mut fxm, &mut gxm, &mut self.sty, &mut fym, &mut gym, &mut sp, fm, gm, &mut self.brackt,
-                self.stmin, self.stmax,
-            );
+            dcstep(&mut self.stx, &mut fxm, &mut gxm, &mut self.sty, &mut fym, &mut gym, &mut sp, fm, gm, &mut self.brackt, self.stmin, self.stmax);
             self.stp = sp;
             self.fx = fxm + self.stx * gt;
             self.fy = fym + self.sty * gt;
@@ -140,8 +137,18 @@ impl MoreThuente {
         } else {
             let mut sp = stp;
             dcstep(
-                &mut self.stx, &mut self.fx, &mut self.gx, &mut self.sty, &mut self.fy, &mut self.gy, &mut sp, f, g,
-                &mut self.brackt, self.stmin, self.stmax,
+                &mut self.stx,
+                &mut self.fx,
+                &mut self.gx,
+                &mut self.sty,
+                &mut self.fy,
+                &mut self.gy,
+                &mut sp,
+                f,
+                g,
+                &mut self.brackt,
+                self.stmin,
+                self.stmax,
             );
             self.stp = sp;
         }
@@ -298,10 +305,10 @@ mod tests {
     /// Strong Wolfe conditions on smooth 1-D functions (the first is More & Thuente's test 1).
     #[test]
     fn finds_strong_wolfe_steps() {
-        let tests: Vec<Box<dyn Fn(f64) -> (f64, f64)>> = vec![
-            Box::new(|a: f64| (-a / (a * a + 2.0), (a * a - 2.0) / (a * a + 2.0).powi(2))),
-            Box::new(|a: f64| ((a - 2.0).powi(4) - a, 4.0 * (a - 2.0).powi(3) - 1.0)),
-            Box::new(|a: f64| ((a - 3.0).powi(2), 2.0 * (a - 3.0))),
+        let tests: [fn(f64) -> (f64, f64); 3] = [
+            |a| (-a / (a * a + 2.0), (a * a - 2.0) / (a * a + 2.0).powi(2)),
+            |a| ((a - 2.0).powi(4) - a, 4.0 * (a - 2.0).powi(3) - 1.0),
+            |a| ((a - 3.0).powi(2), 2.0 * (a - 3.0)),
         ];
         for (i, phi) in tests.iter().enumerate() {
             for stp0 in [1e-3, 1e-1, 1.0, 10.0] {

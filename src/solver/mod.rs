@@ -192,4 +192,3 @@ pub fn minimize<O: FusedObjective>(objective: O, x0: Vec<f64>, params: &SolvePar
     };
     Ok((result, eval))
 }
-

@@ -1,4 +1,4 @@
-//! The optimum the theorem predicts (THEORY §2–3), from a small convex problem.
+//! The optimum the theorem predicts (docs/theory.md §2 and §3), from a small convex problem.
 //!
 //! Under the ansatz `W W^T = alpha (I - 11^T/K)`, `h_S = t_m sum_{k in S} w_k`, `b = 0`, with
 //! `gamma_m = alpha t_m`, minimising over alpha in closed form leaves
@@ -219,8 +219,7 @@ pub fn predict_counts(k: usize, d: usize, n_m: &[usize], loss: Loss, lw: f64, lh
     let red = Reduced::new(k, n_m, loss, lw, lh);
     let stat = red.trivial_statistic();
     let trivial = red.active.is_empty() || stat <= 1.0;
-    let (gamma_active, iters, grad_norm) =
-        if trivial { (vec![0.0; red.active.len()], 0, 0.0) } else { red.solve() };
+    let (gamma_active, iters, grad_norm) = if trivial { (vec![0.0; red.active.len()], 0, 0.0) } else { red.solve() };
     let objective = red.value(&gamma_active);
     let kf = k as f64;
     let mut gamma = vec![None; n_m.len()];
@@ -230,15 +229,9 @@ pub fn predict_counts(k: usize, d: usize, n_m: &[usize], loss: Loss, lw: f64, lh
     if n_m.len() == k && n_m[k - 1] > 0 {
         gamma[k - 1] = Some(0.0);
     }
-    let sum: f64 = red
-        .active
-        .iter()
-        .zip(&gamma_active)
-        .map(|(&(m, _, _), &g)| n_m[m - 1] as f64 * g * g * m as f64 * (kf - m as f64) / kf)
-        .sum();
+    let sum: f64 = red.active.iter().zip(&gamma_active).map(|(&(m, _, _), &g)| n_m[m - 1] as f64 * g * g * m as f64 * (kf - m as f64) / kf).sum();
     let alpha = (lh * sum / (lw * (kf - 1.0))).sqrt();
-    let t: Vec<Option<f64>> =
-        gamma.iter().map(|g| g.and_then(|g| if alpha > 0.0 { Some(g / alpha) } else { None })).collect();
+    let t: Vec<Option<f64>> = gamma.iter().map(|g| g.and_then(|g| if alpha > 0.0 { Some(g / alpha) } else { None })).collect();
     let g1 = gamma.first().copied().flatten().filter(|&g| g > 0.0);
     let scale = gamma
         .iter()
@@ -270,7 +263,7 @@ pub fn simplex_basis(k: usize) -> DMatrix<f64> {
     q.columns(0, k - 1).into_owned()
 }
 
-/// The flat parameter vector `[W, H, b]` of the predicted optimum (THEORY §2), when d >= K-1:
+/// The flat parameter vector `[W, H, b]` of the predicted optimum (docs/theory.md §2), when d >= K-1:
 /// `W = sqrt(alpha) U` (padded with zero columns), `h_S = t_m sum_{k in S} w_k`, `b = 0`.
 pub fn predicted_point(cfg: &ValidConfig, pred: &Prediction) -> Option<Vec<f64>> {
     let (k, d) = (cfg.config.classes, cfg.config.dim);

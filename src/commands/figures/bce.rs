@@ -9,10 +9,11 @@ use plotters::prelude::*;
 use serde::Deserialize;
 
 use super::{experiment, pe, Figure, FONT, PALETTE};
+use crate::analysis::assess::assess;
+use crate::analysis::metrics::set_means;
+use crate::commands::verify::VerifyOptions;
 use crate::error::Result;
 use crate::model::loss::Loss;
-use crate::analysis::metrics::set_means;
-use crate::commands::verify::{assess, VerifyOptions};
 
 #[derive(Deserialize)]
 struct Exp {
@@ -59,7 +60,8 @@ pub fn compute() -> Result<Bce> {
             .enumerate()
             .filter(|(_, s)| s.len() >= 2)
             .map(|(j, s)| {
-                let sum: nalgebra::DVector<f64> = s.iter().map(|&c| mu.column(cfg.labels.singleton(c).unwrap_or(c)).into_owned()).fold(nalgebra::DVector::zeros(mu.nrows()), |a, b| a + b);
+                let sum: nalgebra::DVector<f64> =
+                    s.iter().map(|&c| mu.column(cfg.labels.singleton(c).unwrap_or(c)).into_owned()).fold(nalgebra::DVector::zeros(mu.nrows()), |a, b| a + b);
                 pr(sum.normalize() * mu.column(j).norm())
             })
             .collect();
@@ -97,7 +99,13 @@ impl Figure for Bce {
             let lim = p.means.iter().chain(&p.crosses).map(|q| q.0.abs().max(q.1.abs())).fold(1e-12, f64::max) * 1.25;
             let (w, h) = cell.dim_in_pixel();
             let half_w = lim * (w as f64 - 80.0) / (h as f64 - 90.0);
-            let mut ch = ChartBuilder::on(cell).caption(&p.title, (FONT, 14)).margin(10).x_label_area_size(35).y_label_area_size(45).build_cartesian_2d(-half_w..half_w, -lim..lim).map_err(pe)?;
+            let mut ch = ChartBuilder::on(cell)
+                .caption(&p.title, (FONT, 14))
+                .margin(10)
+                .x_label_area_size(35)
+                .y_label_area_size(45)
+                .build_cartesian_2d(-half_w..half_w, -lim..lim)
+                .map_err(pe)?;
             ch.configure_mesh().x_desc("singular direction 1").y_desc("singular direction 2").label_style((FONT, 12)).draw().map_err(pe)?;
             for (j, s) in p.sets.iter().enumerate() {
                 let line = vec![(0.0, 0.0), p.means[j]];
@@ -113,8 +121,17 @@ impl Figure for Bce {
                 .map_err(pe)?
                 .label("direction of the sum of the set's tag means")
                 .legend(|(x, y)| Cross::new((x + 9, y), 6, PALETTE[3].stroke_width(2)));
-            ch.draw_series(std::iter::empty::<Circle<(f64, f64), i32>>()).map_err(pe)?.label("class means (solid), multi-label means (black, dashed)").legend(|(x, y)| Circle::new((x + 9, y), 5, BLACK.filled()));
-            ch.configure_series_labels().position(SeriesLabelPosition::LowerRight).label_font((FONT, 12)).background_style(WHITE.mix(0.85)).border_style(BLACK).draw().map_err(pe)?;
+            ch.draw_series(std::iter::empty::<Circle<(f64, f64), i32>>())
+                .map_err(pe)?
+                .label("class means (solid), multi-label means (black, dashed)")
+                .legend(|(x, y)| Circle::new((x + 9, y), 5, BLACK.filled()));
+            ch.configure_series_labels()
+                .position(SeriesLabelPosition::LowerRight)
+                .label_font((FONT, 12))
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK)
+                .draw()
+                .map_err(pe)?;
         }
         Ok(())
     }

@@ -14,9 +14,9 @@ use serde::Deserialize;
 use super::{experiment, pe, Figure, FONT, PALETTE};
 use crate::error::Result;
 use crate::model::loss::Loss;
+use crate::model::objective::UfmObjective;
 use crate::solver::SolveParams;
 use crate::theory::prediction::predict;
-use crate::model::objective::UfmObjective;
 
 #[derive(Deserialize)]
 struct Exp {
@@ -28,6 +28,9 @@ struct Exp {
     seed: u64,
     middle_gap: f64,
 }
+
+/// An iterate recorded by the solver's callback: (iteration, objective, parameters).
+type Snapshot = (u64, f64, Vec<f64>);
 
 /// One panel: projected samples and means.
 pub struct Panel {
@@ -83,7 +86,7 @@ pub fn compute() -> Result<Collapse> {
         let cfg = super::config(e.classes, m, e.dim, vec![e.per_set; m], e.lambda, Loss::Pal)?;
         let pred = predict(&cfg);
         let obj = UfmObjective::new(&cfg);
-        let snaps: Arc<Mutex<Vec<(u64, f64, Vec<f64>)>>> = Arc::new(Mutex::new(Vec::new()));
+        let snaps: Arc<Mutex<Vec<Snapshot>>> = Arc::new(Mutex::new(Vec::new()));
         let s2 = snaps.clone();
         let cb = Box::new(move |it: u64, x: &[f64], f: f64, _g: f64| {
             if let Ok(mut v) = s2.lock() {
@@ -129,7 +132,10 @@ impl Figure for Collapse {
     }
     fn draw<DB: DrawingBackend>(&self, area: &DrawingArea<DB, Shift>) -> Result<()> {
         let area = area
-            .titled(&format!("Multi-label neural collapse in the UFM (K = {}, PAL loss): features on their top-2 singular directions", self.classes), (FONT, 24))
+            .titled(
+                &format!("Multi-label neural collapse in the UFM (K = {}, PAL loss): features on their top-2 singular directions", self.classes),
+                (FONT, 24),
+            )
             .map_err(pe)?;
         let cells = area.split_evenly((2, 3));
         for (r, (sets, panels)) in self.rows.iter().enumerate() {
@@ -148,7 +154,13 @@ impl Figure for Collapse {
                     .y_label_area_size(40)
                     .build_cartesian_2d(-half_w..half_w, ylo..yhi)
                     .map_err(pe)?;
-                ch.configure_mesh().x_desc("singular direction 1").y_desc("singular direction 2").label_style((FONT, 11)).light_line_style(WHITE.mix(0.0)).draw().map_err(pe)?;
+                ch.configure_mesh()
+                    .x_desc("singular direction 1")
+                    .y_desc("singular direction 2")
+                    .label_style((FONT, 11))
+                    .light_line_style(WHITE.mix(0.0))
+                    .draw()
+                    .map_err(pe)?;
                 let colour = |s: &Vec<usize>| PALETTE[s[0] % PALETTE.len()];
                 for (j, s) in sets.iter().enumerate() {
                     let line = vec![(0.0, 0.0), p.means[j]];
@@ -186,11 +198,11 @@ impl Figure for Collapse {
                             .label("theory: s_2 x tag-wise average")
                             .legend(|(x, y)| Cross::new((x + 9, y), 6, BLACK.stroke_width(2)));
                     }
-                    for j in 0..k {
+                    for (j, colour) in PALETTE.iter().enumerate().take(k) {
                         ch.draw_series(std::iter::empty::<Circle<(f64, f64), i32>>())
                             .map_err(pe)?
                             .label(format!("class {j} (m = 1 samples)"))
-                            .legend(move |(x, y)| Circle::new((x + 9, y), 5, PALETTE[j].filled()));
+                            .legend(move |(x, y)| Circle::new((x + 9, y), 5, colour.filled()));
                     }
                     if r == 1 {
                         ch.draw_series(std::iter::empty::<Circle<(f64, f64), i32>>())
@@ -198,7 +210,13 @@ impl Figure for Collapse {
                             .label("m = 2 samples (two tags), dashed: mean")
                             .legend(|(x, y)| Circle::new((x + 9, y), 6, BLACK.stroke_width(1)));
                     }
-                    ch.configure_series_labels().position(SeriesLabelPosition::LowerRight).label_font((FONT, 11)).background_style(WHITE.mix(0.85)).border_style(BLACK).draw().map_err(pe)?;
+                    ch.configure_series_labels()
+                        .position(SeriesLabelPosition::LowerRight)
+                        .label_font((FONT, 11))
+                        .background_style(WHITE.mix(0.85))
+                        .border_style(BLACK)
+                        .draw()
+                        .map_err(pe)?;
                 }
             }
         }

@@ -9,13 +9,13 @@ use plotters::prelude::*;
 use serde::Deserialize;
 
 use super::{decades, experiment, log_range, pe, Figure, FONT, PALETTE};
-use crate::theory::certificate::certify;
+use crate::analysis::metrics::Metrics;
 use crate::error::Result;
 use crate::model::loss::Loss;
-use crate::analysis::metrics::Metrics;
-use crate::solver::SolveParams;
-use crate::theory::prediction::predict;
 use crate::model::objective::UfmObjective;
+use crate::solver::SolveParams;
+use crate::theory::certificate::certify;
+use crate::theory::prediction::predict;
 
 #[derive(Deserialize)]
 struct Exp {
@@ -51,18 +51,43 @@ pub fn compute() -> Result<Convergence> {
             .fold(0.0, f64::max);
         let cert = certify(&obj2, x, f).relative_gap.unwrap_or(f64::NAN);
         let gap = (f - pred2.objective) / pred2.objective;
-        let row = [it as f64, gap, g, m.nc1.unwrap_or(f64::NAN), m.nc2_w.unwrap_or(f64::NAN), m.nc2_h.unwrap_or(f64::NAN), m.nc3.unwrap_or(f64::NAN), angle, scale, cert];
+        let row = [
+            it as f64,
+            gap,
+            g,
+            m.nc1.unwrap_or(f64::NAN),
+            m.nc2_w.unwrap_or(f64::NAN),
+            m.nc2_h.unwrap_or(f64::NAN),
+            m.nc3.unwrap_or(f64::NAN),
+            angle,
+            scale,
+            cert,
+        ];
         if let Ok(mut v) = r2.lock() {
             v.push(row);
         }
     });
     obj.solve(e.seed, &SolveParams::default(), Some(cb))?;
     let rows = rows.lock().map(|v| v.clone()).unwrap_or_default();
-    let names = ["objective gap (f - f*)/f*", "gradient norm", "NC1", "NC2-W", "NC2-H", "NC3", "max tag-wise angle (deg)", "scale error |s - s_m|/s_m", "certified gap (f - D)/f"];
-    let series = names.iter().enumerate().map(|(i, n)| (*n, rows.iter().map(|r| (r[0], r[i + 1])).filter(|p| p.1 > 0.0 && p.1.is_finite()).collect())).collect();
+    let names = [
+        "objective gap (f - f*)/f*",
+        "gradient norm",
+        "NC1",
+        "NC2-W",
+        "NC2-H",
+        "NC3",
+        "max tag-wise angle (deg)",
+        "scale error |s - s_m|/s_m",
+        "certified gap (f - D)/f",
+    ];
+    let series =
+        names.iter().enumerate().map(|(i, n)| (*n, rows.iter().map(|r| (r[0], r[i + 1])).filter(|p| p.1 > 0.0 && p.1.is_finite()).collect())).collect();
     Ok(Convergence {
         series,
-        title: format!("Convergence of L-BFGS to M-lab neural collapse (K = {}, M = {}, per set {:?}, lambda = {:e})", e.classes, e.max_labels, e.per_set, e.lambda),
+        title: format!(
+            "Convergence of L-BFGS to M-lab neural collapse (K = {}, M = {}, per set {:?}, lambda = {:e})",
+            e.classes, e.max_labels, e.per_set, e.lambda
+        ),
     })
 }
 
@@ -80,7 +105,15 @@ impl Figure for Convergence {
             .y_label_area_size(70)
             .build_cartesian_2d(0.0..xmax, (lo..hi).log_scale().with_key_points(decades(lo, hi)))
             .map_err(pe)?;
-        ch.configure_mesh().x_desc("L-BFGS iteration").x_label_formatter(&|v| format!("{v:.0}")).y_desc("value (log scale)").label_style((FONT, 14)).axis_desc_style((FONT, 16)).y_label_formatter(&|v| format!("{v:.0e}")).draw().map_err(pe)?;
+        ch.configure_mesh()
+            .x_desc("L-BFGS iteration")
+            .x_label_formatter(&|v| format!("{v:.0}"))
+            .y_desc("value (log scale)")
+            .label_style((FONT, 14))
+            .axis_desc_style((FONT, 16))
+            .y_label_formatter(&|v| format!("{v:.0e}"))
+            .draw()
+            .map_err(pe)?;
         for (i, (name, pts)) in self.series.iter().enumerate() {
             let col = PALETTE[i % PALETTE.len()];
             ch.draw_series(LineSeries::new(pts.clone(), col.stroke_width(2)))
@@ -88,7 +121,13 @@ impl Figure for Convergence {
                 .label(*name)
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], col.stroke_width(2)));
         }
-        ch.configure_series_labels().position(SeriesLabelPosition::UpperRight).label_font((FONT, 14)).background_style(WHITE.mix(0.85)).border_style(BLACK).draw().map_err(pe)?;
+        ch.configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .label_font((FONT, 14))
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()
+            .map_err(pe)?;
         Ok(())
     }
 }

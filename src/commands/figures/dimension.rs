@@ -8,9 +8,9 @@ use rayon::prelude::*;
 use serde::Deserialize;
 
 use super::{decades, experiment, log_range, pe, Figure, FONT, PALETTE};
+use crate::commands::verify::{verify, VerifyOptions};
 use crate::error::Result;
 use crate::model::loss::Loss;
-use crate::commands::verify::{verify, VerifyOptions};
 
 #[derive(Deserialize)]
 struct Exp {
@@ -41,7 +41,11 @@ pub fn compute() -> Result<Dimension> {
         .map(|d| -> Result<(f64, f64, f64)> {
             let cfg = super::config(e.classes, e.max_labels, d, vec![e.per_set], e.lambda, Loss::Pal)?;
             let r = verify(&cfg, &seeds, &VerifyOptions::default())?;
-            let best = r.runs.iter().min_by(|a, b| a.objective.total_cmp(&b.objective)).map(|b| (b.relative_objective_gap, b.certificate.relative_gap.unwrap_or(f64::NAN)));
+            let best = r
+                .runs
+                .iter()
+                .min_by(|a, b| a.objective.total_cmp(&b.objective))
+                .map(|b| (b.relative_objective_gap, b.certificate.relative_gap.unwrap_or(f64::NAN)));
             let (gap, cert) = best.unwrap_or((f64::NAN, f64::NAN));
             Ok((d as f64, gap.max(FLOOR), cert.max(FLOOR)))
         })
@@ -68,7 +72,8 @@ impl Figure for Dimension {
             .build_cartesian_2d(0.5..dmax + 0.5, (lo..hi).log_scale().with_key_points(decades(lo, hi)))
             .map_err(pe)?;
         ch.configure_mesh()
-            .x_desc("feature dimension d").x_label_formatter(&|v| format!("{v:.0}"))
+            .x_desc("feature dimension d")
+            .x_label_formatter(&|v| format!("{v:.0}"))
             .y_desc("relative gap (log scale; 1e-16 = rounding level)")
             .label_style((FONT, 14))
             .axis_desc_style((FONT, 16))
@@ -78,7 +83,10 @@ impl Figure for Dimension {
         for (i, (label, pick)) in [("objective gap (f - f*)/f*", 1usize), ("certified duality gap (f - D)/f", 2)].into_iter().enumerate() {
             let col = PALETTE[i];
             let pts: Vec<(f64, f64)> = self.rows.iter().map(|r| (r.0, if pick == 1 { r.1 } else { r.2 })).collect();
-            ch.draw_series(LineSeries::new(pts.clone(), col.stroke_width(2))).map_err(pe)?.label(label).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], col.stroke_width(2)));
+            ch.draw_series(LineSeries::new(pts.clone(), col.stroke_width(2)))
+                .map_err(pe)?
+                .label(label)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], col.stroke_width(2)));
             ch.draw_series(pts.iter().map(|p| Circle::new(*p, 6, col.filled()))).map_err(pe)?;
         }
         let kk = (self.k - 1) as f64;
@@ -86,7 +94,13 @@ impl Figure for Dimension {
             .map_err(pe)?
             .label(format!("d = K - 1 = {}", self.k - 1))
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK));
-        ch.configure_series_labels().position(SeriesLabelPosition::UpperRight).label_font((FONT, 14)).background_style(WHITE.mix(0.85)).border_style(BLACK).draw().map_err(pe)?;
+        ch.configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .label_font((FONT, 14))
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()
+            .map_err(pe)?;
         Ok(())
     }
 }

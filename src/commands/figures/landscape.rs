@@ -9,9 +9,9 @@ use serde::Deserialize;
 use super::{experiment, pe, Figure, FONT, PALETTE};
 use crate::error::Result;
 use crate::model::loss::Loss;
+use crate::model::objective::UfmObjective;
 use crate::solver::SolveParams;
 use crate::theory::prediction::predict;
-use crate::model::objective::UfmObjective;
 
 #[derive(Deserialize)]
 struct Exp {
@@ -44,7 +44,10 @@ pub fn compute() -> Result<Landscape> {
         .collect::<Result<_>>()?;
     let hit = gaps.iter().filter(|g| **g <= -9.0).count();
     Ok(Landscape {
-        title: format!("Landscape: {hit} of {} random starts reach the predicted optimum to 1e-9 (K = {}, M = {}, N(0, {}²) starts)", e.starts, e.classes, e.max_labels, e.init_std),
+        title: format!(
+            "Landscape: {hit} of {} random starts reach the predicted optimum to 1e-9 (K = {}, M = {}, N(0, {}²) starts)",
+            e.starts, e.classes, e.max_labels, e.init_std
+        ),
         log_gaps: gaps,
     })
 }
@@ -72,7 +75,8 @@ impl Figure for Landscape {
             .map_err(pe)?;
         ch.configure_mesh()
             .x_desc("log10 |f - f*| / f*  (final relative gap; -17 = exact to rounding)")
-            .y_desc("number of starts").y_label_formatter(&|v| format!("{v:.0}"))
+            .y_desc("number of starts")
+            .y_label_formatter(&|v| format!("{v:.0}"))
             .label_style((FONT, 14))
             .axis_desc_style((FONT, 16))
             .draw()
@@ -89,7 +93,13 @@ impl Figure for Landscape {
             .map_err(pe)?
             .label("verification bar 1e-9")
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK));
-        ch.configure_series_labels().position(SeriesLabelPosition::UpperRight).label_font((FONT, 14)).background_style(WHITE.mix(0.85)).border_style(BLACK).draw().map_err(pe)?;
+        ch.configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .label_font((FONT, 14))
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()
+            .map_err(pe)?;
         Ok(())
     }
 }

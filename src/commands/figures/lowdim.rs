@@ -8,9 +8,9 @@ use rayon::prelude::*;
 use serde::Deserialize;
 
 use super::{experiment, pe, Figure, FONT, PALETTE};
+use crate::commands::verify::{verify, VerifyOptions};
 use crate::error::Result;
 use crate::model::loss::Loss;
-use crate::commands::verify::{verify, VerifyOptions};
 
 #[derive(Deserialize)]
 struct Exp {
@@ -53,7 +53,11 @@ pub fn compute() -> Result<LowDim> {
             Ok((d, sv, best.metrics.nc2_w.unwrap_or(f64::NAN), angle))
         })
         .collect::<Result<_>>()?;
-    Ok(LowDim { rows, k: e.classes, title: format!("Below the ETF dimension: K = {}, M = {}, d = 1..{} (best of {} starts)", e.classes, e.max_labels, e.classes, e.seeds) })
+    Ok(LowDim {
+        rows,
+        k: e.classes,
+        title: format!("Below the ETF dimension: K = {}, M = {}, d = 1..{} (best of {} starts)", e.classes, e.max_labels, e.classes, e.seeds),
+    })
 }
 
 impl Figure for LowDim {
@@ -74,16 +78,30 @@ impl Figure for LowDim {
             .y_label_area_size(55)
             .build_cartesian_2d(0.5..dmax + 0.5, 0.0..1.1)
             .map_err(pe)?;
-        ch.configure_mesh().x_desc("feature dimension d").y_desc("σ_i(W) / σ_1(W)").label_style((FONT, 13)).axis_desc_style((FONT, 14)).x_label_formatter(&|v| format!("{v:.0}")).draw().map_err(pe)?;
+        ch.configure_mesh()
+            .x_desc("feature dimension d")
+            .y_desc("σ_i(W) / σ_1(W)")
+            .label_style((FONT, 13))
+            .axis_desc_style((FONT, 14))
+            .x_label_formatter(&|v| format!("{v:.0}"))
+            .draw()
+            .map_err(pe)?;
         for (d, sv, _, _) in &self.rows {
-            ch.draw_series(sv.iter().enumerate().map(|(i, v)| Circle::new((*d as f64 + 0.06 * i as f64 - 0.1, *v), 5, PALETTE[i % PALETTE.len()].filled()))).map_err(pe)?;
+            ch.draw_series(sv.iter().enumerate().map(|(i, v)| Circle::new((*d as f64 + 0.06 * i as f64 - 0.1, *v), 5, PALETTE[i % PALETTE.len()].filled())))
+                .map_err(pe)?;
         }
         let kk = (self.k - 1) as f64;
         ch.draw_series(DashedLineSeries::new(vec![(kk, 0.0), (kk, 1.1)], 6, 4, BLACK.stroke_width(1)))
             .map_err(pe)?
             .label(format!("d = K - 1 = {}: K-1 equal singular values (ETF)", self.k - 1))
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK));
-        ch.configure_series_labels().position(SeriesLabelPosition::LowerLeft).label_font((FONT, 13)).background_style(WHITE.mix(0.85)).border_style(BLACK).draw().map_err(pe)?;
+        ch.configure_series_labels()
+            .position(SeriesLabelPosition::LowerLeft)
+            .label_font((FONT, 13))
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()
+            .map_err(pe)?;
         let amax = self.rows.iter().map(|r| r.3).fold(1.0, f64::max) * 1.15;
         let mut ch = ChartBuilder::on(&right)
             .caption("NC2-W (left axis) and largest tag-wise angle (right axis)", (FONT, 16))
@@ -94,16 +112,35 @@ impl Figure for LowDim {
             .build_cartesian_2d(0.5..dmax + 0.5, 0.0..1.5)
             .map_err(pe)?
             .set_secondary_coord(0.5..dmax + 0.5, 0.0..amax);
-        ch.configure_mesh().x_desc("feature dimension d").y_desc("NC2-W").label_style((FONT, 13)).axis_desc_style((FONT, 14)).x_label_formatter(&|v| format!("{v:.0}")).draw().map_err(pe)?;
+        ch.configure_mesh()
+            .x_desc("feature dimension d")
+            .y_desc("NC2-W")
+            .label_style((FONT, 13))
+            .axis_desc_style((FONT, 14))
+            .x_label_formatter(&|v| format!("{v:.0}"))
+            .draw()
+            .map_err(pe)?;
         ch.configure_secondary_axes().y_desc("max tag-wise angle (degrees)").label_style((FONT, 13)).axis_desc_style((FONT, 14)).draw().map_err(pe)?;
         let nc: Vec<(f64, f64)> = self.rows.iter().map(|r| (r.0 as f64, r.2)).collect();
         let an: Vec<(f64, f64)> = self.rows.iter().map(|r| (r.0 as f64, r.3)).collect();
         let (c0, c1) = (PALETTE[0], PALETTE[1]);
-        ch.draw_series(LineSeries::new(nc.clone(), c0.stroke_width(2))).map_err(pe)?.label("NC2-W").legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c0.stroke_width(2)));
+        ch.draw_series(LineSeries::new(nc.clone(), c0.stroke_width(2)))
+            .map_err(pe)?
+            .label("NC2-W")
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c0.stroke_width(2)));
         ch.draw_series(nc.iter().map(|p| Circle::new(*p, 5, c0.filled()))).map_err(pe)?;
-        ch.draw_secondary_series(LineSeries::new(an.clone(), c1.stroke_width(2))).map_err(pe)?.label("max tag-wise angle").legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c1.stroke_width(2)));
+        ch.draw_secondary_series(LineSeries::new(an.clone(), c1.stroke_width(2)))
+            .map_err(pe)?
+            .label("max tag-wise angle")
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c1.stroke_width(2)));
         ch.draw_secondary_series(an.iter().map(|p| Circle::new(*p, 5, c1.filled()))).map_err(pe)?;
-        ch.configure_series_labels().position(SeriesLabelPosition::UpperRight).label_font((FONT, 13)).background_style(WHITE.mix(0.85)).border_style(BLACK).draw().map_err(pe)?;
+        ch.configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .label_font((FONT, 13))
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()
+            .map_err(pe)?;
         Ok(())
     }
 }

@@ -110,11 +110,14 @@ pub fn decades(lo: f64, hi: f64) -> Vec<f64> {
     (a..=b).filter(|e| e % 2 == 0).map(|e| 10f64.powi(e)).collect()
 }
 
+/// Computes one figure and writes its files into the folder given.
+type Renderer = Box<dyn Fn(&Path) -> Result<Vec<PathBuf>>>;
+
 /// Renders every figure into `out`; returns the files written.
 pub fn render_all(out: &Path) -> Result<Vec<PathBuf>> {
     std::fs::create_dir_all(out).map_err(|e| Error::new(format!("{}: cannot create: {e}", out.display())))?;
     let mut files = Vec::new();
-    let steps: Vec<(&str, Box<dyn Fn(&Path) -> Result<Vec<PathBuf>>>)> = vec![
+    let steps: Vec<(&str, Renderer)> = vec![
         ("fig1_collapse", Box::new(|o| save(o, &collapse::compute()?))),
         ("fig2_convergence", Box::new(|o| save(o, &convergence::compute()?))),
         ("fig3_scale", Box::new(|o| save(o, &scale::compute()?))),

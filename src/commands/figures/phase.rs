@@ -9,11 +9,11 @@ use rayon::prelude::*;
 use serde::Deserialize;
 
 use super::{experiment, pe, Figure, FONT, PALETTE};
+use crate::analysis::verdict::Verdict;
+use crate::commands::verify::{verify, VerifyOptions};
 use crate::error::Result;
 use crate::model::loss::Loss;
 use crate::theory::prediction::predict;
-use crate::analysis::verdict::Verdict;
-use crate::commands::verify::{verify, VerifyOptions};
 
 #[derive(Deserialize)]
 struct Exp {
@@ -74,7 +74,8 @@ impl Figure for Phase {
             .map_err(pe)?;
         ch.configure_mesh()
             .x_desc("λ = λ_W = λ_H = λ_b (log scale)")
-            .y_desc("samples per label set n").y_label_formatter(&|v| format!("{v:.0}"))
+            .y_desc("samples per label set n")
+            .y_label_formatter(&|v| format!("{v:.0}"))
             .label_style((FONT, 14))
             .axis_desc_style((FONT, 16))
             .x_label_formatter(&|v| format!("{v:.0e}"))
@@ -95,11 +96,22 @@ impl Figure for Phase {
                 .label(label)
                 .legend(move |(x, y)| Circle::new((x + 10, y), 6, col.filled()));
         }
-        ch.draw_series(self.points.iter().filter(|p| !matches!(p.2, Verdict::Verified | Verdict::Trivial | Verdict::NotConverged)).map(|p| Cross::new((p.0, p.1), 8, PALETTE[3].stroke_width(3))))
-            .map_err(pe)?
-            .label("solved: violated")
-            .legend(|(x, y)| Cross::new((x + 10, y), 6, PALETTE[3].stroke_width(3)));
-        ch.configure_series_labels().position(SeriesLabelPosition::UpperRight).label_font((FONT, 14)).background_style(WHITE.mix(0.9)).border_style(BLACK).draw().map_err(pe)?;
+        ch.draw_series(
+            self.points
+                .iter()
+                .filter(|p| !matches!(p.2, Verdict::Verified | Verdict::Trivial | Verdict::NotConverged))
+                .map(|p| Cross::new((p.0, p.1), 8, PALETTE[3].stroke_width(3))),
+        )
+        .map_err(pe)?
+        .label("solved: violated")
+        .legend(|(x, y)| Cross::new((x + 10, y), 6, PALETTE[3].stroke_width(3)));
+        ch.configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .label_font((FONT, 14))
+            .background_style(WHITE.mix(0.9))
+            .border_style(BLACK)
+            .draw()
+            .map_err(pe)?;
         Ok(())
     }
 }

@@ -8,11 +8,11 @@ use rayon::prelude::*;
 use serde::Deserialize;
 
 use super::{experiment, pe, Figure, FONT, PALETTE};
-use crate::model::config::ValidConfig;
+use crate::commands::verify::{verify, VerifyOptions};
 use crate::error::Result;
+use crate::model::config::ValidConfig;
 use crate::model::loss::Loss;
 use crate::theory::prediction::predict;
-use crate::commands::verify::{verify, VerifyOptions};
 
 #[derive(Deserialize)]
 struct Exp {
@@ -43,10 +43,7 @@ pub fn compute() -> Result<Scale> {
     let grid = |n: usize, hi: f64| -> Vec<f64> { (0..n).map(|i| e.lambda_min * (hi / e.lambda_min).powf(i as f64 / (n - 1) as f64)).collect() };
     let mut curves = Vec::new();
     for m in 2..=e.max_labels {
-        let pts = grid(300, lambda_c * 0.9999)
-            .into_iter()
-            .filter_map(|l| Some((l, predict(&cfg(&e, l).ok()?).scale[m - 1]?)))
-            .collect();
+        let pts = grid(300, lambda_c * 0.9999).into_iter().filter_map(|l| Some((l, predict(&cfg(&e, l).ok()?).scale[m - 1]?))).collect();
         curves.push((m, pts));
     }
     let lams = grid(e.solves, lambda_c * 0.85);
@@ -81,7 +78,8 @@ impl Figure for Scale {
             .map_err(pe)?;
         ch.configure_mesh()
             .x_desc("λ = λ_W = λ_H = λ_b (log scale)")
-            .y_desc("scale s_m = ||h_S|| / ||mean of its tags' h_k||").y_label_formatter(&|v| format!("{v:.1}"))
+            .y_desc("scale s_m = ||h_S|| / ||mean of its tags' h_k||")
+            .y_label_formatter(&|v| format!("{v:.1}"))
             .label_style((FONT, 14))
             .axis_desc_style((FONT, 16))
             .x_label_formatter(&|v| format!("{v:.0e}"))
@@ -103,7 +101,13 @@ impl Figure for Scale {
             .map_err(pe)?
             .label(format!("trivial threshold λ_c = {:.4}", self.lambda_c))
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK));
-        ch.configure_series_labels().position(SeriesLabelPosition::LowerLeft).label_font((FONT, 14)).background_style(WHITE.mix(0.85)).border_style(BLACK).draw().map_err(pe)?;
+        ch.configure_series_labels()
+            .position(SeriesLabelPosition::LowerLeft)
+            .label_font((FONT, 14))
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()
+            .map_err(pe)?;
         Ok(())
     }
 }

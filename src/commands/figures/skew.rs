@@ -9,10 +9,10 @@ use rayon::prelude::*;
 use serde::Deserialize;
 
 use super::{experiment, log_range, pe, Figure, FONT, PALETTE};
-use crate::model::config::{skewed_counts, UfmConfig};
-use crate::error::Result;
-use crate::model::loss::Loss;
 use crate::commands::verify::{verify, VerifyOptions};
+use crate::error::Result;
+use crate::model::config::{skewed_counts, UfmConfig};
+use crate::model::loss::Loss;
 
 #[derive(Deserialize)]
 struct Exp {
@@ -35,7 +35,16 @@ pub struct Skew {
 /// Solves one skewed configuration per rho.
 pub fn compute() -> Result<Skew> {
     let e: Exp = experiment("fig7_skew.toml", include_str!("../../../experiments/fig7_skew.toml"))?;
-    let base = UfmConfig { classes: e.classes, max_labels: e.max_labels, dim: e.classes, per_set: e.per_set.clone(), lambda_w: e.lambda, lambda_h: e.lambda, lambda_b: e.lambda, loss: Loss::Pal };
+    let base = UfmConfig {
+        classes: e.classes,
+        max_labels: e.max_labels,
+        dim: e.classes,
+        per_set: e.per_set.clone(),
+        lambda_w: e.lambda,
+        lambda_h: e.lambda,
+        lambda_b: e.lambda,
+        loss: Loss::Pal,
+    };
     let balanced = verify(&base.clone().validate()?, &[0], &VerifyOptions::default())?.predicted.scale[1].unwrap_or(f64::NAN) / 2.0;
     let rhos: Vec<f64> = (0..e.points).map(|i| e.rho_max.powf(i as f64 / (e.points - 1) as f64)).collect();
     let target = vec![0, e.classes - 1];
@@ -80,19 +89,37 @@ impl Figure for Skew {
             .y_label_area_size(60)
             .build_cartesian_2d((0.9..rmax * 1.1).log_scale(), ylo - pad..yhi + pad)
             .map_err(pe)?;
-        ch.configure_mesh().x_desc("class-frequency ratio ρ (most / least frequent class)").y_desc("weight c").label_style((FONT, 13)).axis_desc_style((FONT, 14)).x_label_formatter(&|v| format!("{v:.0}")).draw().map_err(pe)?;
+        ch.configure_mesh()
+            .x_desc("class-frequency ratio ρ (most / least frequent class)")
+            .y_desc("weight c")
+            .label_style((FONT, 13))
+            .axis_desc_style((FONT, 14))
+            .x_label_formatter(&|v| format!("{v:.0}"))
+            .draw()
+            .map_err(pe)?;
         let k = self.k;
-        for (i, (label, pick)) in [("c_0 (most frequent class 0)".to_string(), 1usize), (format!("c_{} (least frequent class {})", k - 1, k - 1), 2)].into_iter().enumerate() {
+        for (i, (label, pick)) in
+            [("c_0 (most frequent class 0)".to_string(), 1usize), (format!("c_{} (least frequent class {})", k - 1, k - 1), 2)].into_iter().enumerate()
+        {
             let col = PALETTE[i];
             let pts: Vec<(f64, f64)> = self.rows.iter().map(|r| (r.0, if pick == 1 { r.1 } else { r.2 })).collect();
-            ch.draw_series(LineSeries::new(pts.clone(), col.stroke_width(2))).map_err(pe)?.label(label).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], col.stroke_width(2)));
+            ch.draw_series(LineSeries::new(pts.clone(), col.stroke_width(2)))
+                .map_err(pe)?
+                .label(label)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], col.stroke_width(2)));
             ch.draw_series(pts.iter().map(|p| Circle::new(*p, 5, col.filled()))).map_err(pe)?;
         }
         ch.draw_series(DashedLineSeries::new(vec![(0.9, self.balanced), (rmax * 1.1, self.balanced)], 6, 4, BLACK.stroke_width(1)))
             .map_err(pe)?
             .label(format!("balanced theory s_2/2 = {:.4}", self.balanced))
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK));
-        ch.configure_series_labels().position(SeriesLabelPosition::LowerLeft).label_font((FONT, 13)).background_style(WHITE.mix(0.85)).border_style(BLACK).draw().map_err(pe)?;
+        ch.configure_series_labels()
+            .position(SeriesLabelPosition::LowerLeft)
+            .label_font((FONT, 13))
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()
+            .map_err(pe)?;
         let (lo, hi) = log_range(self.rows.iter().flat_map(|r| [r.3, r.4]));
         let mut ch = ChartBuilder::on(&right)
             .caption("off-span residual and certified gap", (FONT, 16))
@@ -101,14 +128,31 @@ impl Figure for Skew {
             .y_label_area_size(70)
             .build_cartesian_2d((0.9..rmax * 1.1).log_scale(), (lo..hi).log_scale())
             .map_err(pe)?;
-        ch.configure_mesh().x_desc("class-frequency ratio ρ").y_desc("relative value (log scale)").label_style((FONT, 13)).axis_desc_style((FONT, 14)).x_label_formatter(&|v| format!("{v:.0}")).y_label_formatter(&|v| format!("{v:.0e}")).draw().map_err(pe)?;
+        ch.configure_mesh()
+            .x_desc("class-frequency ratio ρ")
+            .y_desc("relative value (log scale)")
+            .label_style((FONT, 13))
+            .axis_desc_style((FONT, 14))
+            .x_label_formatter(&|v| format!("{v:.0}"))
+            .y_label_formatter(&|v| format!("{v:.0e}"))
+            .draw()
+            .map_err(pe)?;
         for (i, (label, pick)) in [("max over S of ||mu_S - fit|| / ||mu_S||", 3usize), ("certified duality gap (f - D)/f", 4)].into_iter().enumerate() {
             let col = PALETTE[i + 2];
             let pts: Vec<(f64, f64)> = self.rows.iter().map(|r| (r.0, if pick == 3 { r.3 } else { r.4 })).collect();
-            ch.draw_series(LineSeries::new(pts.clone(), col.stroke_width(2))).map_err(pe)?.label(label).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], col.stroke_width(2)));
+            ch.draw_series(LineSeries::new(pts.clone(), col.stroke_width(2)))
+                .map_err(pe)?
+                .label(label)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], col.stroke_width(2)));
             ch.draw_series(pts.iter().map(|p| Circle::new(*p, 5, col.filled()))).map_err(pe)?;
         }
-        ch.configure_series_labels().position(SeriesLabelPosition::MiddleRight).label_font((FONT, 13)).background_style(WHITE.mix(0.85)).border_style(BLACK).draw().map_err(pe)?;
+        ch.configure_series_labels()
+            .position(SeriesLabelPosition::MiddleRight)
+            .label_font((FONT, 13))
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()
+            .map_err(pe)?;
         Ok(())
     }
 }
