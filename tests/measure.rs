@@ -64,6 +64,7 @@ struct Files {
     b: PathBuf,
 }
 
+#[allow(clippy::too_many_arguments)] // the four arrays with their shapes, as the files hold them
 fn write_all(d: &Path, feats: &[f64], n: usize, dim: usize, y: &[f64], k: usize, w_rowmajor: &[f64], b: &[f64], f32_feats: bool) -> Files {
     let files = Files { f: d.join("f.npy"), y: d.join("y.npy"), w: d.join("w.npy"), b: d.join("b.npy") };
     if f32_feats {

@@ -9,7 +9,10 @@ use mlab_nc::model::objective::UfmObjective;
 use mlab_nc::theory::prediction::{predict, predicted_point};
 use nalgebra::DMatrix;
 
-const CASES: &[(usize, usize, &[usize], f64, f64, bool)] = &[
+/// (K, M, counts per multiplicity, lw, lh, PAL (else PAL-mean)).
+type Case = (usize, usize, &'static [usize], f64, f64, bool);
+
+const CASES: &[Case] = &[
     (4, 2, &[1, 1], 5e-3, 5e-3, true),
     (5, 3, &[3, 1, 2], 2e-3, 7e-3, true),
     (7, 2, &[2, 5], 1e-3, 1e-3, false),
