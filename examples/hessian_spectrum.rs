@@ -12,7 +12,7 @@
 //! instead the spectrum of `L^-1 Hess L^-T`, where `L L^T = P^-1` is the per-sample
 //! preconditioner of `examples/precond_lbfgs.rs` with `c0 = C0 lambda_h`.
 //!
-//! Measured (lambda = 2e-4; see the README, "Where E's iterations go"): besides the zero
+//! Measured (lambda = 2e-4; see docs/performance.md, "Where E's iterations go"): besides the zero
 //! eigenvalues of the rotations, a bulk from `lambda` to about `14 lambda`, and exactly
 //! `sum_i (|S_i| - 1)` eigenvalues 100 to 2,000 times larger, one per direction that moves
 //! the logits of a sample's own labels apart (the softmax curvature `p_a p_b` is largest

@@ -16,10 +16,10 @@
 //! `examples/hessian_spectrum.rs` finds, in H only (by Woodbury: `P_i v = v - B_i^T M_i B_i v`,
 //! `M_i = tau (I + tau A_i B_i B_i^T)^-1 A_i`). `gamma_b = s.y / y.P y` on each block.
 //!
-//! Measured (README, "Where E's iterations go"): evaluations to the gap, seeds 0 to 5,
+//! Measured (docs/performance.md, "Where E's iterations go"): evaluations to the gap, seeds 0 to 5,
 //! E: median 146.5 without, 122 with C0 = 10; D: 124 and 115.5. The stiff directions then
 //! show up in W and b (`hessian_spectrum ... C0`). The solver now has this preconditioner,
-//! fused into its passes (`src/precond.rs`), where it is cheap enough to pay.
+//! fused into its passes (`src/model/precond.rs`), where it is cheap enough to pay.
 use mlab_nc::commands::timing::preset;
 use mlab_nc::model::objective::{UfmEval, UfmObjective};
 use mlab_nc::solver::linesearch::{Action, MoreThuente, MoreThuenteParams};

@@ -84,7 +84,7 @@ pub struct SolverArgs {
     #[arg(long = "max-iters", default_value_t = SolveParams::default().max_iters)]
     pub max_iters: u64,
     /// Relative gradient tolerance: stop when ||grad|| <= TOL sqrt(2 lambda_min |f|).
-    #[arg(long = "tol-grad", default_value_t = SolveParams::default().tol_grad, value_parser = positive, allow_hyphen_values = true)]
+    #[arg(long = "tol-grad", default_value = "1e-8", value_parser = positive, allow_hyphen_values = true)]
     pub tol_grad: f64,
     /// Standard deviation of the seeded Gaussian start.
     #[arg(long = "init-std", default_value_t = SolveParams::default().init_std, value_parser = positive, allow_hyphen_values = true)]
@@ -187,7 +187,7 @@ pub struct TimingArgs {
     #[arg(long, value_delimiter = ',', default_value = "A,B,C,D,E", value_parser = clap::builder::PossibleValuesParser::new(["A", "B", "C", "D", "E", "scale"]))]
     pub preset: Vec<String>,
     /// Target relative objective gap to the prediction.
-    #[arg(long, default_value_t = 1e-10, value_parser = positive, allow_hyphen_values = true)]
+    #[arg(long, default_value = "1e-10", value_parser = positive, allow_hyphen_values = true)]
     pub gap: f64,
     /// Repetitions per preset (the median is reported).
     #[arg(long, default_value_t = 5, value_parser = at_least_1)]
@@ -215,13 +215,13 @@ pub struct ProblemArgs {
     #[arg(long = "per-set", value_name = "COUNTS", value_delimiter = ',', default_value = "1", allow_hyphen_values = true)]
     pub per_set: Vec<usize>,
     /// Weight decay on W.
-    #[arg(long = "lambda-w", default_value_t = 5e-3, value_parser = non_negative, allow_hyphen_values = true)]
+    #[arg(long = "lambda-w", default_value = "5e-3", value_parser = non_negative, allow_hyphen_values = true)]
     pub lambda_w: f64,
     /// Weight decay on H.
-    #[arg(long = "lambda-h", default_value_t = 5e-3, value_parser = non_negative, allow_hyphen_values = true)]
+    #[arg(long = "lambda-h", default_value = "5e-3", value_parser = non_negative, allow_hyphen_values = true)]
     pub lambda_h: f64,
     /// Weight decay on b (0 leaves b unregularised).
-    #[arg(long = "lambda-b", default_value_t = 5e-3, value_parser = non_negative, allow_hyphen_values = true)]
+    #[arg(long = "lambda-b", default_value = "5e-3", value_parser = non_negative, allow_hyphen_values = true)]
     pub lambda_b: f64,
     /// Loss: pal (sum over labels), pal-mean (divided by |S|), or bce (one-vs-all sigmoid).
     #[arg(long, value_enum, default_value_t = Loss::Pal)]
@@ -261,22 +261,22 @@ pub struct UfmArgs {
 #[derive(Args, Debug, Clone)]
 pub struct TolArgs {
     /// Max relative objective gap to the prediction for `verified`.
-    #[arg(long = "tol-objective", default_value_t = Tolerances::default().objective, value_parser = positive, allow_hyphen_values = true)]
+    #[arg(long = "tol-objective", default_value = "1e-9", value_parser = positive, allow_hyphen_values = true)]
     pub objective: f64,
     /// Max relative certified (duality) gap for `verified`.
-    #[arg(long = "tol-certificate", default_value_t = Tolerances::default().certificate, value_parser = positive, allow_hyphen_values = true)]
+    #[arg(long = "tol-certificate", default_value = "1e-7", value_parser = positive, allow_hyphen_values = true)]
     pub certificate: f64,
     /// Max NC2-W, NC2-H, NC3 and relative errors of alpha and s_m.
-    #[arg(long = "tol-geometry", default_value_t = Tolerances::default().geometry, value_parser = positive, allow_hyphen_values = true)]
+    #[arg(long = "tol-geometry", default_value = "1e-4", value_parser = positive, allow_hyphen_values = true)]
     pub geometry: f64,
     /// Max NC1.
-    #[arg(long = "tol-nc1", default_value_t = Tolerances::default().nc1, value_parser = positive, allow_hyphen_values = true)]
+    #[arg(long = "tol-nc1", default_value = "1e-8", value_parser = positive, allow_hyphen_values = true)]
     pub nc1: f64,
     /// Max tag-wise angle, degrees.
-    #[arg(long = "tol-angle", default_value_t = Tolerances::default().angle_deg, value_parser = positive, allow_hyphen_values = true)]
+    #[arg(long = "tol-angle", default_value = "0.01", value_parser = positive, allow_hyphen_values = true)]
     pub angle_deg: f64,
     /// Max bias norm (centred when lambda_b = 0).
-    #[arg(long = "tol-bias", default_value_t = Tolerances::default().bias, value_parser = positive, allow_hyphen_values = true)]
+    #[arg(long = "tol-bias", default_value = "1e-4", value_parser = positive, allow_hyphen_values = true)]
     pub bias: f64,
 }
 
@@ -496,5 +496,22 @@ where
             eprintln!("error: {e}");
             2
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The defaults written as text in the flags are the library's defaults.
+    #[test]
+    fn flag_defaults_are_the_library_defaults() {
+        let cli = Cli::try_parse_from(["mlab-nc", "ufm", "-K", "4", "-M", "2"]).unwrap();
+        let Command::Ufm(a) = cli.command else { panic!("ufm") };
+        let (p, d) = (a.solver.params(), SolveParams::default());
+        assert_eq!((p.tol_grad, p.max_iters, p.init_std, p.history), (d.tol_grad, d.max_iters, d.init_std, d.history));
+        assert_eq!(a.tol.tolerances(), Tolerances::default());
+        let c = UfmConfig::new(4, 2);
+        assert_eq!((a.problem.lambda_w, a.problem.lambda_h, a.problem.lambda_b), (c.lambda_w, c.lambda_h, c.lambda_b));
     }
 }

@@ -14,7 +14,7 @@ fn binom(n: usize, k: usize) -> f64 {
     (0..k).fold(1.0, |a, i| a * (n - i) as f64 / (i + 1) as f64)
 }
 
-/// The reduced problem solved a second, independent way (THEORY §3): for a given
+/// The reduced problem solved a second, independent way (docs/theory.md §3): for a given
 /// r = sqrt(sum q gamma^2), each gamma_m solves the 1-D stationarity equation
 /// p_m c_m sigma_m(gamma) = q_m gamma / r by bisection; then r is the fixed point of
 /// r = sqrt(sum q gamma(r)^2), found by bisection in log r. Returns (objective, gammas, alpha).

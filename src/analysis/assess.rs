@@ -1,5 +1,5 @@
 //! Judging solves: every start measured against the prediction and the certificate, and the
-//! report of a configuration built from its starts.
+//! report of a configuration built from its starts (docs/theory.md §2, §5 and §7).
 
 use nalgebra::DMatrix;
 

@@ -1,4 +1,5 @@
-//! The neural-collapse metrics of features from a real network, in memory.
+//! The neural-collapse metrics (docs/theory.md §5) of features from a real network, in
+//! memory.
 //!
 //! Features are N x d (one row per sample, PyTorch layout), labels N x K multi-hot, the
 //! classifier K x d (`nn.Linear.weight`), the bias K. Row-major N x d is exactly the

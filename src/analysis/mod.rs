@@ -6,3 +6,6 @@ pub mod measure;
 pub mod metrics;
 pub mod report;
 pub mod verdict;
+
+pub use metrics::Metrics;
+pub use verdict::{Tolerances, Verdict};

@@ -1,4 +1,5 @@
-//! The verdict of one solve against the theorem, from comparisons that can fail.
+//! The verdict of one solve against the theorem, from comparisons that can fail
+//! (docs/theory.md §7).
 //!
 //! Order of judgement:
 //! 1. a precondition fails (d < K-1, or counts unequal within a multiplicity) -> `outside-theorem`;

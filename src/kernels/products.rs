@@ -262,6 +262,10 @@ mod avx512 {
     impl Tile {
         /// Accumulates the tile over the whole depth in `R` rows of registers, then applies
         /// the epilogue. Rows past `mr` are masked off (never read, never written).
+        ///
+        /// # Safety
+        /// AVX-512F; the tile lies inside the operands `product` checked: rows
+        /// `i0..i0 + mr` of A and C (and H), columns `j0..j0 + N` of B and C, depth `depth`.
         #[inline]
         #[target_feature(enable = "avx512f")]
         #[allow(clippy::needless_range_loop)] // one index walks the accumulators and the columns together
@@ -313,6 +317,9 @@ mod avx512 {
         /// A tile of at most 4 rows (the row remainder) in 4-wide registers: on this core a
         /// 4-wide FMA costs half an 8-wide one, so a remainder of 2 rows (K = 50) or 4
         /// (K = 100) costs half of what an 8-row tile would.
+        ///
+        /// # Safety
+        /// As [`Tile::run`], with `mr <= 4`.
         #[inline]
         #[target_feature(enable = "avx512f,avx512vl,fma")]
         #[allow(clippy::needless_range_loop)] // one index walks the accumulators and the columns together

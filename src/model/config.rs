@@ -114,6 +114,13 @@ pub fn skewed_counts(c: &UfmConfig, rho: f64, singletons_only: bool) -> Vec<SetC
 }
 
 impl UfmConfig {
+    /// K classes and label sets of up to M labels, with the defaults of `mlab-nc ufm`: d = K,
+    /// one sample per label set, every weight decay 5e-3, the PAL loss. Change any field, then
+    /// [`validate`](Self::validate).
+    pub fn new(classes: usize, max_labels: usize) -> Self {
+        UfmConfig { classes, max_labels, dim: classes, per_set: vec![1], lambda_w: 5e-3, lambda_h: 5e-3, lambda_b: 5e-3, loss: Loss::Pal }
+    }
+
     /// Number of samples N implied by the configuration (as f64, so huge sizes do not overflow).
     pub fn samples_f64(&self) -> f64 {
         let per = self.expanded_per_set();

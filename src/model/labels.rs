@@ -1,4 +1,4 @@
-//! Label sets and the data layout: every S ⊆ {0..K-1} with 1 <= |S| <= M, each repeated n_{|S|} times.
+//! Label sets and the data layout (docs/theory.md §1): every S ⊆ {0..K-1} with 1 <= |S| <= M, each repeated n_{|S|} times.
 //!
 //! Samples are stored grouped by label set, in the order of [`LabelSets::sets`]
 //! (by multiplicity, then lexicographically).

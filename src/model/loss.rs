@@ -1,4 +1,4 @@
-//! Multi-label losses on one logit column, with a stable log-sum-exp (the exponentials of
+//! Multi-label losses on one logit column (docs/theory.md §1), with a stable log-sum-exp (the exponentials of
 //! the shifted logits come from `kernels::exp`, within 2 ulp of libm).
 //!
 //! The softmax losses are `L(u, S) = c_S (LSE(u) - t_S . u)` with target `t_S = 1_S / m`:

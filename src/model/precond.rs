@@ -1,5 +1,5 @@
 //! The stiff-direction preconditioner of the UFM features, for the solver's initial inverse
-//! Hessian.
+//! Hessian (docs/theory.md §6).
 //!
 //! # What it is
 //! At the optimum, the Hessian of the UFM objective has a bulk of eigenvalues between

@@ -2,6 +2,8 @@
 //! driven by argmin's executor. The solver knows nothing of the UFM: it defines what it needs
 //! of a problem ([`problem::FusedObjective`]), and `model::objective` implements it.
 //!
+//! The stopping rule and the method are derived in docs/theory.md §6.
+//!
 //! Two solvers: the default in-place L-BFGS ([`lbfgs`], no allocation per iteration) and
 //! argmin's own L-BFGS ([`argmin_lbfgs`], for comparison). Both stop on the relative rule
 //! `||grad f|| <= tol_grad sqrt(2 lambda_min |f|)`: if the curvature along the remaining

@@ -1,4 +1,8 @@
-//! What the theorem predicts, and the certificate that checks a solve without it.
+//! What the theorem predicts (docs/theory.md §3), and the certificate that checks a solve
+//! without it (§4).
 
 pub mod certificate;
 pub mod prediction;
+
+pub use certificate::{certify, Certificate};
+pub use prediction::{predict, Prediction};
