@@ -24,6 +24,11 @@ pub struct VerifyOptions {
 
 /// Solves and judges every seed of one configuration.
 pub fn verify(cfg: &ValidConfig, seeds: &[u64], opts: &VerifyOptions) -> Result<UfmReport> {
+    opts.solve.validate()?;
+    opts.tol.validate()?;
+    if seeds.is_empty() {
+        return Err(crate::error::Error::new("--seeds must be at least 1"));
+    }
     let pred = predict(cfg);
     let obj = UfmObjective::new(cfg);
     let runs: Vec<RunReport> =
