@@ -95,6 +95,14 @@ pub struct SolverArgs {
     /// L-BFGS implementation: in-place (default) or argmin (argmin's own, for comparison).
     #[arg(long, value_enum, default_value_t = Method::InPlace)]
     pub solver: Method,
+    /// Stop as soon as the duality certificate proves the relative suboptimality at most this
+    /// (0 turns the certified stop off; the gradient rule always applies).
+    #[arg(long = "tol-stop", default_value = "1e-8", value_parser = non_negative, allow_hyphen_values = true)]
+    pub tol_stop: f64,
+    /// Wall-time limit per solve, in seconds: a solve that reaches it stops, not converged,
+    /// and its results are kept.
+    #[arg(long = "time-limit", value_name = "SECONDS", value_parser = positive, allow_hyphen_values = true)]
+    pub time_limit: Option<f64>,
 }
 
 impl SolverArgs {
@@ -107,6 +115,8 @@ impl SolverArgs {
             history: self.history as usize,
             method: self.solver,
             target_objective: None,
+            tol_stop: self.tol_stop,
+            time_limit: self.time_limit,
         }
     }
 }
@@ -509,7 +519,7 @@ mod tests {
         let cli = Cli::try_parse_from(["mlab-nc", "ufm", "-K", "4", "-M", "2"]).unwrap();
         let Command::Ufm(a) = cli.command else { panic!("ufm") };
         let (p, d) = (a.solver.params(), SolveParams::default());
-        assert_eq!((p.tol_grad, p.max_iters, p.init_std, p.history), (d.tol_grad, d.max_iters, d.init_std, d.history));
+        assert_eq!((p.tol_grad, p.max_iters, p.init_std, p.history, p.tol_stop), (d.tol_grad, d.max_iters, d.init_std, d.history, d.tol_stop));
         assert_eq!(a.tol.tolerances(), Tolerances::default());
         let c = UfmConfig::new(4, 2);
         assert_eq!((a.problem.lambda_w, a.problem.lambda_h, a.problem.lambda_b), (c.lambda_w, c.lambda_h, c.lambda_b));

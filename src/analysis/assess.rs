@@ -8,7 +8,7 @@ use crate::analysis::report::{CertifiedPrediction, RunReport, Summary, UfmReport
 use crate::analysis::verdict::{judge, Evidence, Kind, Tolerances, Verdict};
 use crate::model::config::ValidConfig;
 use crate::model::objective::UfmObjective;
-use crate::solver::{SolveParams, SolveResult};
+use crate::solver::{SolveParams, SolveResult, StopReason};
 use crate::theory::certificate::certify;
 use crate::theory::prediction::Prediction;
 
@@ -21,7 +21,7 @@ pub fn rel_err(a: f64, b: f64) -> f64 {
 }
 
 /// Measures a finished solve against the prediction and judges it.
-pub fn assess(cfg: &ValidConfig, obj: &UfmObjective, pred: &Prediction, seed: u64, sol: SolveResult, tol: &Tolerances) -> RunReport {
+pub fn assess(cfg: &ValidConfig, obj: &UfmObjective, pred: &Prediction, seed: u64, sol: &SolveResult, tol: &Tolerances) -> RunReport {
     let p = obj.split(&sol.x);
     let mu = set_means(p.h, &cfg.labels);
     let mut metrics = Metrics::compute_from_means(p.h, &mu, &cfg.labels, Some(p.w), Some(p.b));
@@ -70,14 +70,29 @@ pub fn assess(cfg: &ValidConfig, obj: &UfmObjective, pred: &Prediction, seed: u6
             geometry.push((format!("scale s_{m} relative error"), e.unwrap_or(nan), Kind::Linear));
         }
     }
+    let solve_unresolved = if sol.stopped_by == StopReason::NotFinite {
+        Some(format!("the solve left what float64 (and the solver's float32 pairs) can hold: {}", sol.termination))
+    } else if !sol.objective.is_finite() || sol.x.iter().any(|v| !v.is_finite()) {
+        Some("the solve's point or objective is not finite in float64".to_string())
+    } else if let Some(r) = Some(obj.rounding_bound(&sol.x, sol.objective)).filter(|&r| !(r <= tol.objective / 10.0)) {
+        Some(format!("float64 evaluates the objective only to {r:.1e} relative here (the losses are below the rounding of logits this large), short of the {:.0e} the verdict needs", tol.objective))
+    } else if let Some(g) = certificate.relative_gap.filter(|&g| g < -tol.objective) {
+        Some(format!("the certificate's lower bound is {:.1e} relative above the attained objective: float64 cannot evaluate one of them here", -g))
+    } else {
+        None
+    };
     let evidence = Evidence {
         etf_possible: pred.etf_possible,
         balanced: cfg.labels.balanced_within_multiplicity(),
         loss_covered: pred.loss_covered,
         trivial: pred.trivial,
+        prediction_unvalidated: pred.unvalidated_reason.clone(),
+        prediction_error: pred.relative_error_bound.max(0.0),
+        solve_unresolved,
         converged: sol.converged,
         objective_gap,
         certified_gap: certificate.relative_gap,
+        certified_bound_gap: certificate.lower_bound.map(|d| (d - pred.objective) / pred.objective.abs()),
         geometry,
     };
     let (verdict, reasons) = judge(&evidence, tol);
@@ -92,7 +107,9 @@ pub fn assess(cfg: &ValidConfig, obj: &UfmObjective, pred: &Prediction, seed: u6
         iterations: sol.iterations,
         evaluations: sol.evaluations,
         seconds: sol.seconds,
-        termination: sol.termination,
+        stopped_by: sol.stopped_by,
+        certified_at_stop: sol.certified.map(|c| c.1),
+        termination: sol.termination.clone(),
         grad_norm: sol.grad_norm,
         relative_objective_gap: objective_gap,
         alpha_rel_error,
@@ -104,7 +121,7 @@ pub fn assess(cfg: &ValidConfig, obj: &UfmObjective, pred: &Prediction, seed: u6
         synthesis,
         synthesis_omitted,
         geometry,
-        history: sol.history,
+        history: sol.history.clone(),
     }
 }
 

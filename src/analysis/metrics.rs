@@ -124,6 +124,10 @@ impl Metrics {
 
     /// [`Metrics::compute`] with the label-set means already computed ([`set_means`]).
     pub fn compute_from_means(h: Mat, mu: &DMatrix<f64>, labels: &LabelSets, w: Option<Mat>, b: Option<&[f64]>) -> Metrics {
+        let finite = |v: &[f64]| v.iter().all(|x| x.is_finite());
+        if !finite(h.data) || !finite(mu.as_slice()) || !w.is_none_or(|w| finite(w.data)) || !b.is_none_or(finite) {
+            return Metrics::unavailable(labels, "unavailable: the features, the classifier or the bias hold values that are not finite in float64");
+        }
         let k = labels.classes;
         let d = h.rows;
         let singleton: Vec<Option<usize>> = (0..k).map(|c| labels.singleton(c).filter(|&j| labels.counts[j] > 0)).collect();
@@ -144,7 +148,7 @@ impl Metrics {
             for mut col in cm.column_iter_mut() {
                 col -= &mu_g;
             }
-            nc1 = Some(nc1_value(h, labels, mu, &cm));
+            nc1 = nc1_value(h, labels, mu, &cm);
             nc2_h = Some(etf_distance(&(cm.transpose() * &cm)));
             nc3 = w_mat.as_ref().map(|w| etf_distance(&(w * &cm)));
         } else {
@@ -153,7 +157,7 @@ impl Metrics {
                 let h1 = DMatrix::from_columns(&present.iter().map(|&j| mu.column(j).into_owned()).collect::<Vec<_>>());
                 let mu_g = h1.column_mean();
                 let cm = DMatrix::from_columns(&h1.column_iter().map(|c| c - &mu_g).collect::<Vec<_>>());
-                nc1 = Some(nc1_value(h, labels, mu, &cm));
+                nc1 = nc1_value(h, labels, mu, &cm);
             }
             note = Some(format!(
                 "no multiplicity-1 mean for class {}: NC2-H and NC3 are undefined; NC1 uses the {} classes that have one",
@@ -166,22 +170,42 @@ impl Metrics {
     }
 }
 
+impl Metrics {
+    /// No metric, with the reason.
+    pub fn unavailable(labels: &LabelSets, why: &str) -> Metrics {
+        let tag = (2..=labels.max_labels)
+            .map(|m| TagMetric {
+                multiplicity: m,
+                sets: 0,
+                max_angle_deg: None,
+                mean_angle_deg: None,
+                scale_mean: None,
+                scale_min: None,
+                scale_max: None,
+                scale_pred: None,
+                note: Some(why.to_string()),
+            })
+            .collect();
+        Metrics { nc1: None, nc2_w: None, nc2_h: None, nc3: None, bias_norm: None, alpha: None, tag, angle_ratio: None, note: Some(why.to_string()) }
+    }
+}
+
 fn join(v: &[usize]) -> String {
     v.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(", ")
 }
 
 /// tr(Sigma_W Sigma_B^+)/K' with Sigma_B = C C^T / K', i.e. tr(Sigma_W (C C^T)^+), using
 /// the SVD of C (d x K', K' classes with a multiplicity-1 mean) and at most K'-1 directions.
-fn nc1_value(h: Mat, labels: &LabelSets, mu: &DMatrix<f64>, cm: &DMatrix<f64>) -> f64 {
+fn nc1_value(h: Mat, labels: &LabelSets, mu: &DMatrix<f64>, cm: &DMatrix<f64>) -> Option<f64> {
     let k = cm.ncols();
     let n = labels.samples();
     let d = h.rows;
-    let svd = jacobi::svd(cm);
+    let svd = jacobi::svd(cm)?;
     let u = &svd.u;
     let smax = svd.max();
     let keep: Vec<usize> = (0..svd.singular_values.len()).filter(|&r| svd.singular_values[r] > smax * 1e-10 && smax > 0.0).take(k - 1).collect();
     if keep.is_empty() {
-        return f64::NAN;
+        return None;
     }
     // Columns u_r / sigma_r, r kept: tr = (K/N) sum_i ||diag(1/sigma) U_r^T (h_i - mu_{S_i})||^2.
     let mut proj = DMatrix::<f64>::zeros(d, keep.len());
@@ -198,7 +222,7 @@ fn nc1_value(h: Mat, labels: &LabelSets, mu: &DMatrix<f64>, cm: &DMatrix<f64>) -
     let mut p = vec![0.0; keep.len() * n];
     gemm(1.0, Mat::new(proj.as_slice(), d, keep.len()), true, Mat::new(&dev, d, n), false, 0.0, &mut p);
     let tr = p.iter().map(|v| v * v).sum::<f64>() * k as f64 / n as f64;
-    tr / k as f64
+    Some(tr / k as f64).filter(|v| v.is_finite())
 }
 
 fn tag_metrics(labels: &LabelSets, mu: &DMatrix<f64>, singleton: &[Option<usize>]) -> (Vec<TagMetric>, Option<f64>) {
@@ -284,15 +308,16 @@ pub fn geometry(w: Mat, mu: &DMatrix<f64>, labels: &LabelSets) -> Geometry {
     let k = wm.nrows();
     let norms: Vec<f64> = (0..k).map(|i| wm.row(i).norm()).collect();
     let cos = (0..k).map(|i| (0..k).map(|j| wm.row(i).dot(&wm.row(j)) / (norms[i] * norms[j])).collect()).collect();
-    let sv: Vec<f64> = jacobi::svd(&wm).singular_values.iter().copied().collect();
-    let rank = sv.iter().filter(|&&x| x > 1e-8 * sv[0]).count();
+    let sv: Vec<f64> = jacobi::svd(&wm).map(|s| s.singular_values.iter().copied().collect()).unwrap_or_default();
+    let rank = sv.first().map_or(0, |&top| sv.iter().filter(|&&x| x > 1e-8 * top).count());
     let singles: Vec<Option<usize>> = (0..labels.classes).map(|c| labels.singleton(c).filter(|&j| labels.counts[j] > 0)).collect();
     let mut all = Vec::new();
     if singles.iter().all(Option::is_some) {
         let a = DMatrix::from_columns(&singles.iter().flatten().map(|&j| mu.column(j).into_owned()).collect::<Vec<_>>());
         let svd = jacobi::svd(&a);
-        let eps = 1e-12 * svd.max();
+        let eps = svd.as_ref().map_or(0.0, |s| 1e-12 * s.max());
         for (j, set) in labels.sets.iter().enumerate() {
+            let Some(svd) = &svd else { break };
             if set.len() < 2 || labels.counts[j] == 0 {
                 continue;
             }
@@ -327,7 +352,7 @@ pub fn synthesis(mu: &DMatrix<f64>, labels: &LabelSets) -> Vec<Synthesis> {
             a.set_column(c, &mu.column(t));
         }
         let y: DVector<f64> = mu.column(j).into_owned();
-        let svd = jacobi::svd(&a);
+        let Some(svd) = jacobi::svd(&a) else { continue };
         let c = svd.solve(&y, 1e-12 * svd.max());
         let residual = (&y - &a * &c).norm() / y.norm().max(f64::MIN_POSITIVE);
         out.push(Synthesis { set: set.clone(), weights: c.iter().copied().collect(), residual });

@@ -6,7 +6,7 @@ use serde::Serialize;
 use crate::analysis::metrics::{Geometry, Metrics, Synthesis};
 use crate::analysis::verdict::{Tolerances, Verdict};
 use crate::model::config::{SetCount, UfmConfig};
-use crate::solver::{HistoryPoint, SolveParams};
+use crate::solver::{HistoryPoint, SolveParams, StopReason};
 use crate::theory::certificate::Certificate;
 use crate::theory::prediction::Prediction;
 
@@ -25,6 +25,11 @@ pub struct RunReport {
     pub evaluations: usize,
     /// Wall time of the solve.
     pub seconds: f64,
+    /// What ended the solve: `certificate`, `gradient`, `max-iters`, `time-limit`, ...
+    pub stopped_by: StopReason,
+    /// The certified relative suboptimality the solver took last (the one it stopped on, if
+    /// `stopped_by` is `certificate`).
+    pub certified_at_stop: Option<f64>,
     /// argmin's termination reason.
     pub termination: String,
     /// Final gradient norm.

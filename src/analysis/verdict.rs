@@ -2,24 +2,29 @@
 //! (docs/theory.md §7).
 //!
 //! Order of judgement:
-//! 1. a precondition fails (d < K-1, or counts unequal within a multiplicity) -> `outside-theorem`;
-//! 2. the solve attained an objective below the predicted optimum -> `violated` (an attained
-//!    value below the claimed global minimum refutes the claim, converged or not);
-//! 3. the gradient did not reach the tolerance -> `not-converged`;
-//! 4. trivial regime -> `trivial` if the objective matches g(0), else `violated`;
-//! 5. above the prediction -> `violated` (the report says whether the point is certified optimal,
-//!    i.e. a counterexample, or only a non-global stationary point);
-//! 6. certified gap, then every geometry error, within tolerance -> `verified`, else the
-//!    failing properties are named with their values.
+//! 1. a precondition fails (d < K-1, counts unequal within a multiplicity, or the BCE loss)
+//!    -> `outside-theorem`;
+//! 2. what float64 cannot back -> `unresolved`, with the reason: a solve whose point, value or
+//!    metrics left float64's range, or a prediction that did not validate;
+//! 3. an attained objective below the prediction's *certified lower bound* by more than the
+//!    objective tolerance -> `violated` (a COUNTEREXAMPLE: a value below the claimed global
+//!    minimum refutes the claim, converged or not); below the prediction but within its
+//!    certified error -> `unresolved`;
+//! 4. the solve did not converge -> `not-converged`;
+//! 5. the trivial regime -> `trivial` if the objective matches g(0);
+//! 6. above the prediction (or above g(0) in the trivial regime) -> `unresolved`: a stationary
+//!    point that is not the global optimum says nothing against a theorem about global minima
+//!    (and a certificate proving the minimum above an attained prediction would be a float64
+//!    failure, not a counterexample);
+//! 7. the certified gap, then every geometry error, within tolerance -> `verified`, else
+//!    `violated`, naming the failing properties with their values.
 //!
 //! **Default tolerances.** A point at relative objective distance eps from a minimiser of a
 //! problem with curvature ~ lambda lies O(sqrt(eps |f*| / lambda)) from the minimiser set, and
-//! NC2/NC3/scale/alpha errors are linear in that distance (NC1 is quadratic). The default
-//! gradient tolerance 1e-10 puts eps near 1e-14..1e-12, i.e. distances of 1e-6..1e-5 for
-//! lambda >= 1e-4; measured errors at convergence are 1e-9..1e-6. The defaults (1e-4 for
-//! linear metrics, 1e-8 for NC1, 0.01 degrees for angles) sit one to two orders above what
-//! converged solves show, and orders below what a wrong geometry gives (e.g. NC2 ~ 0.1 from a
-//! random start, angles of degrees).
+//! NC2/NC3/scale/alpha errors are linear in that distance (NC1 is quadratic). The defaults
+//! (1e-4 for linear metrics, 1e-8 for NC1, 0.01 degrees for angles) sit one to two orders
+//! above what converged solves show, and orders below what a wrong geometry gives (e.g. NC2 ~
+//! 0.1 from a random start, angles of degrees).
 
 use serde::{Deserialize, Serialize};
 
@@ -37,6 +42,9 @@ pub enum Verdict {
     Trivial,
     /// A precondition of the theorem fails.
     OutsideTheorem,
+    /// float64 cannot back a verdict here, or the solve reached a point that says nothing
+    /// either way (named in the reasons).
+    Unresolved,
 }
 
 impl Verdict {
@@ -48,6 +56,7 @@ impl Verdict {
             Verdict::NotConverged => "not-converged",
             Verdict::Trivial => "trivial",
             Verdict::OutsideTheorem => "outside-theorem",
+            Verdict::Unresolved => "unresolved",
         }
     }
 }
@@ -105,12 +114,22 @@ pub struct Evidence {
     pub loss_covered: bool,
     /// Predicted trivial regime.
     pub trivial: bool,
-    /// Gradient tolerance reached.
+    /// Why the prediction cannot be trusted in float64, if it cannot.
+    pub prediction_unvalidated: Option<String>,
+    /// The prediction's certified relative error: the exact optimum lies within
+    /// `[f* (1 - e), f*]` for `f* > 0`.
+    pub prediction_error: f64,
+    /// Why the solve cannot be trusted in float64 (its point, value or metrics not finite), if
+    /// it cannot.
+    pub solve_unresolved: Option<String>,
+    /// The solve converged (certified at the stop tolerance, or the gradient rule holds).
     pub converged: bool,
     /// (f - f*) / |f*|.
     pub objective_gap: f64,
     /// Certified relative gap, if a bound exists.
     pub certified_gap: Option<f64>,
+    /// The certificate's lower bound on min f, relative to the prediction: (D - f*) / |f*|.
+    pub certified_bound_gap: Option<f64>,
     /// Named geometry errors with their tolerance class.
     pub geometry: Vec<(String, f64, Kind)>,
 }
@@ -146,51 +165,64 @@ pub fn judge(e: &Evidence, tol: &Tolerances) -> (Verdict, Vec<String>) {
         }
         return (Verdict::OutsideTheorem, reasons);
     }
-    if e.objective_gap < -tol.objective {
-        reasons.push(format!("COUNTEREXAMPLE: attained objective is below the predicted global optimum by {:.3e} relative", -e.objective_gap));
+    if let Some(why) = &e.solve_unresolved {
+        reasons.push(format!("UNRESOLVED: {why}"));
+        return (Verdict::Unresolved, reasons);
+    }
+    if let Some(why) = &e.prediction_unvalidated {
+        reasons.push(format!("UNRESOLVED: the prediction cannot be trusted in float64: {why}"));
+        return (Verdict::Unresolved, reasons);
+    }
+    // Below the exact optimum for sure: below the prediction by more than its certified error
+    // and the objective tolerance.
+    if e.objective_gap < -(tol.objective + e.prediction_error) {
+        reasons.push(format!(
+            "COUNTEREXAMPLE: attained objective is below the predicted global optimum by {:.3e} relative (the prediction's certified error is {:.1e})",
+            -e.objective_gap, e.prediction_error
+        ));
         return (Verdict::Violated, reasons);
+    }
+    if e.objective_gap < -tol.objective {
+        reasons.push(format!("UNRESOLVED: attained objective {:.3e} relative below the prediction, within the prediction's certified error", -e.objective_gap));
+        return (Verdict::Unresolved, reasons);
     }
     if !e.converged {
-        reasons.push("gradient norm above tolerance when the solver stopped".into());
+        reasons.push("not converged when the solver stopped (no certified stop, gradient above tolerance)".into());
         return (Verdict::NotConverged, reasons);
     }
-    let certified = e.certified_gap.is_some_and(|g| g <= tol.certificate);
-    if e.trivial {
-        if e.objective_gap.abs() <= tol.objective {
-            return (Verdict::Trivial, reasons);
-        }
-        reasons.push(format!("trivial regime predicted, but objective is {:.3e} relative above g(0)", e.objective_gap));
-        return (Verdict::Violated, reasons);
-    }
     if e.objective_gap > tol.objective {
-        if certified {
-            reasons.push(format!(
-                "COUNTEREXAMPLE: certified globally optimal (gap {:.1e}) yet {:.3e} relative above the prediction",
-                e.certified_gap.unwrap_or(f64::NAN),
-                e.objective_gap
-            ));
+        let certified_above = e.certified_bound_gap.is_some_and(|g| g > tol.objective);
+        reasons.push(if certified_above {
+            format!(
+                "UNRESOLVED: the certificate bounds the minimum {:.3e} relative above the prediction, which the predicted point attains: float64 cannot back the certificate here",
+                e.certified_bound_gap.unwrap_or(f64::NAN)
+            )
         } else {
-            reasons.push(format!(
-                "objective {:.3e} relative above the prediction at a stationary point that is not certified optimal{}",
+            format!(
+                "UNRESOLVED: the objective is {:.3e} relative above the {}, at a point the certificate does not prove optimal{}: a stationary point that is not the global optimum says nothing about the theorem; another start may reach it",
                 e.objective_gap,
+                if e.trivial { "trivial optimum g(0)" } else { "prediction" },
                 e.certified_gap.map(|g| format!(" (gap {g:.1e})")).unwrap_or_default()
-            ));
-        }
-        return (Verdict::Violated, reasons);
+            )
+        });
+        return (Verdict::Unresolved, reasons);
+    }
+    if e.trivial {
+        return (Verdict::Trivial, reasons);
     }
     match e.certified_gap {
         None => reasons.push("no certificate of global optimality available".into()),
-        Some(g) if g > tol.certificate => reasons.push(format!("certified gap {g:.3e} > {:.0e}", tol.certificate)),
+        Some(g) if !(g <= tol.certificate) => reasons.push(format!("certified gap {g:.3e} > {:.0e}", tol.certificate)),
         _ => {}
     }
     for (name, v, kind) in &e.geometry {
-        let (limit, skip) = match kind {
-            Kind::Linear => (tol.geometry, false),
-            Kind::Nc1 => (tol.nc1, false),
-            Kind::Angle => (tol.angle_deg, false),
-            Kind::Bias => (tol.bias, false),
+        let limit = match kind {
+            Kind::Linear => tol.geometry,
+            Kind::Nc1 => tol.nc1,
+            Kind::Angle => tol.angle_deg,
+            Kind::Bias => tol.bias,
         };
-        if !skip && !(v.abs() <= limit) {
+        if !(v.abs() <= limit) {
             reasons.push(format!("{name} = {v:.3e} > {limit:.0e}"));
         }
     }
@@ -211,9 +243,13 @@ mod tests {
             balanced: true,
             loss_covered: true,
             trivial: false,
+            prediction_unvalidated: None,
+            prediction_error: 1e-15,
+            solve_unresolved: None,
             converged: true,
             objective_gap: 1e-13,
             certified_gap: Some(1e-10),
+            certified_bound_gap: Some(-1e-10),
             geometry: vec![("nc2_w".into(), 1e-7, Kind::Linear), ("nc1".into(), 1e-12, Kind::Nc1)],
         }
     }
@@ -234,5 +270,16 @@ mod tests {
         let nan = judge(&Evidence { geometry: vec![("nc1".into(), f64::NAN, Kind::Nc1)], ..good() }, &t);
         assert_eq!(nan.0, Verdict::Violated, "a NaN metric must never pass");
         assert_eq!(judge(&Evidence { certified_gap: Some(1e-3), ..good() }, &t).0, Verdict::Violated);
+        // What float64 cannot back is never violated.
+        let bad_pred = judge(&Evidence { prediction_unvalidated: Some("q underflows".into()), objective_gap: -0.5, ..good() }, &t);
+        assert_eq!(bad_pred.0, Verdict::Unresolved);
+        assert!(bad_pred.1[0].contains("q underflows"));
+        assert_eq!(judge(&Evidence { solve_unresolved: Some("NaN".into()), ..good() }, &t).0, Verdict::Unresolved);
+        // Below the prediction, but within its certified error: unresolved, not a counterexample.
+        assert_eq!(judge(&Evidence { objective_gap: -2e-9, prediction_error: 5e-9, ..good() }, &t).0, Verdict::Unresolved);
+        // A stationary point above the prediction: unresolved.
+        let above = judge(&Evidence { objective_gap: 1e-3, certified_gap: Some(1e-2), ..good() }, &t);
+        assert_eq!(above.0, Verdict::Unresolved);
+        assert!(above.1[0].contains("another start"));
     }
 }

@@ -12,10 +12,10 @@
 //! each multiplicity by class frequency (`--class-skew` with rho log-uniform in [2, 8]).
 //!
 //! Classes: `verified` (best start at the prediction, geometry as predicted, certified gap),
-//! `trivial`, `counterexample` (an attained objective below the prediction, or a certified
-//! optimum above an attainable prediction), `outside` (precondition broken; a *failure* when
-//! the best start stays above the ETF value by more than 1e-6 relative), `unresolved` (no
-//! start reached a certified optimum).
+//! `trivial`, `counterexample` (a start's verdict is a COUNTEREXAMPLE: an attained objective
+//! below the prediction's certified lower bound), `outside` (precondition broken; a
+//! *failure* when the best start stays above the ETF value by more than 1e-6 relative),
+//! `unresolved` (anything else: no start verified, with the reasons in the verdicts).
 
 use std::path::Path;
 
@@ -141,14 +141,14 @@ pub fn classify(cfg: &ValidConfig, seeds: u64, opts: &VerifyOptions) -> Result<(
     let cert = best.certificate.relative_gap;
     let verdicts: Vec<Verdict> = r.runs.iter().map(|x| x.verdict).collect();
     let certified = cert.is_some_and(|g| g <= opts.tol.certificate);
-    let below = r.runs.iter().any(|x| x.relative_objective_gap < -opts.tol.objective);
+    let counterexample = r.runs.iter().any(|x| x.reasons.iter().any(|s| s.starts_with("COUNTEREXAMPLE")));
     let class = if !r.predicted.etf_possible || !cfg.labels.balanced_within_multiplicity() {
         if gap.abs() > 1e-6 {
             Class::OutsideFailure
         } else {
             Class::OutsideHolds
         }
-    } else if below || (certified && best.converged && gap > opts.tol.objective) {
+    } else if counterexample {
         Class::Counterexample
     } else if best.verdict == Verdict::Verified {
         Class::Verified

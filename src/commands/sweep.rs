@@ -18,10 +18,9 @@ use std::sync::Mutex;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::analysis::assess::assess;
 use crate::analysis::report::RunReport;
 use crate::bail;
-use crate::commands::verify::VerifyOptions;
+use crate::commands::verify::{run_start, VerifyOptions};
 use crate::error::{Error, Result};
 use crate::io::jsonl::{progress, read_finished, Appender};
 use crate::model::config::{UfmConfig, ValidConfig};
@@ -207,8 +206,7 @@ pub fn run_sweep(spec: &SweepSpec, out: &Path, shard: (u64, u64), opts: &VerifyO
     todo.par_iter().try_for_each(|r| -> Result<()> {
         let cfg = &spec.grid[r.grid];
         let obj = UfmObjective::new(cfg);
-        let sol = obj.solve(r.seed, &opts.solve, None)?;
-        let mut run = assess(cfg, &obj, &preds[r.grid], r.seed, sol, &opts.tol);
+        let mut run = run_start(cfg, &obj, &preds[r.grid], r.seed, opts)?;
         run.history.clear();
         file.write(&SweepRecord { config: &cfg.config, predicted: &preds[r.grid], run: &run })?;
         if let Ok(mut v) = verdicts.lock() {

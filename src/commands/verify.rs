@@ -6,12 +6,12 @@ use rayon::prelude::*;
 
 use crate::analysis::assess::{assess, summarise};
 use crate::analysis::report::{RunReport, UfmReport};
-use crate::analysis::verdict::Tolerances;
+use crate::analysis::verdict::{Tolerances, Verdict};
 use crate::error::Result;
 use crate::model::config::ValidConfig;
 use crate::model::objective::UfmObjective;
-use crate::solver::SolveParams;
-use crate::theory::prediction::predict;
+use crate::solver::{HistoryPoint, SolveParams, SolveResult, StopReason};
+use crate::theory::prediction::{predict, Prediction};
 
 /// Settings of a verification run.
 #[derive(Debug, Clone, Copy, Default)]
@@ -31,7 +31,36 @@ pub fn verify(cfg: &ValidConfig, seeds: &[u64], opts: &VerifyOptions) -> Result<
     }
     let pred = predict(cfg);
     let obj = UfmObjective::new(cfg);
-    let runs: Vec<RunReport> =
-        seeds.par_iter().map(|&seed| obj.solve(seed, &opts.solve, None).map(|sol| assess(cfg, &obj, &pred, seed, sol, &opts.tol))).collect::<Result<_>>()?;
+    let runs: Vec<RunReport> = seeds.par_iter().map(|&seed| run_start(cfg, &obj, &pred, seed, opts)).collect::<Result<_>>()?;
     Ok(summarise(cfg, pred, runs, &opts.solve, &opts.tol))
+}
+
+/// One start: solved with the certified stop (`theory::solve`), then judged. When the solve
+/// stopped on the certificate but the verdict is not settled at that precision (anything but
+/// `verified`, `trivial` or `outside-theorem`), the solve continues from that point to the
+/// gradient rule and is judged again, so stopping early never changes a verdict.
+pub fn run_start(cfg: &ValidConfig, obj: &UfmObjective, pred: &Prediction, seed: u64, opts: &VerifyOptions) -> Result<RunReport> {
+    let sol = crate::theory::solve(obj, seed, &opts.solve, None)?;
+    let report = assess(cfg, obj, pred, seed, &sol, &opts.tol);
+    let settled = matches!(report.verdict, Verdict::Verified | Verdict::Trivial | Verdict::OutsideTheorem);
+    let iters_left = opts.solve.max_iters.saturating_sub(sol.iterations);
+    let time_left = opts.solve.time_limit.map(|t| t - sol.seconds);
+    if sol.stopped_by != StopReason::Certificate || settled || iters_left == 0 || time_left.is_some_and(|t| t <= 0.0) {
+        return Ok(report);
+    }
+    let rest = SolveParams { tol_stop: 0.0, max_iters: iters_left, time_limit: time_left, ..opts.solve };
+    let more = obj.solve_from(sol.x.clone(), &rest, None)?;
+    let offset = sol.iterations;
+    let mut history = sol.history;
+    history.extend(more.history.iter().skip(1).map(|h| HistoryPoint { iter: h.iter + offset, ..*h }));
+    let joined = SolveResult {
+        iterations: sol.iterations + more.iterations,
+        evaluations: sol.evaluations + more.evaluations,
+        seconds: sol.seconds + more.seconds,
+        termination: format!("{}; then, to the gradient rule: {}", sol.termination, more.termination),
+        certified: sol.certified,
+        history,
+        ..more
+    };
+    Ok(assess(cfg, obj, pred, seed, &joined, &opts.tol))
 }

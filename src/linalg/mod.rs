@@ -6,7 +6,7 @@ use nalgebra::DMatrix;
 
 pub mod jacobi;
 
-pub use jacobi::{svd, sym_eigenvalues, Svd};
+pub use jacobi::{eigenvalue_upper_bound, svd, sym_eigenvalues, Svd};
 
 /// A column-major matrix view: `rows x cols`, element (i, j) at `data[i + j * rows]`.
 #[derive(Clone, Copy)]

@@ -94,19 +94,73 @@ impl UfmObjective {
         (0..self.dim()).map(|_| normal.sample(&mut rng)).collect()
     }
 
-    /// Solves from the seeded start `N(0, init_std^2)` with the method of `params`.
+    /// Solves from the seeded start `N(0, init_std^2)` with the method of `params`, stopping on
+    /// the gradient rule (`theory::solve` adds the certified stop).
     pub fn solve(&self, seed: u64, params: &SolveParams, callback: Option<IterCallback>) -> Result<SolveResult> {
-        params.validate()?;
-        self.solve_from(self.random_start(seed, params.init_std), params, callback)
+        self.solve_with(seed, params, callback, None)
     }
 
-    /// Solves from a given start with the method of `params`.
+    /// [`solve`](Self::solve), also stopping once `certifier` proves the relative
+    /// suboptimality at most `params.tol_stop` (in-place solver only).
+    ///
+    /// When `lw != lh` the solve runs on the balanced twin of the problem
+    /// ([`balanced`](Self::balanced)), from a start drawn for it, and the result is mapped
+    /// back: the same problem, with W and H on the same scale.
+    pub fn solve_with(&self, seed: u64, params: &SolveParams, callback: Option<IterCallback>, certifier: Option<Certifier>) -> Result<SolveResult> {
+        params.validate()?;
+        match self.balanced() {
+            None => self.solve_raw(self.random_start(seed, params.init_std), params, callback, certifier),
+            Some((c, twin)) => {
+                let mut r = twin.solve_raw(twin.random_start(seed, params.init_std), params, callback, certifier)?;
+                self.unbalance(&mut r.x, c);
+                Ok(r)
+            }
+        }
+    }
+
+    /// Solves from a given start (in this objective's coordinates), stopping on the gradient
+    /// rule.
     pub fn solve_from(&self, x0: Vec<f64>, params: &SolveParams, callback: Option<IterCallback>) -> Result<SolveResult> {
+        params.validate()?;
+        match self.balanced() {
+            None => self.solve_raw(x0, params, callback, None),
+            Some((c, twin)) => {
+                let mut x0 = x0;
+                self.unbalance(&mut x0, 1.0 / c);
+                let mut r = twin.solve_raw(x0, params, callback, None)?;
+                self.unbalance(&mut r.x, c);
+                Ok(r)
+            }
+        }
+    }
+
+    fn solve_raw(&self, x0: Vec<f64>, params: &SolveParams, callback: Option<IterCallback>, certifier: Option<Certifier>) -> Result<SolveResult> {
         let (result, _) = match params.method {
-            Method::InPlace => crate::solver::minimize(UfmEval::new(self.clone()), x0, params, callback)?,
+            Method::InPlace => crate::solver::minimize(UfmEval::new(self.clone()).with_certifier(certifier), x0, params, callback)?,
             Method::Argmin => crate::solver::argmin_lbfgs::minimize_argmin(UfmEval::with_preconditioner(self.clone(), false), x0, params, callback)?,
         };
         Ok(result)
+    }
+
+    /// The balanced twin of this objective when `lw != lh`: the same problem in
+    /// `W' = W / c`, `H' = c H` with `c = (lh / lw)^(1/4)`, whose weight decays on W and H are
+    /// both `sqrt(lw lh)` (`lw ||W||^2 = sqrt(lw lh) ||W'||^2`, and likewise for H; `W H` and
+    /// so the data term are unchanged). Returns `(c, twin)`.
+    pub fn balanced(&self) -> Option<(f64, UfmObjective)> {
+        if self.lw == self.lh {
+            return None;
+        }
+        let c = ((self.lh.ln() - self.lw.ln()) / 4.0).exp();
+        let mu = self.lw.sqrt() * self.lh.sqrt();
+        Some((c, UfmObjective { lw: mu, lh: mu, ..self.clone() }))
+    }
+
+    /// Maps a point of the balanced twin back: `W <- c W'`, `H <- H' / c` (with `1 / c`, the
+    /// other way).
+    fn unbalance(&self, x: &mut [f64], c: f64) {
+        let (kd, dn) = (self.k * self.d, self.d * self.n);
+        x[..kd].iter_mut().for_each(|v| *v *= c);
+        x[kd..kd + dn].iter_mut().for_each(|v| *v /= c);
     }
 
     /// `Z = W H + b 1^T` into `z` (K x N).
@@ -285,7 +339,32 @@ impl UfmObjective {
             hk.after(1, kd + dn..kd + dn + k, gb, None);
         }
         let sq = |v: &[f64]| v.iter().map(|a| a * a).sum::<f64>();
+        ws.data_term = loss * inv_n;
         loss * inv_n + 0.5 * (self.lw * sq(w.data) + self.lh * hsq + self.lb * sq(b))
+    }
+
+    /// `G G^T` (K x K) of the dual matrix `G = dL/dZ / N` that the last evaluation left in the
+    /// workspace, chunked and parallel like the evaluation, summed in chunk order.
+    pub fn dual_gram(&self, ws: &mut Workspace) -> Vec<f64> {
+        let (k, n) = (self.k, self.n);
+        let chunks = n.div_ceil(SAMPLE_CHUNK);
+        ws.gram.resize(chunks * k * k, 0.0);
+        let z = &ws.z;
+        let body = |(c, gr): (usize, &mut [f64])| {
+            let r = c * SAMPLE_CHUNK..((c + 1) * SAMPLE_CHUNK).min(n);
+            let gc = Mat::new(&z[k * r.start..k * r.end], k, r.len());
+            gemm(1.0, gc, false, gc, true, 0.0, gr);
+        };
+        if chunks > 1 && k * k * n >= PARALLEL_FLOPS {
+            ws.gram.par_chunks_mut(k * k).enumerate().for_each(body);
+        } else {
+            ws.gram.chunks_mut(k * k).enumerate().for_each(body);
+        }
+        let mut gram = vec![0.0; k * k];
+        for part in ws.gram.chunks(k * k) {
+            gram.iter_mut().zip(part).for_each(|(o, v)| *o += v);
+        }
+        gram
     }
 
     /// The certificate's pass, chunked and parallel like the objective: writes
@@ -336,6 +415,25 @@ impl UfmObjective {
         (gram, g1)
     }
 
+    /// A bound on the rounding error of `f` at `x` in float64, relative to `|f|`: each sample's
+    /// loss `c (LSE(z) - t . z)` is formed from logits as large as `max_j |z_j|`, so a few
+    /// roundings of numbers that size leave it off by about `4 eps c max_j |z_j|`, however
+    /// small the loss itself; the regulariser is off by a few ulps. The logits are bounded by
+    /// `|z_j| <= ||w_j|| ||h_i|| + |b_j|`, which costs no product.
+    pub fn rounding_bound(&self, x: &[f64], f: f64) -> f64 {
+        let p = self.split(x);
+        let wmax = (0..self.k).map(|a| (0..self.d).map(|j| p.w.data[a + self.k * j].powi(2)).sum::<f64>().sqrt()).fold(0.0, f64::max);
+        let bmax = p.b.iter().fold(0.0f64, |a, v| a.max(v.abs()));
+        let loss_err: f64 = (0..self.n)
+            .map(|i| {
+                let c = self.loss.weight(self.labels.sets[self.labels.set_of[i] as usize].len());
+                c * (wmax * p.h.col(i).iter().map(|v| v * v).sum::<f64>().sqrt() + bmax)
+            })
+            .sum::<f64>()
+            / self.n as f64;
+        4.0 * f64::EPSILON * (loss_err + self.regulariser(x)) / f.abs()
+    }
+
     /// The smallest weight decay among the regularised blocks: the curvature scale used by the
     /// stopping rule `||grad|| <= tol sqrt(2 lambda_min |f|)` (estimated gap <= tol^2 |f|).
     pub fn curvature_scale(&self) -> f64 {
@@ -368,6 +466,8 @@ pub struct Workspace {
     neg_entropy: Vec<f64>,
     products: ChunkProducts,
     isa: Isa,
+    /// `(1/N) sum_i L_i` of the last evaluation.
+    data_term: f64,
 }
 
 impl Workspace {
@@ -387,6 +487,7 @@ impl Workspace {
             neg_entropy: Vec::new(),
             products: ChunkProducts::new(Isa::detect()),
             isa: Isa::detect(),
+            data_term: f64::NAN,
         }
     }
 
@@ -411,6 +512,11 @@ impl Workspace {
     pub fn softmax_neg_entropy(&self) -> &[f64] {
         &self.neg_entropy
     }
+
+    /// `(1/N) sum_i L(z_i, S_i)` of the last evaluation.
+    pub fn data_term(&self) -> f64 {
+        self.data_term
+    }
 }
 
 /// Where the features of a chunk come from: read from x, or filled by a hook first.
@@ -420,11 +526,17 @@ enum Features<'a> {
     Fill(SharedMut<'a, f64>),
 }
 
+/// A certified relative suboptimality of the last evaluated point, from the objective, the
+/// point, its value, its gradient and the workspace of that evaluation (docs/theory.md §4;
+/// the solves use `theory::certificate::evaluated_gap`).
+pub type Certifier = fn(&UfmObjective, &[f64], f64, &[f64], &mut Workspace) -> Option<f64>;
+
 /// The UFM objective with its scratch, as a [`FusedObjective`].
 pub struct UfmEval {
     /// The objective.
     pub objective: UfmObjective,
     ws: Workspace,
+    certifier: Option<Certifier>,
 }
 
 impl UfmEval {
@@ -447,7 +559,13 @@ impl UfmEval {
             }
             ws.wwt = vec![0.0; objective.k * objective.k];
         }
-        UfmEval { objective, ws }
+        UfmEval { objective, ws, certifier: None }
+    }
+
+    /// The same objective, offering the solver `certifier` as its certificate.
+    pub fn with_certifier(mut self, certifier: Option<Certifier>) -> Self {
+        self.certifier = certifier;
+        self
     }
 
     /// The same objective with every kernel compiled for `isa` (the same bits on every
@@ -496,6 +614,21 @@ unsafe impl FusedObjective for UfmEval {
     }
     fn eval_hooked(&mut self, x: &mut [f64], grad: &mut [f64], hooks: &dyn ChunkHooks) -> f64 {
         self.objective.value_and_gradient_hooked(x, grad, &mut self.ws, hooks)
+    }
+    fn certified_gap(&mut self, x: &[f64], f: f64, grad: &[f64]) -> Option<f64> {
+        self.certifier.and_then(|c| c(&self.objective, x, f, grad, &mut self.ws))
+    }
+    /// The certificate costs the Gram matrix `G G^T` (K^2 N multiply-adds) and a K x K
+    /// eigenvalue bound (about 10 K^3); an iteration about 1.3 evaluations of 3 K d N. Taken
+    /// every `ceil(10 x cost ratio)` iterations, it costs at most a tenth of the solve.
+    fn certificate_period(&self) -> u64 {
+        if self.certifier.is_none() {
+            return 0;
+        }
+        let o = &self.objective;
+        let (k, d, n) = (o.k as f64, o.d as f64, o.n as f64);
+        let ratio = (k * k * n + 10.0 * k * k * k) / (1.3 * 3.0 * k * d * n);
+        (10.0 * ratio).ceil().clamp(1.0, 1000.0) as u64
     }
 }
 

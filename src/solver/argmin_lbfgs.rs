@@ -166,11 +166,14 @@ pub fn minimize_argmin<O: FusedObjective>(objective: O, x0: Vec<f64>, params: &S
     let value = objective.eval(&x, &mut grad);
     let grad_norm = norm(&grad);
     let history = history.lock().map(|h| h.clone()).unwrap_or_default();
+    let converged = grad_norm <= threshold(value);
     let result = SolveResult {
         x,
         objective: value,
         grad_norm,
-        converged: grad_norm <= threshold(value),
+        converged,
+        stopped_by: if converged { super::StopReason::Gradient } else { super::StopReason::MaxIters },
+        certified: None,
         iterations,
         evaluations,
         seconds: start.elapsed().as_secs_f64(),

@@ -221,6 +221,31 @@ pub struct InPlaceLbfgs {
     pre_t: Vec<f64>,
     /// Instruction set of the vector passes.
     isa: Isa,
+    /// Stop once the objective certifies a relative suboptimality of at most this (0: never).
+    tol_stop: f64,
+    /// Iterations between certificate checks (0: never).
+    cert_period: u64,
+    /// The last certified relative suboptimality, and the iteration it was taken at.
+    pub certified: Option<(u64, f64)>,
+    /// Why the solver itself ended the run, if it did.
+    pub exit: Option<Exit>,
+    /// What the exit means, in words, when there is more to say than its name.
+    pub exit_note: Option<String>,
+}
+
+/// Largest gradient entry the f32 pairs take with room to spare (f32's range ends at 3.4e38;
+/// a gradient difference can be twice the gradient).
+const F32_SAFE: f64 = 1e36;
+
+/// Why the in-place solver ended a run by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// The certificate proved the relative suboptimality at most the stop tolerance.
+    Certified,
+    /// The objective or its gradient is not finite (at the start, or at every trial).
+    NotFinite,
+    /// No step met the line search's conditions.
+    LineSearch,
 }
 
 impl InPlaceLbfgs {
@@ -282,7 +307,33 @@ impl InPlaceLbfgs {
             pre_ok: false,
             pre_t: Vec::new(),
             isa: Isa::detect(),
+            tol_stop: 0.0,
+            cert_period: 0,
+            certified: None,
+            exit: None,
+            exit_note: None,
         })
+    }
+
+    /// The same solver, also stopping as soon as the objective certifies a relative
+    /// suboptimality of at most `tol_stop` ([`FusedObjective::certified_gap`], taken every
+    /// [`FusedObjective::certificate_period`] iterations). 0 turns it off.
+    pub fn with_certified_stop(mut self, tol_stop: f64) -> Self {
+        self.tol_stop = tol_stop;
+        self
+    }
+
+    /// Takes the certificate at the iterate (the last evaluated point) when it is due; true
+    /// when it proves the stop tolerance.
+    fn certified_stop<O: FusedObjective>(&mut self, obj: &mut O) -> bool {
+        if self.tol_stop <= 0.0 || self.cert_period == 0 || self.iter % self.cert_period != 0 {
+            return false;
+        }
+        let Some(gap) = obj.certified_gap(&self.x, self.f, &self.g) else { return false };
+        self.certified = Some((self.iter, gap));
+        // A gap below -tol_stop means float64 cannot evaluate the objective or the bound here:
+        // it proves nothing, so the solve goes on.
+        gap.abs() <= self.tol_stop
     }
 
     /// The same solver with its vector passes compiled for `isa` (every instruction set gives
@@ -889,6 +940,20 @@ impl<O: FusedObjective> Solver<O, LbfgsState> for InPlaceLbfgs {
         }
         self.grad_norm = self.gram.gg.sqrt();
         self.record();
+        let gmax = self.g.iter().fold(0.0f64, |a, v| a.max(v.abs()));
+        if !(self.f.is_finite() && self.grad_norm.is_finite()) {
+            self.exit = Some(Exit::NotFinite);
+            self.exit_note = Some(format!("the objective ({:e}) or its gradient is not finite in float64 at the start", self.f));
+        } else if gmax > F32_SAFE {
+            // The stored pairs are f32: a gradient this large would overflow them.
+            self.exit = Some(Exit::NotFinite);
+            self.exit_note = Some(format!("the gradient at the start reaches {gmax:.1e}, beyond the float32 range of the solver's stored pairs (the weight decays are too large for a start of this scale)"));
+        } else {
+            self.cert_period = obj.certificate_period();
+            if self.certified_stop(obj) {
+                self.exit = Some(Exit::Certified);
+            }
+        }
         Ok((state.cost(self.f), None))
     }
 
@@ -906,20 +971,30 @@ impl<O: FusedObjective> Solver<O, LbfgsState> for InPlaceLbfgs {
         }
         let Some((step, f_new, _)) = self.line_search(obj, dg, first, (f, gd, gg)) else {
             self.restore();
+            self.exit = Some(Exit::LineSearch);
             let msg = "line search failed: no acceptable step (strong or approximate Wolfe)".to_string();
             return Ok((state.cost(self.f).terminate_with(TerminationReason::SolverExit(msg)), None));
         };
         self.accept(step, f_new);
         self.iter = state.get_iter() + 1;
         self.record();
+        if self.certified_stop(obj) {
+            self.exit = Some(Exit::Certified);
+        }
         Ok((state.cost(self.f), None))
     }
 
     fn terminate(&mut self, _state: &LbfgsState) -> TerminationStatus {
-        if self.grad_norm <= self.threshold(self.f) {
-            TerminationStatus::Terminated(TerminationReason::SolverConverged)
-        } else {
-            TerminationStatus::NotTerminated
+        match self.exit {
+            Some(Exit::Certified) => {
+                let gap = self.certified.map_or(f64::NAN, |c| c.1);
+                TerminationStatus::Terminated(TerminationReason::SolverExit(format!("certified: relative suboptimality {gap:.2e} <= {:.0e}", self.tol_stop)))
+            }
+            Some(Exit::NotFinite) => TerminationStatus::Terminated(TerminationReason::SolverExit(
+                self.exit_note.clone().unwrap_or_else(|| "the objective or its gradient is not finite in float64".into()),
+            )),
+            _ if self.grad_norm <= self.threshold(self.f) => TerminationStatus::Terminated(TerminationReason::SolverConverged),
+            _ => TerminationStatus::NotTerminated,
         }
     }
 }

@@ -23,7 +23,7 @@ use argmin::core::{Executor, State, TerminationReason};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use lbfgs::InPlaceLbfgs;
+use lbfgs::{Exit, InPlaceLbfgs};
 use problem::{FusedObjective, MAX_HISTORY};
 
 /// Default number of stored L-BFGS pairs (measured: docs/performance.md).
@@ -56,11 +56,29 @@ pub struct SolveParams {
     /// Also stop as soon as the objective is at most this (argmin's target cost); used to
     /// time "reach a given gap to the prediction".
     pub target_objective: Option<f64>,
+    /// Stop as soon as the certificate proves a relative suboptimality of at most this, when
+    /// the objective has a certificate (docs/theory.md §6); 0 turns the certified stop off.
+    pub tol_stop: f64,
+    /// Wall-time limit in seconds; a solve that reaches it stops, not converged.
+    pub time_limit: Option<f64>,
 }
+
+/// Default of [`SolveParams::tol_stop`]: a tenth of the verdict's certificate threshold
+/// (docs/theory.md §6 and §7).
+pub const TOL_STOP: f64 = 1e-8;
 
 impl Default for SolveParams {
     fn default() -> Self {
-        SolveParams { tol_grad: 1e-8, max_iters: 5000, init_std: 0.1, history: LBFGS_HISTORY, method: Method::InPlace, target_objective: None }
+        SolveParams {
+            tol_grad: 1e-8,
+            max_iters: 5000,
+            init_std: 0.1,
+            history: LBFGS_HISTORY,
+            method: Method::InPlace,
+            target_objective: None,
+            tol_stop: TOL_STOP,
+            time_limit: None,
+        }
     }
 }
 
@@ -79,6 +97,12 @@ impl SolveParams {
         if self.target_objective.is_some_and(|t| !t.is_finite()) {
             return Err(Error::new("target objective must be finite"));
         }
+        if !(self.tol_stop.is_finite() && self.tol_stop >= 0.0) {
+            return Err(Error::new(format!("--tol-stop must be a finite number >= 0 (got {})", self.tol_stop)));
+        }
+        if self.time_limit.is_some_and(|t| !(t.is_finite() && t > 0.0)) {
+            return Err(Error::new(format!("--time-limit must be a finite number of seconds > 0 (got {:?})", self.time_limit)));
+        }
         Ok(())
     }
 }
@@ -94,6 +118,33 @@ pub struct HistoryPoint {
     pub grad_norm: f64,
 }
 
+/// What ended a solve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StopReason {
+    /// The certificate proved the relative suboptimality at most `tol_stop`.
+    Certificate,
+    /// The relative gradient rule holds.
+    Gradient,
+    /// The objective reached the target value.
+    Target,
+    /// The iteration cap.
+    MaxIters,
+    /// The wall-time limit.
+    TimeLimit,
+    /// No acceptable step, after the restarts.
+    LineSearch,
+    /// The objective or its gradient is not finite in float64.
+    NotFinite,
+}
+
+impl StopReason {
+    /// Whether the solve ended converged: certified, or at the gradient rule.
+    pub fn converged(self) -> bool {
+        matches!(self, StopReason::Certificate | StopReason::Gradient)
+    }
+}
+
 /// Callback run on the start and on every iterate: `(iteration, x, f(x), ||grad||)`.
 pub type IterCallback = Box<dyn FnMut(u64, &[f64], f64, f64) + Send>;
 
@@ -106,8 +157,12 @@ pub struct SolveResult {
     pub objective: f64,
     /// Final gradient norm.
     pub grad_norm: f64,
-    /// The stopping rule holds at the final point.
+    /// Certified at the stop tolerance, or the gradient rule holds at the final point.
     pub converged: bool,
+    /// What ended the solve.
+    pub stopped_by: StopReason,
+    /// The last certified relative suboptimality the solver took, and its iteration.
+    pub certified: Option<(u64, f64)>,
     /// L-BFGS iterations.
     pub iterations: u64,
     /// Objective-and-gradient evaluations.
@@ -149,9 +204,11 @@ pub fn minimize<O: FusedObjective>(objective: O, x0: Vec<f64>, params: &SolvePar
     let (mut x, mut iterations, mut evaluations) = (x0, 0u64, 0usize);
     let mut history: Vec<HistoryPoint> = Vec::new();
     let mut terminations = Vec::new();
-    let (mut f, mut grad_norm, mut converged) = (f64::NAN, f64::NAN, false);
+    let (mut f, mut grad_norm, mut gradient_rule) = (f64::NAN, f64::NAN, false);
+    let (mut stopped_by, mut certified) = (StopReason::MaxIters, None);
     for attempt in 0..=RESTARTS {
-        let solver = InPlaceLbfgs::new(x, params.history, params.tol_grad, callback.take())?;
+        let solver = InPlaceLbfgs::new(x, params.history, params.tol_grad, callback.take())?.with_certified_stop(params.tol_stop);
+        let left = params.time_limit.map(|t| (t - start.elapsed().as_secs_f64()).max(1e-3));
         let res = Executor::new(eval, solver)
             .configure(|s| {
                 let s = s.max_iters(params.max_iters.saturating_sub(iterations));
@@ -160,6 +217,7 @@ pub fn minimize<O: FusedObjective>(objective: O, x0: Vec<f64>, params: &SolvePar
                     None => s,
                 }
             })
+            .timeout(std::time::Duration::from_secs_f64(left.unwrap_or(1e9)))
             .ctrlc(false)
             .run()
             .map_err(|e| Error::new(format!("solver failed: {e}")))?;
@@ -173,19 +231,33 @@ pub fn minimize<O: FusedObjective>(objective: O, x0: Vec<f64>, params: &SolvePar
         evaluations += solver.evaluations;
         f = solver.f;
         grad_norm = solver.grad_norm;
-        converged = grad_norm <= solver.threshold(f);
+        gradient_rule = grad_norm <= solver.threshold(f);
+        certified = solver.certified.map(|(it, g)| (it + iterations - res.state.get_iter(), g)).or(certified);
         callback = solver.take_callback();
         x = solver.take_x();
-        let target_hit = params.target_objective.is_some_and(|t| f <= t);
-        if converged || target_hit || !matches!(reason, Some(TerminationReason::SolverExit(_))) || iterations >= params.max_iters {
+        stopped_by = match (solver.exit, reason.as_ref()) {
+            (Some(Exit::Certified), _) => StopReason::Certificate,
+            (Some(Exit::NotFinite), _) => StopReason::NotFinite,
+            (_, Some(TerminationReason::SolverConverged)) => StopReason::Gradient,
+            (_, Some(TerminationReason::TargetCostReached)) => StopReason::Target,
+            (_, Some(TerminationReason::Timeout)) => StopReason::TimeLimit,
+            (Some(Exit::LineSearch), _) => StopReason::LineSearch,
+            _ => StopReason::MaxIters,
+        };
+        if stopped_by != StopReason::LineSearch || iterations >= params.max_iters {
             break;
         }
+    }
+    if stopped_by == StopReason::LineSearch && gradient_rule {
+        stopped_by = StopReason::Gradient;
     }
     let result = SolveResult {
         x,
         objective: f,
         grad_norm,
-        converged,
+        converged: stopped_by == StopReason::Certificate || gradient_rule,
+        stopped_by,
+        certified,
         iterations,
         evaluations,
         seconds: start.elapsed().as_secs_f64(),

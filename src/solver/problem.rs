@@ -99,6 +99,17 @@ pub unsafe trait FusedObjective {
     fn block_ranges(&self) -> Vec<(Range<usize>, usize)> {
         vec![(0..self.dim(), 0)]
     }
+    /// A certified upper bound on the relative suboptimality `(f - min f) / |f|` of the point
+    /// the last evaluation was at (`x`, with value `f` and gradient `grad`), when the objective
+    /// has one. The default has none.
+    fn certified_gap(&mut self, _x: &[f64], _f: f64, _grad: &[f64]) -> Option<f64> {
+        None
+    }
+    /// Take [`certified_gap`](Self::certified_gap) every this many iterations (0: never), so
+    /// that it costs at most a tenth of the solve.
+    fn certificate_period(&self) -> u64 {
+        0
+    }
     /// Lets `hooks` fill `x`, evaluates there into `grad`, and shows `hooks` the gradient,
     /// range by range (see the trait's safety contract). The default is one range, around
     /// [`eval`](Self::eval).

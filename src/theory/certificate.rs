@@ -39,11 +39,13 @@ use serde::Serialize;
 
 use nalgebra::DMatrix;
 
-use crate::linalg::sym_eigenvalues;
+use crate::linalg::eigenvalue_upper_bound;
 use crate::model::loss::{binary_neg_entropy, neg_entropy, Loss};
-use crate::model::objective::{UfmObjective, Workspace};
+use crate::error::Result;
+use crate::model::objective::{Certifier, UfmObjective, Workspace};
+use crate::solver::{IterCallback, SolveParams, SolveResult};
 
-/// Relative safety margin on the computed spectral norm.
+/// Relative safety margin on the spectral norm, on top of its rigorous upper bound.
 const SPECTRAL_MARGIN: f64 = 1e-11;
 
 /// A lower bound on the global minimum, and the gap of a point to it.
@@ -62,6 +64,20 @@ pub struct Certificate {
     pub note: Option<String>,
 }
 
+impl Certificate {
+    fn none(spectral_ratio: f64, why: &str) -> Certificate {
+        Certificate { lower_bound: None, gap: None, relative_gap: None, spectral_ratio, note: Some(why.to_string()) }
+    }
+
+    fn from_bound(f: f64, d: f64, spectral_ratio: f64) -> Certificate {
+        if !d.is_finite() {
+            return Certificate::none(spectral_ratio, "the dual bound is not finite in float64");
+        }
+        let gap = f - d;
+        Certificate { lower_bound: Some(d), gap: Some(gap), relative_gap: Some(gap / f.abs()), spectral_ratio, note: None }
+    }
+}
+
 /// Computes the certificate at `x = [W, H, b]`, whose objective value is `f`.
 pub fn certify(obj: &UfmObjective, x: &[f64], f: f64) -> Certificate {
     certify_with(obj, x, f, &mut Workspace::new(obj))
@@ -75,19 +91,14 @@ pub fn certify(obj: &UfmObjective, x: &[f64], f: f64) -> Certificate {
 /// `lambda_b = 0` the centred rows leave D's domain possibly, so every entry is visited and
 /// checked ([`bound_direct`]); BCE uses [`bound_bce`].
 pub fn certify_with(obj: &UfmObjective, x: &[f64], f: f64, ws: &mut Workspace) -> Certificate {
-    let (k, n) = (obj.k, obj.n);
-    let (mut gram, g1) = obj.dual_pass(x, ws);
-    if obj.lb == 0.0 {
-        // (G - r 1^T)(G - r 1^T)^T = G G^T - (G 1)(G 1)^T / N, r = G 1 / N.
-        for i in 0..k {
-            for j in 0..k {
-                gram[i + j * k] -= g1[i] * g1[j] / n as f64;
-            }
-        }
+    if !f.is_finite() || x.iter().any(|v| !v.is_finite()) {
+        return Certificate::none(f64::NAN, "the point or its objective is not finite in float64");
     }
-    let spec = sym_eigenvalues(&DMatrix::from_column_slice(k, k, &gram))[0].max(0.0).sqrt();
-    let mu = (obj.lw * obj.lh).sqrt();
-    let s = if spec > 0.0 { (mu / (spec * (1.0 + SPECTRAL_MARGIN))).min(1.0) } else { 1.0 };
+    let (gram, g1) = obj.dual_pass(x, ws);
+    let Some((s, ratio)) = scale(obj, gram, &g1) else {
+        return Certificate::none(f64::NAN, "the dual matrix is not finite in float64");
+    };
+    let (k, n) = (obj.k, obj.n);
     let bound = if obj.loss == Loss::Bce {
         let r: Vec<f64> = if obj.lb > 0.0 { vec![0.0; k] } else { g1.iter().map(|v| v / n as f64).collect() };
         bound_bce(obj, ws.dual(), &r, s)
@@ -98,18 +109,94 @@ pub fn certify_with(obj: &UfmObjective, x: &[f64], f: f64, ws: &mut Workspace) -
         bound_direct(obj, ws.dual(), &r, s)
     };
     match bound {
-        Some(d) => {
-            let gap = f - d;
-            Certificate { lower_bound: Some(d), gap: Some(gap), relative_gap: Some(gap / f.abs()), spectral_ratio: spec / mu, note: None }
-        }
-        None => Certificate {
-            lower_bound: None,
-            gap: None,
-            relative_gap: None,
-            spectral_ratio: spec / mu,
-            note: Some("no dual-feasible point from the gradient here (lambda_b = 0 and far from an optimum)".into()),
-        },
+        Some(d) => Certificate::from_bound(f, d, ratio),
+        None => Certificate::none(ratio, "no dual-feasible point from the gradient here (lambda_b = 0 and far from an optimum)"),
     }
+}
+
+/// The certificate at the point of the last evaluation, from what that evaluation left: the
+/// dual matrix `G` in `ws`, the data term, and the gradient `grad` (docs/theory.md §4).
+///
+/// For the softmax losses with `lambda_b > 0`, `D(G)` follows from the Fenchel-Young equality
+/// `l(U) + l*(G) = <G, U>` at `G = dl(U)`:
+/// `D(G) = l(U) - <W, G H^T> - <b, G 1> - ||G 1||^2 / (2 lb)`, with `G H^T = dW - lw W` and
+/// `G 1 = db - lb b` read off the gradient. So the certificate costs the Gram matrix
+/// `G G^T` and a bound on its largest eigenvalue: a fraction of an evaluation, cheap enough
+/// for the solver to take every few iterations.
+pub fn certify_evaluated(obj: &UfmObjective, x: &[f64], f: f64, grad: &[f64], ws: &mut Workspace) -> Certificate {
+    if !f.is_finite() || !ws.data_term().is_finite() {
+        return Certificate::none(f64::NAN, "the point or its objective is not finite in float64");
+    }
+    let (k, n, kd, dn) = (obj.k, obj.n, obj.k * obj.d, obj.d * obj.n);
+    let (w, b) = (&x[..kd], &x[kd + dn..]);
+    let (gw, gb) = (&grad[..kd], &grad[kd + dn..]);
+    let g1: Vec<f64> = gb.iter().zip(b).map(|(g, b)| g - obj.lb * b).collect();
+    let gram = obj.dual_gram(ws);
+    let Some((s, ratio)) = scale(obj, gram, &g1) else {
+        return Certificate::none(f64::NAN, "the dual matrix is not finite in float64");
+    };
+    let bound = if obj.loss == Loss::Bce {
+        let r: Vec<f64> = if obj.lb > 0.0 { vec![0.0; k] } else { g1.iter().map(|v| v / n as f64).collect() };
+        bound_bce(obj, ws.dual(), &r, s)
+    } else if obj.lb > 0.0 {
+        let wgh: f64 = w.iter().zip(gw).map(|(w, g)| w * (g - obj.lw * w)).sum();
+        let bg1: f64 = b.iter().zip(&g1).map(|(b, g)| b * g).sum();
+        let d_g = ws.data_term() - wgh - bg1 - g1.iter().map(|v| v * v).sum::<f64>() / (2.0 * obj.lb);
+        Some(s * d_g + (1.0 - s) * dual_at_zero(obj))
+    } else {
+        let r: Vec<f64> = g1.iter().map(|v| v / n as f64).collect();
+        bound_direct(obj, ws.dual(), &r, s)
+    };
+    match bound {
+        Some(d) => Certificate::from_bound(f, d, ratio),
+        None => Certificate::none(ratio, "no dual-feasible point from the gradient here (lambda_b = 0 and far from an optimum)"),
+    }
+}
+
+/// The certified relative suboptimality of the last evaluated point ([`certify_evaluated`]):
+/// the [`Certifier`](crate::model::objective::Certifier) the solves stop on.
+pub fn evaluated_gap(obj: &UfmObjective, x: &[f64], f: f64, grad: &[f64], ws: &mut Workspace) -> Option<f64> {
+    certify_evaluated(obj, x, f, grad, ws).relative_gap
+}
+
+/// Solves the UFM from the seeded start, stopping as soon as the certificate proves the
+/// relative suboptimality at most `params.tol_stop` (checked every few iterations, at most a
+/// tenth of the solve's cost), or on the gradient rule (docs/theory.md §6).
+pub fn solve(obj: &UfmObjective, seed: u64, params: &SolveParams, callback: Option<IterCallback>) -> Result<SolveResult> {
+    obj.solve_with(seed, params, callback, (params.tol_stop > 0.0).then_some(evaluated_gap as Certifier))
+}
+
+/// The scale `s = min(1, mu / ||Lambda||_2)` that puts `Lambda = G` (rows centred when
+/// `lambda_b = 0`) in the spectral ball, with `||G||_2` bounded from above rigorously, and the
+/// ratio `||G||_2 / mu`; `None` if the Gram matrix is not finite.
+fn scale(obj: &UfmObjective, mut gram: Vec<f64>, g1: &[f64]) -> Option<(f64, f64)> {
+    let (k, n) = (obj.k, obj.n);
+    if obj.lb == 0.0 {
+        // (G - r 1^T)(G - r 1^T)^T = G G^T - (G 1)(G 1)^T / N, r = G 1 / N.
+        for i in 0..k {
+            for j in 0..k {
+                gram[i + j * k] -= g1[i] * g1[j] / n as f64;
+            }
+        }
+    }
+    let spec = eigenvalue_upper_bound(&DMatrix::from_column_slice(k, k, &gram))?.max(0.0).sqrt();
+    let mu = (obj.lw * obj.lh).sqrt();
+    let s = if spec > 0.0 { (mu / (spec * (1.0 + SPECTRAL_MARGIN))).min(1.0) } else { 1.0 };
+    Some((s, spec / mu))
+}
+
+/// `D(0) = (1/N) sum_i c_i log m_i` (p_i = t_i) for the softmax losses.
+fn dual_at_zero(obj: &UfmObjective) -> f64 {
+    let d0: f64 = obj
+        .labels
+        .set_of
+        .iter()
+        .map(|&si| {
+            let m = obj.labels.sets[si as usize].len();
+            obj.loss.weight(m) * (m as f64).ln()
+        })
+        .sum();
+    d0 / obj.n as f64
 }
 
 /// `s D(G) + (1 - s) D(0) <= D(s G)` (D is concave and both G and 0 are in its domain):
@@ -119,16 +206,9 @@ pub fn certify_with(obj: &UfmObjective, x: &[f64], f: f64, ws: &mut Workspace) -
 /// `1 - s`, which vanishes at an optimum (`||G||_2 -> mu`).
 fn concave_bound(obj: &UfmObjective, ws: &Workspace, g1: &[f64], s: f64) -> f64 {
     let n = obj.n as f64;
-    let e = ws.softmax_neg_entropy();
-    let (mut ent, mut d0) = (0.0, 0.0);
-    for (ei, &si) in e.iter().zip(&obj.labels.set_of) {
-        let m = obj.labels.sets[si as usize].len();
-        let c = obj.loss.weight(m);
-        ent += c * ei;
-        d0 += c * (m as f64).ln();
-    }
+    let ent: f64 = ws.softmax_neg_entropy().iter().zip(&obj.labels.set_of).map(|(ei, &si)| obj.loss.weight(obj.labels.sets[si as usize].len()) * ei).sum();
     let d_g = -ent / n - g1.iter().map(|v| v * v).sum::<f64>() / (2.0 * obj.lb);
-    s * d_g + (1.0 - s) * d0 / n
+    s * d_g + (1.0 - s) * dual_at_zero(obj)
 }
 
 /// BCE: `D = -(1/N) sum_ij h(p_ij) - ||Lambda 1||^2 / (2 lb)` with `p = N lambda + y`,
@@ -259,7 +339,7 @@ mod tests {
                 let c = certify(&obj, &x, f);
                 let mut ws = Workspace::new(&obj);
                 let (gram, _) = obj.dual_pass(&x, &mut ws);
-                let spec = sym_eigenvalues(&DMatrix::from_column_slice(obj.k, obj.k, &gram))[0].sqrt();
+                let spec = crate::linalg::sym_eigenvalues(&DMatrix::from_column_slice(obj.k, obj.k, &gram)).unwrap()[0].sqrt();
                 let s = ((obj.lw * obj.lh).sqrt() / (spec * (1.0 + SPECTRAL_MARGIN))).min(1.0);
                 let direct = bound_direct(&obj, ws.dual(), &vec![0.0; obj.k], s).unwrap();
                 let fast = c.lower_bound.unwrap();

@@ -4,5 +4,5 @@
 pub mod certificate;
 pub mod prediction;
 
-pub use certificate::{certify, Certificate};
+pub use certificate::{certify, solve, Certificate};
 pub use prediction::{predict, Prediction};

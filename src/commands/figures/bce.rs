@@ -47,10 +47,10 @@ pub fn compute() -> Result<Bce> {
         let opts = VerifyOptions::default();
         let sol = obj.solve(0, &opts.solve, None)?;
         let x = sol.x.clone();
-        let run = assess(&cfg, &obj, &crate::theory::prediction::predict(&cfg), 0, sol, &opts.tol);
+        let run = assess(&cfg, &obj, &crate::theory::prediction::predict(&cfg), 0, &sol, &opts.tol);
         let mu = set_means(obj.split(&x).h, &cfg.labels);
         // Singular values come sorted, largest first.
-        let u = crate::linalg::jacobi::svd(&mu).u;
+        let u = crate::linalg::jacobi::svd(&mu).ok_or_else(|| crate::error::Error::new("figure 8: label-set means are not finite"))?.u;
         let (u1, u2) = (u.column(0).into_owned(), u.column(1).into_owned());
         let pr = |v: nalgebra::DVector<f64>| (v.dot(&u1), v.dot(&u2));
         let means: Vec<(f64, f64)> = mu.column_iter().map(|c| pr(c.into_owned())).collect();

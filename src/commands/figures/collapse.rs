@@ -48,9 +48,9 @@ pub struct Collapse {
     classes: usize,
 }
 
-fn project(h: &DMatrix<f64>, sets: &[Vec<usize>], set_of: &[usize], scale2: Option<f64>, title: String) -> Panel {
+fn project(h: &DMatrix<f64>, sets: &[Vec<usize>], set_of: &[usize], scale2: Option<f64>, title: String) -> Result<Panel> {
     // Singular values come sorted, largest first.
-    let u = crate::linalg::jacobi::svd(h).u;
+    let u = crate::linalg::jacobi::svd(h).ok_or_else(|| crate::error::Error::new("figure 1: features are not finite"))?.u;
     let (u1, u2) = (u.column(0).into_owned(), u.column(1.min(u.ncols() - 1)).into_owned());
     let points: Vec<(f64, f64)> = h.column_iter().map(|c| (c.dot(&u1), c.dot(&u2))).collect();
     let mut means = vec![(0.0, 0.0); sets.len()];
@@ -75,7 +75,7 @@ fn project(h: &DMatrix<f64>, sets: &[Vec<usize>], set_of: &[usize], scale2: Opti
             .collect(),
         None => Vec::new(),
     };
-    Panel { title, points, set_of: set_of.to_vec(), means, theory }
+    Ok(Panel { title, points, set_of: set_of.to_vec(), means, theory })
 }
 
 /// Solves the two configurations and projects the three snapshots of each.
@@ -106,7 +106,7 @@ pub fn compute() -> Result<Collapse> {
             let h = DMatrix::from_column_slice(p.h.rows, p.h.cols, p.h.data);
             let gap = (f - pred.objective) / pred.objective;
             let s2 = if label == "end" && m == 2 { pred.scale[1] } else { None };
-            panels.push(project(&h, &sets, &set_of, s2, format!("M = {m}, {label}: iteration {it}, gap {gap:.1e}")));
+            panels.push(project(&h, &sets, &set_of, s2, format!("M = {m}, {label}: iteration {it}, gap {gap:.1e}"))?);
         }
         rows.push((sets, panels));
     }
