@@ -97,7 +97,7 @@ pub struct SolverArgs {
     pub solver: Method,
     /// Stop as soon as the duality certificate proves the relative suboptimality at most this
     /// (0 turns the certified stop off; the gradient rule always applies).
-    #[arg(long = "tol-stop", default_value = "1e-8", value_parser = non_negative, allow_hyphen_values = true)]
+    #[arg(long = "tol-stop", default_value = "5e-8", value_parser = non_negative, allow_hyphen_values = true)]
     pub tol_stop: f64,
     /// Wall-time limit per solve, in seconds: a solve that reaches it stops, not converged,
     /// and its results are kept.
@@ -160,6 +160,12 @@ pub struct HuntArgs {
     /// Shrink at most this many failures.
     #[arg(long, default_value_t = 3)]
     pub shrink: usize,
+    /// Wide draws: lambda_w, lambda_h and lambda_b log-uniform over [1e-8, 1e4], and start
+    /// scales from 1e-3 to 10 (inside the preconditions).
+    #[arg(long, conflicts_with = "outside")]
+    pub wide: bool,
+    #[command(flatten)]
+    pub solver: SolverArgs,
 }
 
 /// Flags of `figures`.
@@ -263,6 +269,9 @@ pub struct UfmArgs {
     /// Write the full JSON report here (atomically).
     #[arg(long, value_name = "PATH")]
     pub json: Option<PathBuf>,
+    /// Also write every iteration's objective and gradient norm into the JSON report.
+    #[arg(long)]
+    pub trace: bool,
     #[command(flatten)]
     pub tol: TolArgs,
 }
@@ -347,7 +356,10 @@ fn run_ufm(a: &UfmArgs) -> Result<i32> {
         eprintln!("estimated memory: {}", human_bytes(mem));
     }
     let seeds: Vec<u64> = (a.seed..a.seed.saturating_add(a.seeds)).collect();
-    let report = verify(&cfg, &seeds, &opts)?;
+    let mut report = verify(&cfg, &seeds, &opts)?;
+    if !a.trace {
+        report.runs.iter_mut().for_each(|r| r.history.clear());
+    }
     print!("{}", table(&report));
     if let Some(path) = &a.json {
         write_json_atomic(path, &report)?;
@@ -415,13 +427,16 @@ fn run_sweep_cmd(a: &SweepArgs) -> Result<i32> {
 }
 
 fn run_hunt(a: &HuntArgs) -> Result<i32> {
-    let p = crate::commands::hunt::HuntParams { budget: a.budget, seed: a.seed, seeds: a.seeds, outside: a.outside, shrink: a.shrink, progress: true };
-    let s = crate::commands::hunt::hunt(&p, &a.out, &VerifyOptions::default())?;
+    let p = crate::commands::hunt::HuntParams { budget: a.budget, seed: a.seed, seeds: a.seeds, outside: a.outside, wide: a.wide, shrink: a.shrink, progress: true };
+    let s = crate::commands::hunt::hunt(&p, &a.out, &VerifyOptions { solve: a.solver.params(), ..VerifyOptions::default() })?;
     println!(
         "tried {} configurations: {} verified, {} trivial, {} outside the theorem ({} where its value is not reached), {} unresolved, {} counterexamples",
         s.tried, s.verified, s.trivial, s.outside, s.outside_failures, s.unresolved, s.counterexamples
     );
     println!("worst certified gap among the verified: {:.2e}; wall time {:.1} s", s.worst_verified_certified_gap, s.seconds);
+    for (why, n) in &s.unresolved_reasons {
+        println!("unresolved ({n}): {why}");
+    }
     for c in &s.shrunk {
         println!("smallest failing configuration: {c}");
     }

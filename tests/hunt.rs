@@ -24,7 +24,7 @@ fn hunt_classifies_resumes_and_shrinks() {
     let out = std::env::temp_dir().join(format!("mlab-nc-hunt-{}.jsonl", std::process::id()));
     std::fs::remove_file(&out).ok();
     let opts = VerifyOptions::default();
-    let p = HuntParams { budget: 24, seed: 1, seeds: 2, outside: true, shrink: 1, progress: false };
+    let p = HuntParams { budget: 24, seed: 1, seeds: 2, outside: true, wide: false, shrink: 1, progress: false };
     let s = hunt(&p, &out, &opts).unwrap();
     assert_eq!(s.tried, 24);
     assert_eq!(s.counterexamples, 0);
@@ -72,4 +72,29 @@ fn shrinking_keeps_a_failure_and_reduces_it() {
     let (small, steps) = shrink(&cfg, None, 2, &opts).unwrap();
     assert!(steps > 0 && small.classes <= 4 && small.dim + 1 < small.classes);
     assert_eq!(classify(&small.validate().unwrap(), 2, &opts).unwrap().0, Class::OutsideFailure);
+}
+
+/// A bounded wide hunt (weight decays over [1e-8, 1e4], start scales 1e-3 to 10): no
+/// counterexample, and every configuration that is not verified or trivial states why.
+#[test]
+fn wide_hunt_finds_no_counterexample_and_states_every_unresolved_reason() {
+    let out = std::env::temp_dir().join(format!("mlab-nc-hunt-wide-{}.jsonl", std::process::id()));
+    std::fs::remove_file(&out).ok();
+    let mut opts = VerifyOptions::default();
+    opts.solve.time_limit = Some(3.0);
+    let p = HuntParams { budget: 40, seed: 3, seeds: 1, outside: false, wide: true, shrink: 0, progress: false };
+    let s = hunt(&p, &out, &opts).unwrap();
+    assert_eq!(s.tried, 40);
+    assert_eq!(s.counterexamples, 0);
+    assert!(s.verified + s.trivial >= 20, "{s:?}");
+    let records: Vec<serde_json::Value> = std::fs::read_to_string(&out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let spread = records.iter().map(|r| r["config"]["lambda_w"].as_f64().unwrap()).fold((f64::INFINITY, 0.0f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    assert!(spread.0 < 1e-5 && spread.1 > 10.0, "the draws span the range: {spread:?}");
+    for r in &records {
+        if r["class"] == "unresolved" {
+            assert!(r["reasons"].as_array().is_some_and(|a| !a.is_empty()), "{r}");
+        }
+    }
+    assert!(hunt(&HuntParams { outside: true, ..p }, &out, &opts).is_err(), "--wide and --outside do not mix");
+    std::fs::remove_file(&out).ok();
 }

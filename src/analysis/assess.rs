@@ -74,6 +74,8 @@ pub fn assess(cfg: &ValidConfig, obj: &UfmObjective, pred: &Prediction, seed: u6
         Some(format!("the solve left what float64 (and the solver's float32 pairs) can hold: {}", sol.termination))
     } else if !sol.objective.is_finite() || sol.x.iter().any(|v| !v.is_finite()) {
         Some("the solve's point or objective is not finite in float64".to_string())
+    } else if let Some(why) = scale_out_of_range(obj, &sol.x) {
+        Some(why)
     } else if let Some(r) = Some(obj.rounding_bound(&sol.x, sol.objective)).filter(|&r| !(r <= tol.objective / 10.0)) {
         Some(format!("float64 evaluates the objective only to {r:.1e} relative here (the losses are below the rounding of logits this large), short of the {:.0e} the verdict needs", tol.objective))
     } else if let Some(g) = certificate.relative_gap.filter(|&g| g < -tol.objective) {
@@ -94,6 +96,10 @@ pub fn assess(cfg: &ValidConfig, obj: &UfmObjective, pred: &Prediction, seed: u6
         certified_gap: certificate.relative_gap,
         certified_bound_gap: certificate.lower_bound.map(|d| (d - pred.objective) / pred.objective.abs()),
         geometry,
+        distance: {
+            let dist = sol.grad_norm / obj.curvature_scale();
+            (dist, dist / sol.x.iter().map(|v| v * v).sum::<f64>().sqrt())
+        },
     };
     let (verdict, reasons) = judge(&evidence, tol);
     let multi = cfg.labels.sets.iter().zip(&cfg.labels.counts).filter(|(s, &c)| s.len() >= 2 && c > 0).count();
@@ -123,6 +129,18 @@ pub fn assess(cfg: &ValidConfig, obj: &UfmObjective, pred: &Prediction, seed: u6
         geometry,
         history: sol.history.clone(),
     }
+}
+
+/// Entries of W or H so large or so small (in their largest magnitude) that the metrics'
+/// squares and products of them over- or underflow float64.
+fn scale_out_of_range(obj: &UfmObjective, x: &[f64]) -> Option<String> {
+    let p = obj.split(x);
+    let top = |v: &[f64]| v.iter().fold(0.0f64, |a, x| a.max(x.abs()));
+    let (w, h) = (top(p.w.data), top(p.h.data));
+    let ok = |v: f64| v == 0.0 || (1e-60..=1e60).contains(&v);
+    (!(ok(w) && ok(h))).then(|| {
+        format!("the solution's scale (|W| up to {w:.1e}, |H| up to {h:.1e}) is outside [1e-60, 1e60], where float64 computes the metrics' squares and products without over- or underflow")
+    })
 }
 
 fn bias_name(cfg: &ValidConfig) -> &'static str {

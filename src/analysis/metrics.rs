@@ -97,6 +97,9 @@ pub fn angle_deg(a: &[f64], b: &[f64]) -> f64 {
 /// `||G / ||G||_F - E||_F` for a K x K matrix G, with E the unit-norm simplex ETF Gram matrix.
 pub fn etf_distance(g: &DMatrix<f64>) -> f64 {
     let k = g.nrows();
+    // Divided by its largest entry first, so that the norm's squares cannot over- or underflow.
+    let top = g.iter().fold(0.0f64, |a, v| a.max(v.abs()));
+    let g = &(g / top);
     let e = (DMatrix::<f64>::identity(k, k) - DMatrix::from_element(k, k, 1.0 / k as f64)) / ((k - 1) as f64).sqrt();
     (g / g.norm() - e).norm()
 }

@@ -58,6 +58,7 @@ pub struct RunReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub geometry: Option<Geometry>,
     /// Objective and gradient norm per iteration.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<HistoryPoint>,
 }
 

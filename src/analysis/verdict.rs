@@ -132,6 +132,11 @@ pub struct Evidence {
     pub certified_bound_gap: Option<f64>,
     /// Named geometry errors with their tolerance class.
     pub geometry: Vec<(String, f64, Kind)>,
+    /// How far the point may lie from an optimum, as the solve's precision allows:
+    /// `||grad f|| / lambda_min` (exact for a function of curvature at least lambda_min), and
+    /// that distance relative to `||x||`. A geometry error that this distance can explain is
+    /// not resolved by the solve, whatever its size.
+    pub distance: (f64, f64),
 }
 
 /// Which tolerance a geometry error is held to.
@@ -215,19 +220,32 @@ pub fn judge(e: &Evidence, tol: &Tolerances) -> (Verdict, Vec<String>) {
         Some(g) if !(g <= tol.certificate) => reasons.push(format!("certified gap {g:.3e} > {:.0e}", tol.certificate)),
         _ => {}
     }
+    let (dist, rel) = e.distance;
+    let mut unresolved = 0;
     for (name, v, kind) in &e.geometry {
-        let limit = match kind {
-            Kind::Linear => tol.geometry,
-            Kind::Nc1 => tol.nc1,
-            Kind::Angle => tol.angle_deg,
-            Kind::Bias => tol.bias,
+        let (limit, explained) = match kind {
+            Kind::Linear => (tol.geometry, v.abs() <= rel),
+            Kind::Nc1 => (tol.nc1, v.abs() <= rel * rel),
+            Kind::Angle => (tol.angle_deg, v.abs().to_radians() <= rel),
+            Kind::Bias => (tol.bias, v.abs() <= dist),
         };
         if !(v.abs() <= limit) {
-            reasons.push(format!("{name} = {v:.3e} > {limit:.0e}"));
+            if explained {
+                unresolved += 1;
+                reasons.push(format!("{name} = {v:.3e} > {limit:.0e}, within what the solve resolves here"));
+            } else {
+                reasons.push(format!("{name} = {v:.3e} > {limit:.0e}"));
+            }
         }
     }
     if reasons.is_empty() {
         (Verdict::Verified, reasons)
+    } else if unresolved == reasons.len() {
+        reasons.insert(
+            0,
+            format!("UNRESOLVED: the point may lie {dist:.1e} ({rel:.1e} relative) from an optimum (||grad f|| / lambda_min), which explains every geometry error above tolerance"),
+        );
+        (Verdict::Unresolved, reasons)
     } else {
         (Verdict::Violated, reasons)
     }
@@ -250,6 +268,7 @@ mod tests {
             objective_gap: 1e-13,
             certified_gap: Some(1e-10),
             certified_bound_gap: Some(-1e-10),
+            distance: (1e-9, 1e-11),
             geometry: vec![("nc2_w".into(), 1e-7, Kind::Linear), ("nc1".into(), 1e-12, Kind::Nc1)],
         }
     }
@@ -281,5 +300,9 @@ mod tests {
         let above = judge(&Evidence { objective_gap: 1e-3, certified_gap: Some(1e-2), ..good() }, &t);
         assert_eq!(above.0, Verdict::Unresolved);
         assert!(above.1[0].contains("another start"));
+        // A bias error the solve's precision explains is unresolved; one it does not is violated.
+        let bias = vec![("bias norm".to_string(), 2e-3, Kind::Bias)];
+        assert_eq!(judge(&Evidence { geometry: bias.clone(), distance: (2e-2, 1e-4), ..good() }, &t).0, Verdict::Unresolved);
+        assert_eq!(judge(&Evidence { geometry: bias, distance: (2e-5, 1e-7), ..good() }, &t).0, Verdict::Violated);
     }
 }

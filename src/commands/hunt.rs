@@ -61,6 +61,9 @@ impl Class {
 /// The settings that decide what a hunt's lines mean: a file is resumed only with the same.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HuntKey {
+    /// Wide draws: weight decays over [1e-8, 1e4] and extreme starts.
+    #[serde(default)]
+    pub wide: bool,
     /// Master seed.
     pub seed: u64,
     /// Starts per configuration.
@@ -93,6 +96,12 @@ pub struct HuntRecord {
     pub verdicts: Vec<Verdict>,
     /// Wall time.
     pub seconds: f64,
+    /// The start's standard deviation, when the draw chose it (`--wide`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_std: Option<f64>,
+    /// The best start's reasons, when it is not verified.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reasons: Vec<String>,
 }
 
 fn log_uniform(rng: &mut ChaCha8Rng, lo: f64, hi: f64) -> f64 {
@@ -132,8 +141,23 @@ pub fn draw(seed: u64, index: u64, outside: bool) -> Result<ValidConfig> {
     UfmConfig { lambda_w: t * lam_c * rho, lambda_h: t * lam_c / rho, lambda_b: lb, ..base }.validate()
 }
 
-/// Solves and classifies one configuration.
-pub fn classify(cfg: &ValidConfig, seeds: u64, opts: &VerifyOptions) -> Result<(Class, f64, Option<f64>, Vec<Verdict>)> {
+/// Draw `index` of a wide hunt with master seed `seed`: the sizes and counts of [`draw`]
+/// (inside the preconditions), with lambda_w and lambda_h log-uniform over [1e-8, 1e4] each,
+/// lambda_b too (or 0, one draw in ten), and the start's standard deviation log-uniform over
+/// [1e-3, 10]. Returns the configuration and that standard deviation.
+pub fn draw_wide(seed: u64, index: u64) -> Result<(ValidConfig, f64)> {
+    let base = draw(seed, index, false)?.config;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_mul(0xC2B2_AE3D_27D4_EB4F) ^ index);
+    let lw = log_uniform(&mut rng, 1e-8, 1e4);
+    let lh = log_uniform(&mut rng, 1e-8, 1e4);
+    let lb = if rng.random_range(0..10) == 0 { 0.0 } else { log_uniform(&mut rng, 1e-8, 1e4) };
+    let init_std = log_uniform(&mut rng, 1e-3, 10.0);
+    Ok((UfmConfig { lambda_w: lw, lambda_h: lh, lambda_b: lb, ..base }.validate()?, init_std))
+}
+
+/// Solves and classifies one configuration: (class, best gap, best certified gap, every
+/// start's verdict, the best start's reasons).
+pub fn classify(cfg: &ValidConfig, seeds: u64, opts: &VerifyOptions) -> Result<(Class, f64, Option<f64>, Vec<Verdict>, Vec<String>)> {
     let seeds: Vec<u64> = (0..seeds).collect();
     let r = verify(cfg, &seeds, opts)?;
     let best = r.runs.iter().min_by(|a, b| a.objective.total_cmp(&b.objective)).ok_or_else(|| Error::new("no runs"))?;
@@ -157,7 +181,8 @@ pub fn classify(cfg: &ValidConfig, seeds: u64, opts: &VerifyOptions) -> Result<(
     } else {
         Class::Unresolved
     };
-    Ok((class, gap, cert, verdicts))
+    let reasons = if class == Class::Verified { Vec::new() } else { best.reasons.clone() };
+    Ok((class, gap, cert, verdicts, reasons))
 }
 
 /// The `mlab-nc ufm` command that reproduces a configuration.
@@ -235,6 +260,12 @@ pub fn shrink(cfg: &UfmConfig, skew: Option<f64>, seeds: u64, opts: &VerifyOptio
     }
 }
 
+/// A reason without its numbers, to count reasons of one kind together.
+fn reason_kind(r: &str) -> String {
+    let words: Vec<&str> = r.split_whitespace().filter(|w| !w.chars().any(|c| c.is_ascii_digit())).collect();
+    words.join(" ").chars().take(120).collect()
+}
+
 /// The closing summary.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct HuntSummary {
@@ -256,6 +287,8 @@ pub struct HuntSummary {
     pub worst_verified_certified_gap: f64,
     /// Smallest failing configurations found by shrinking, as commands.
     pub shrunk: Vec<String>,
+    /// The unresolved configurations by kind of reason.
+    pub unresolved_reasons: std::collections::BTreeMap<String, usize>,
     /// Wall time of this invocation.
     pub seconds: f64,
 }
@@ -270,6 +303,8 @@ pub struct HuntParams {
     pub seeds: u64,
     /// Also draw configurations outside the preconditions.
     pub outside: bool,
+    /// Wide draws ([`draw_wide`]).
+    pub wide: bool,
     /// Failures to shrink at most.
     pub shrink: usize,
     /// Show a progress bar (stderr, only on a terminal).
@@ -284,13 +319,16 @@ struct HuntLine {
 }
 
 fn settings(k: &HuntKey) -> String {
-    format!("--seed {} --seeds {}{}", k.seed, k.seeds, if k.outside { " --outside" } else { "" })
+    format!("--seed {} --seeds {}{}{}", k.seed, k.seeds, if k.outside { " --outside" } else { "" }, if k.wide { " --wide" } else { "" })
 }
 
 /// Runs (or resumes) a hunt, appending one JSON line per configuration to `out`.
 pub fn hunt(p: &HuntParams, out: &Path, opts: &VerifyOptions) -> Result<HuntSummary> {
     let t0 = std::time::Instant::now();
-    let key = HuntKey { seed: p.seed, seeds: p.seeds, outside: p.outside };
+    if p.wide && p.outside {
+        bail!("--wide draws inside the preconditions: it cannot be combined with --outside");
+    }
+    let key = HuntKey { wide: p.wide, seed: p.seed, seeds: p.seeds, outside: p.outside };
     let lines = read_finished::<HuntLine>(out)?.records;
     if let Some(other) = lines.iter().find(|l| l.hunt != Some(key)) {
         let was = other.hunt.as_ref().map_or("an unknown or older version".to_string(), settings);
@@ -305,8 +343,15 @@ pub fn hunt(p: &HuntParams, out: &Path, opts: &VerifyOptions) -> Result<HuntSumm
         .par_iter()
         .map(|&i| -> Result<HuntRecord> {
             let t = std::time::Instant::now();
-            let (cfg, class_skew) = draw_skewed(p.seed, i, p.outside)?;
-            let (class, best_gap, certified_gap, verdicts) = classify(&cfg, p.seeds, opts)?;
+            let (cfg, class_skew, init_std) = if p.wide {
+                let (cfg, std) = draw_wide(p.seed, i)?;
+                (cfg, None, Some(std))
+            } else {
+                let (cfg, skew) = draw_skewed(p.seed, i, p.outside)?;
+                (cfg, skew, None)
+            };
+            let o = VerifyOptions { solve: crate::solver::SolveParams { init_std: init_std.unwrap_or(opts.solve.init_std), ..opts.solve }, ..*opts };
+            let (class, best_gap, certified_gap, verdicts, reasons) = classify(&cfg, p.seeds, &o)?;
             let inside = cfg.config.dim + 1 >= cfg.config.classes && cfg.labels.balanced_within_multiplicity();
             let rec = HuntRecord {
                 index: i,
@@ -319,6 +364,8 @@ pub fn hunt(p: &HuntParams, out: &Path, opts: &VerifyOptions) -> Result<HuntSumm
                 certified_gap,
                 verdicts,
                 seconds: t.elapsed().as_secs_f64(),
+                init_std,
+                reasons,
             };
             file.write(&rec)?;
             pb.inc(1);
@@ -346,7 +393,11 @@ pub fn hunt(p: &HuntParams, out: &Path, opts: &VerifyOptions) -> Result<HuntSumm
                 failures.push(r);
             }
             Class::OutsideHolds => s.outside += 1,
-            Class::Unresolved => s.unresolved += 1,
+            Class::Unresolved => {
+                s.unresolved += 1;
+                let why = r.reasons.first().map_or("no reason recorded".to_string(), |w| reason_kind(w));
+                *s.unresolved_reasons.entry(why).or_insert(0) += 1;
+            }
         }
     }
     failures.sort_by_key(|r| r.config.classes);

@@ -44,7 +44,7 @@ pub struct Timing {
 pub fn time_to_gap(name: &str, cfg: &ValidConfig, gap: f64, params: &SolveParams) -> Result<Timing> {
     let pred = predict(cfg);
     let obj = UfmObjective::new(cfg);
-    let params = SolveParams { target_objective: Some(pred.objective * (1.0 + gap)), ..*params };
+    let params = SolveParams { target_objective: Some(pred.objective * (1.0 + gap)), tol_stop: 0.0, ..*params };
     let sol = obj.solve(0, &params, None)?;
     Ok(Timing {
         name: name.to_string(),

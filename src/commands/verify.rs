@@ -38,7 +38,9 @@ pub fn verify(cfg: &ValidConfig, seeds: &[u64], opts: &VerifyOptions) -> Result<
 /// One start: solved with the certified stop (`theory::solve`), then judged. When the solve
 /// stopped on the certificate but the verdict is not settled at that precision (anything but
 /// `verified`, `trivial` or `outside-theorem`), the solve continues from that point to the
-/// gradient rule and is judged again, so stopping early never changes a verdict.
+/// gradient rule (or its iteration or time budget) and is judged again, so stopping early
+/// never changes a verdict. The run stays `converged`: the certificate taken at the stop
+/// still bounds the suboptimality of a point with a lower objective.
 pub fn run_start(cfg: &ValidConfig, obj: &UfmObjective, pred: &Prediction, seed: u64, opts: &VerifyOptions) -> Result<RunReport> {
     let sol = crate::theory::solve(obj, seed, &opts.solve, None)?;
     let report = assess(cfg, obj, pred, seed, &sol, &opts.tol);
@@ -54,6 +56,9 @@ pub fn run_start(cfg: &ValidConfig, obj: &UfmObjective, pred: &Prediction, seed:
     let mut history = sol.history;
     history.extend(more.history.iter().skip(1).map(|h| HistoryPoint { iter: h.iter + offset, ..*h }));
     let joined = SolveResult {
+        // The continuation starts at a certified point and only lowers f, so the certificate
+        // taken there still bounds the suboptimality of where it ends.
+        converged: true,
         iterations: sol.iterations + more.iterations,
         evaluations: sol.evaluations + more.evaluations,
         seconds: sol.seconds + more.seconds,

@@ -9,7 +9,7 @@
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use rand_distr::{Distribution, Normal};
+use rand_distr::{Distribution, StandardNormal};
 
 use crate::error::Result;
 use crate::model::config::ValidConfig;
@@ -88,10 +88,19 @@ impl UfmObjective {
     }
 
     /// Seeded start with every entry drawn from N(0, std^2).
+    ///
+    /// For the softmax losses the bias is then centred: adding `c 1` to b changes no softmax,
+    /// so along that direction f has curvature `lb` alone and L-BFGS would take a long time
+    /// (at small `lb`) to bring the mean of b to its optimum, 0; the start puts it there.
     pub fn random_start(&self, seed: u64, std: f64) -> Vec<f64> {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let normal = Normal::new(0.0, std).expect("std is a positive constant");
-        (0..self.dim()).map(|_| normal.sample(&mut rng)).collect()
+        let mut x: Vec<f64> = (0..self.dim()).map(|_| std * Distribution::<f64>::sample(&StandardNormal, &mut rng)).collect();
+        if self.loss != Loss::Bce {
+            let b = &mut x[self.k * self.d + self.d * self.n..];
+            let mean = b.iter().sum::<f64>() / b.len() as f64;
+            b.iter_mut().for_each(|v| *v -= mean);
+        }
+        x
     }
 
     /// Solves from the seeded start `N(0, init_std^2)` with the method of `params`, stopping on
@@ -109,13 +118,72 @@ impl UfmObjective {
     pub fn solve_with(&self, seed: u64, params: &SolveParams, callback: Option<IterCallback>, certifier: Option<Certifier>) -> Result<SolveResult> {
         params.validate()?;
         match self.balanced() {
-            None => self.solve_raw(self.random_start(seed, params.init_std), params, callback, certifier),
+            None => self.solve_path(seed, params, callback, certifier),
             Some((c, twin)) => {
-                let mut r = twin.solve_raw(twin.random_start(seed, params.init_std), params, callback, certifier)?;
+                let mut r = twin.solve_path(seed, params, callback, certifier)?;
                 self.unbalance(&mut r.x, c);
                 Ok(r)
             }
         }
+    }
+
+    /// Weight decays below which the solve follows a path (docs/theory.md §6): at
+    /// `sqrt(lw lh) < PATH_BELOW`, L-BFGS's iterations grow like `lambda^(-1/2)` (the
+    /// Hessian's condition number grows like `1/lambda`).
+    pub const PATH_BELOW: f64 = 1e-4;
+    /// The path's first problem has `sqrt(lw lh) = PATH_START`...
+    pub const PATH_START: f64 = 1e-3;
+    /// ...and each next one divides every weight decay by `PATH_FACTOR`, down to this problem.
+    pub const PATH_FACTOR: f64 = 3.0;
+    /// Each problem before the last is solved to the gradient rule at this tolerance (an
+    /// estimated relative objective error of 1e-8): a warm start for the next.
+    pub const PATH_TOL_GRAD: f64 = 1e-4;
+
+    /// The solve from the seeded start; below [`PATH_BELOW`](Self::PATH_BELOW), along a path
+    /// of problems with every weight decay scaled down by [`PATH_FACTOR`](Self::PATH_FACTOR)
+    /// from `sqrt(lw lh) = PATH_START` to this problem, each started where the previous one
+    /// stopped (continuation, as glmnet computes regularisation paths). Only the last problem
+    /// is solved with `params`' stopping rules and callback; the iterations, evaluations and
+    /// history of all of them are counted.
+    fn solve_path(&self, seed: u64, params: &SolveParams, callback: Option<IterCallback>, certifier: Option<Certifier>) -> Result<SolveResult> {
+        let mu = self.lw.sqrt() * self.lh.sqrt();
+        if !(mu < Self::PATH_BELOW) || params.method != Method::InPlace {
+            return self.solve_raw(self.random_start(seed, params.init_std), params, callback, certifier);
+        }
+        let start = std::time::Instant::now();
+        let mut scale = Self::PATH_START / mu;
+        let mut x = self.random_start(seed, params.init_std);
+        let (mut iterations, mut evaluations, mut stages) = (0u64, 0usize, 0usize);
+        let mut history: Vec<crate::solver::HistoryPoint> = Vec::new();
+        while scale > 1.0 {
+            let stage = UfmObjective { lw: self.lw * scale, lh: self.lh * scale, lb: self.lb * scale, ..self.clone() };
+            let left = params.max_iters.saturating_sub(iterations);
+            let time_left = params.time_limit.map(|t| t - start.elapsed().as_secs_f64());
+            if left == 0 || time_left.is_some_and(|t| t <= 0.0) {
+                break;
+            }
+            let p = SolveParams { tol_grad: Self::PATH_TOL_GRAD, tol_stop: 0.0, target_objective: None, max_iters: left, time_limit: time_left, ..*params };
+            let r = stage.solve_raw(x, &p, None, None)?;
+            history.extend(r.history.iter().skip(usize::from(stages > 0)).map(|h| crate::solver::HistoryPoint { iter: h.iter + iterations, ..*h }));
+            iterations += r.iterations;
+            evaluations += r.evaluations;
+            stages += 1;
+            x = r.x;
+            if !r.objective.is_finite() {
+                break;
+            }
+            scale /= Self::PATH_FACTOR;
+        }
+        let p = SolveParams { max_iters: params.max_iters.saturating_sub(iterations), time_limit: params.time_limit.map(|t| (t - start.elapsed().as_secs_f64()).max(1e-3)), ..*params };
+        let mut r = self.solve_raw(x, &p, callback, certifier)?;
+        history.extend(r.history.iter().skip(usize::from(stages > 0)).map(|h| crate::solver::HistoryPoint { iter: h.iter + iterations, ..*h }));
+        r.iterations += iterations;
+        r.evaluations += evaluations;
+        r.certified = r.certified.map(|(it, g)| (it + iterations, g));
+        r.seconds = start.elapsed().as_secs_f64();
+        r.termination = format!("path of {stages} easier problem(s) (weight decays {:.0e} times larger, down by {}), then: {}", Self::PATH_START / mu, Self::PATH_FACTOR, r.termination);
+        r.history = history;
+        Ok(r)
     }
 
     /// Solves from a given start (in this objective's coordinates), stopping on the gradient

@@ -63,9 +63,9 @@ pub struct SolveParams {
     pub time_limit: Option<f64>,
 }
 
-/// Default of [`SolveParams::tol_stop`]: a tenth of the verdict's certificate threshold
-/// (docs/theory.md §6 and §7).
-pub const TOL_STOP: f64 = 1e-8;
+/// Default of [`SolveParams::tol_stop`]: half the verdict's certificate threshold (docs/theory.md
+/// §6 and §7).
+pub const TOL_STOP: f64 = 5e-8;
 
 impl Default for SolveParams {
     fn default() -> Self {
