@@ -13,8 +13,10 @@ use mlab_nc::theory::{certify, predict};
 fn run() -> Result<(), String> {
     let a: Vec<String> = std::env::args().skip(1).collect();
     let num = |i: usize, d: f64| a.get(i).map_or(Ok(d), |s| s.parse::<f64>().map_err(|e| format!("argument {}: {e}", i + 1)));
-    let (k, m, d, per, lam, seed) = (num(0, 50.0)? as usize, num(1, 3.0)? as usize, num(2, 64.0)? as usize, num(3, 1.0)? as usize, num(4, 2e-4)?, num(5, 0.0)? as u64);
-    let cfg = UfmConfig { dim: d, per_set: vec![per], lambda_w: lam, lambda_h: lam, lambda_b: lam, ..UfmConfig::new(k, m) }.validate().map_err(|e| e.to_string())?;
+    let (k, m, d, per, lam, seed) =
+        (num(0, 50.0)? as usize, num(1, 3.0)? as usize, num(2, 64.0)? as usize, num(3, 1.0)? as usize, num(4, 2e-4)?, num(5, 0.0)? as u64);
+    let cfg =
+        UfmConfig { dim: d, per_set: vec![per], lambda_w: lam, lambda_h: lam, lambda_b: lam, ..UfmConfig::new(k, m) }.validate().map_err(|e| e.to_string())?;
     let pred = predict(&cfg);
     let obj = UfmObjective::new(&cfg);
     let trace = Arc::new(Mutex::new(Vec::new()));

@@ -2,7 +2,11 @@
 """PyTorch L-BFGS on the same UFM problems, timed to the same relative gap (optional; not in CI).
 
 Usage: python3 experiments/pytorch_lbfgs.py [--presets A,B,C,D,E] [--repeat 5] [--threads 2]
-       [--binary target/release/mlab-nc]
+       [--binary target/release/mlab-nc] [--end-to-end] [--config K,M,d,per,lambda ...]
+
+With --end-to-end, mlab-nc's time is the whole `mlab-nc ufm` process at default flags, writing
+--json (predict, solve with the certified stop, measure, certify, judge), not the solve alone.
+--config adds problems beyond the presets (e.g. --config 10,3,10,1,1e-6).
 
 Same objective as mlab-nc (float64, PAL loss, lambda_w = lambda_h = lambda_b, N(0, 0.1^2) start),
 torch.optim.LBFGS with history 20 and the strong-Wolfe line search, stopped as soon as the
@@ -96,22 +100,40 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--gap", type=float, default=1e-10)
     ap.add_argument("--binary", default="target/release/mlab-nc")
+    ap.add_argument("--end-to-end", action="store_true")
+    ap.add_argument("--config", action="append", default=[])
+    ap.add_argument("--max-iters", type=int, default=5000)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    names = a.presets.split(",")
+    names = [n for n in a.presets.split(",") if n]
+    for c in a.config:
+        k, m, d, per, lam = c.split(",")
+        PRESETS[c] = (int(k), int(m), int(d), int(per), float(lam))
+        names.append(c)
     # mlab-nc first, before torch starts its thread pool (idle OpenMP threads spin and would
     # steal the cores from a process started right after).
     ours = {}
     for name in names:
-        out = subprocess.run([a.binary, "--threads", str(a.threads), "timing", "--preset", name, "--repeat", str(a.repeat),
-                              "--gap", str(a.gap)], check=True, capture_output=True, text=True).stdout
-        ours[name] = float(out.strip().splitlines()[-1].split()[1])
+        if a.end_to_end:
+            k, m, d, per, lam = PRESETS[name]
+            times = []
+            for _ in range(a.repeat):
+                t0 = time.perf_counter()
+                subprocess.run([a.binary, "--threads", str(a.threads), "ufm", "-K", str(k), "-M", str(m), "-d", str(d), "--per-set",
+                                str(per), "--lambda-w", str(lam), "--lambda-h", str(lam), "--lambda-b", str(lam), "--json",
+                                "/tmp/mlab-nc-e2e.json"], check=True, capture_output=True)
+                times.append(time.perf_counter() - t0)
+            ours[name] = statistics.median(times)
+        else:
+            out = subprocess.run([a.binary, "--threads", str(a.threads), "timing", "--preset", name, "--repeat", str(a.repeat),
+                                  "--gap", str(a.gap)], check=True, capture_output=True, text=True).stdout
+            ours[name] = float(out.strip().splitlines()[-1].split()[1])
     print(f"{'preset':>6} {'torch s':>10} {'iters':>6} {'evals':>6} {'mlab-nc s':>10} {'ratio':>7}   (medians of {a.repeat}, {a.threads} threads)")
     for name in names:
         k, m, d, per, lam = PRESETS[name]
         target = predicted_optimum(a.binary, k, m, d, per, lam) * (1 + a.gap)
         y = problem(k, m, per)
-        runs = [solve(k, d, y, lam, target, seed=r) for r in range(a.repeat)]
+        runs = [solve(k, d, y, lam, target, seed=r, max_iters=a.max_iters) for r in range(a.repeat)]
         t = statistics.median(r[0] for r in runs)
         its = statistics.median(r[1] for r in runs)
         evs = statistics.median(r[2] for r in runs)

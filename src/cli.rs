@@ -427,7 +427,15 @@ fn run_sweep_cmd(a: &SweepArgs) -> Result<i32> {
 }
 
 fn run_hunt(a: &HuntArgs) -> Result<i32> {
-    let p = crate::commands::hunt::HuntParams { budget: a.budget, seed: a.seed, seeds: a.seeds, outside: a.outside, wide: a.wide, shrink: a.shrink, progress: true };
+    let p = crate::commands::hunt::HuntParams {
+        budget: a.budget,
+        seed: a.seed,
+        seeds: a.seeds,
+        outside: a.outside,
+        wide: a.wide,
+        shrink: a.shrink,
+        progress: true,
+    };
     let s = crate::commands::hunt::hunt(&p, &a.out, &VerifyOptions { solve: a.solver.params(), ..VerifyOptions::default() })?;
     println!(
         "tried {} configurations: {} verified, {} trivial, {} outside the theorem ({} where its value is not reached), {} unresolved, {} counterexamples",

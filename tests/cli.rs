@@ -76,3 +76,37 @@ fn predict_prints_the_optimum() {
     assert!(out.contains("predicted  f* ="));
     assert!(out.contains("etf_possible = true"));
 }
+
+/// A solve that reaches --time-limit stops there, not converged, and the report is written.
+#[test]
+fn time_limit_stops_a_long_solve_and_keeps_its_report() {
+    let path = std::env::temp_dir().join(format!("mlab-nc-time-limit-{}.json", std::process::id()));
+    let t0 = std::time::Instant::now();
+    let (code, out, err) = run(&[
+        "ufm",
+        "-K",
+        "30",
+        "-M",
+        "3",
+        "-d",
+        "40",
+        "--lambda-w",
+        "1e-5",
+        "--lambda-h",
+        "1e-5",
+        "--lambda-b",
+        "1e-5",
+        "--time-limit",
+        "0.3",
+        "--json",
+        path.to_str().unwrap(),
+    ]);
+    let secs = t0.elapsed().as_secs_f64();
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("VERDICT: not-converged"), "{out}");
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(v["runs"][0]["stopped_by"], "time-limit");
+    assert!(v["runs"][0]["seconds"].as_f64().unwrap() < 1.0);
+    assert!(secs < 10.0, "{secs} s");
+    std::fs::remove_file(&path).ok();
+}

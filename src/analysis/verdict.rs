@@ -16,8 +16,10 @@
 //!    point that is not the global optimum says nothing against a theorem about global minima
 //!    (and a certificate proving the minimum above an attained prediction would be a float64
 //!    failure, not a counterexample);
-//! 7. the certified gap, then every geometry error, within tolerance -> `verified`, else
-//!    `violated`, naming the failing properties with their values.
+//! 7. the certified gap, then every geometry error, within tolerance -> `verified`; a geometry
+//!    error beyond what the solve's precision explains -> `violated`, naming the failing
+//!    properties with their values; a certificate that does not close, or geometry errors
+//!    the precision explains -> `unresolved`.
 //!
 //! **Default tolerances.** A point at relative objective distance eps from a minimiser of a
 //! problem with curvature ~ lambda lies O(sqrt(eps |f*| / lambda)) from the minimiser set, and
@@ -215,13 +217,21 @@ pub fn judge(e: &Evidence, tol: &Tolerances) -> (Verdict, Vec<String>) {
     if e.trivial {
         return (Verdict::Trivial, reasons);
     }
+    // A certificate that does not close proves too little; it is no evidence against the
+    // theorem, so it can only leave the verdict unresolved.
+    let mut unresolved = 0;
     match e.certified_gap {
-        None => reasons.push("no certificate of global optimality available".into()),
-        Some(g) if !(g <= tol.certificate) => reasons.push(format!("certified gap {g:.3e} > {:.0e}", tol.certificate)),
+        None => {
+            reasons.push("no certificate of global optimality available".into());
+            unresolved += 1;
+        }
+        Some(g) if !(g <= tol.certificate) => {
+            reasons.push(format!("certified gap {g:.3e} > {:.0e}: global optimality is not proved to the tolerance", tol.certificate));
+            unresolved += 1;
+        }
         _ => {}
     }
     let (dist, rel) = e.distance;
-    let mut unresolved = 0;
     for (name, v, kind) in &e.geometry {
         let (limit, explained) = match kind {
             Kind::Linear => (tol.geometry, v.abs() <= rel),
@@ -243,7 +253,7 @@ pub fn judge(e: &Evidence, tol: &Tolerances) -> (Verdict, Vec<String>) {
     } else if unresolved == reasons.len() {
         reasons.insert(
             0,
-            format!("UNRESOLVED: the point may lie {dist:.1e} ({rel:.1e} relative) from an optimum (||grad f|| / lambda_min), which explains every geometry error above tolerance"),
+            format!("UNRESOLVED: neither the certificate nor the geometry fails the theorem: the point may lie {dist:.1e} ({rel:.1e} relative) from an optimum (||grad f|| / lambda_min), which explains every geometry error above tolerance"),
         );
         (Verdict::Unresolved, reasons)
     } else {
@@ -288,7 +298,10 @@ mod tests {
         assert!(geo.1[0].contains("nc3 = 2.000e-1"));
         let nan = judge(&Evidence { geometry: vec![("nc1".into(), f64::NAN, Kind::Nc1)], ..good() }, &t);
         assert_eq!(nan.0, Verdict::Violated, "a NaN metric must never pass");
-        assert_eq!(judge(&Evidence { certified_gap: Some(1e-3), ..good() }, &t).0, Verdict::Violated);
+        // A certificate that does not close proves too little: unresolved, not violated.
+        assert_eq!(judge(&Evidence { certified_gap: Some(1e-3), ..good() }, &t).0, Verdict::Unresolved);
+        let both = judge(&Evidence { certified_gap: Some(1e-3), geometry: vec![("nc3".into(), 0.2, Kind::Linear)], ..good() }, &t);
+        assert_eq!(both.0, Verdict::Violated);
         // What float64 cannot back is never violated.
         let bad_pred = judge(&Evidence { prediction_unvalidated: Some("q underflows".into()), objective_gap: -0.5, ..good() }, &t);
         assert_eq!(bad_pred.0, Verdict::Unresolved);

@@ -90,7 +90,14 @@ pub fn run_case(binary: &Path, case: &FuzzCase, time_limit: f64, deadline: Durat
     let json = dir.join(format!("fuzz-{}.json", case.index));
     std::fs::remove_file(&json).ok();
     let mut args = case.args.clone();
-    args.extend(["--time-limit".to_string(), time_limit.to_string(), "--json".to_string(), json.display().to_string(), "--threads".to_string(), "1".to_string()]);
+    args.extend([
+        "--time-limit".to_string(),
+        time_limit.to_string(),
+        "--json".to_string(),
+        json.display().to_string(),
+        "--threads".to_string(),
+        "1".to_string(),
+    ]);
     let t0 = Instant::now();
     let mut problems = Vec::new();
     let mut child = match Command::new(binary).args(&args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn() {

@@ -87,18 +87,45 @@ pub fn loss_grad_entropy_in_place<const ENTROPY: bool>(loss: Loss, u: &mut [f64]
         // Same bits as the shift, exp and lane_sum above.
         exp_shifted_sum(u, mx)
     };
-    let lse = mx + sum.ln();
-    let neg_entropy = if ENTROPY { su / sum - sum.ln() } else { 0.0 };
-    let value = c * (lse - in_set / m as f64);
+    let tail = single_label_tail(u, set);
+    let ln_sum = tail.map_or_else(|| sum.ln(), f64::ln_1p);
+    let neg_entropy = if ENTROPY { su / sum - ln_sum } else { 0.0 };
     let a = c * scale / sum;
-    for v in u.iter_mut() {
-        *v *= a;
-    }
-    let t = c * scale / m as f64;
-    for &k in set {
-        u[k] -= t;
-    }
+    let value = match tail {
+        Some(t) => {
+            u[set[0]] = 0.0;
+            for v in u.iter_mut() {
+                *v *= a;
+            }
+            u[set[0]] = -(c * scale) * (t / sum);
+            c * ln_sum
+        }
+        None => {
+            for v in u.iter_mut() {
+                *v *= a;
+            }
+            let t = c * scale / m as f64;
+            for &k in set {
+                u[k] -= t;
+            }
+            c * ((mx + ln_sum) - in_set / m as f64)
+        }
+    };
     (value, neg_entropy)
+}
+
+/// For a single label at the maximum logit (its exponential, shifted by the maximum, is
+/// exactly 1), the rest of the softmax's sum, `sum_{j != k} e^{u_j - max}`, added up apart
+/// from the 1. Then the loss is `c log1p(tail)` and the label's gradient entry
+/// `-c scale tail / sum`, both to full relative precision however small the loss: formed
+/// as `LSE - u_k` and `1/sum - 1`, they would keep only the digits that survive next to the
+/// logits and next to 1 (docs/theory.md §1). `e` holds the shifted exponentials.
+#[inline(always)]
+fn single_label_tail(e: &[f64], set: &[usize]) -> Option<f64> {
+    match set {
+        [k] if e[*k] == 1.0 => Some(e.iter().enumerate().filter(|&(j, _)| j != *k).map(|(_, v)| v).sum()),
+        _ => None,
+    }
 }
 
 /// The objective's per-sample step, fused into three passes over the column: adds the bias
@@ -130,18 +157,32 @@ pub fn loss_grad_bias_in_place(loss: Loss, u: &mut [f64], bias: &[f64], set: &[u
     let c = loss.weight(m);
     let in_set: f64 = set.iter().map(|&k| u[k]).sum();
     let sum = exp_shifted_sum(u, mx);
-    let value = c * ((mx + sum.ln()) - in_set / m as f64);
     let a = c * scale / sum;
-    for (v, d) in u.iter_mut().zip(db.iter_mut()) {
-        *v *= a;
-        *d += *v;
+    match single_label_tail(u, set) {
+        Some(t) => {
+            let k = set[0];
+            u[k] = 0.0;
+            for (v, d) in u.iter_mut().zip(db.iter_mut()) {
+                *v *= a;
+                *d += *v;
+            }
+            u[k] = -(c * scale) * (t / sum);
+            db[k] += u[k];
+            c * t.ln_1p()
+        }
+        None => {
+            for (v, d) in u.iter_mut().zip(db.iter_mut()) {
+                *v *= a;
+                *d += *v;
+            }
+            let t = c * scale / m as f64;
+            for &k in set {
+                u[k] -= t;
+                db[k] -= t;
+            }
+            c * ((mx + sum.ln()) - in_set / m as f64)
+        }
     }
-    let t = c * scale / m as f64;
-    for &k in set {
-        u[k] -= t;
-        db[k] -= t;
-    }
-    value
 }
 
 /// Sum in four interleaved lanes, combined in a fixed order (no serial dependency chain).
@@ -215,6 +256,13 @@ pub fn loss_value(loss: Loss, u: &[f64], set: &[usize]) -> f64 {
     }
     let m = set.len();
     let mx = u.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if let [k] = set {
+        if u[*k] == mx {
+            // log1p of the rest of the sum: full precision however small the loss.
+            let tail: f64 = u.iter().enumerate().filter(|&(j, _)| j != *k).map(|(_, v)| (v - mx).exp()).sum();
+            return loss.weight(1) * tail.ln_1p();
+        }
+    }
     let lse = mx + u.iter().map(|v| (v - mx).exp()).sum::<f64>().ln();
     let in_set: f64 = set.iter().map(|&k| u[k]).sum();
     loss.weight(m) * (lse - in_set / m as f64)
@@ -289,6 +337,29 @@ mod tests {
         let pal = (lse - 1.0) + (lse - 3.0);
         assert!((loss_value(Loss::Pal, &u, &set) - pal).abs() < 1e-14);
         assert!((loss_value(Loss::PalMean, &u, &set) - pal / 2.0).abs() < 1e-14);
+    }
+
+    /// A single label far ahead of the others: the loss is log(1 + sum_j e^{-gap_j}), tiny, and
+    /// must keep its relative precision (formed as LSE - u_k it would be 0 or noise); so must
+    /// the label's gradient entry, -sum_j e^{-gap_j} / (1 + sum_j e^{-gap_j}).
+    #[test]
+    fn tiny_single_label_losses_keep_their_digits() {
+        for gap in [20.0f64, 35.0, 300.0] {
+            let u = [40.0, 40.0 - gap, 40.0 - gap - 1.0];
+            let tail = (-gap).exp() + (-gap - 1.0).exp();
+            let want = tail.ln_1p();
+            for loss in [Loss::Pal, Loss::PalMean] {
+                assert!((loss_value(loss, &u, &[0]) - want).abs() <= 1e-15 * want, "gap {gap}");
+                let mut g = u.to_vec();
+                let v = loss_and_grad_in_place(loss, &mut g, &[0], 1.0);
+                assert!((v - want).abs() <= 4e-15 * want, "gap {gap}: {v} vs {want}");
+                let want_g0 = -tail / (1.0 + tail);
+                assert!((g[0] - want_g0).abs() <= 4e-15 * want_g0.abs(), "gap {gap}: {} vs {want_g0}", g[0]);
+                let (mut g2, mut db) = (u.to_vec(), vec![0.0; 3]);
+                let v2 = loss_grad_bias_in_place(loss, &mut g2, &[0.0; 3], &[0], 1.0, &mut db);
+                assert_eq!((v2.to_bits(), g2[0].to_bits(), db[0].to_bits()), (v.to_bits(), g[0].to_bits(), g[0].to_bits()));
+            }
+        }
     }
 
     #[test]

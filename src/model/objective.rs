@@ -174,14 +174,23 @@ impl UfmObjective {
             }
             scale /= Self::PATH_FACTOR;
         }
-        let p = SolveParams { max_iters: params.max_iters.saturating_sub(iterations), time_limit: params.time_limit.map(|t| (t - start.elapsed().as_secs_f64()).max(1e-3)), ..*params };
+        let p = SolveParams {
+            max_iters: params.max_iters.saturating_sub(iterations),
+            time_limit: params.time_limit.map(|t| (t - start.elapsed().as_secs_f64()).max(1e-3)),
+            ..*params
+        };
         let mut r = self.solve_raw(x, &p, callback, certifier)?;
         history.extend(r.history.iter().skip(usize::from(stages > 0)).map(|h| crate::solver::HistoryPoint { iter: h.iter + iterations, ..*h }));
         r.iterations += iterations;
         r.evaluations += evaluations;
         r.certified = r.certified.map(|(it, g)| (it + iterations, g));
         r.seconds = start.elapsed().as_secs_f64();
-        r.termination = format!("path of {stages} easier problem(s) (weight decays {:.0e} times larger, down by {}), then: {}", Self::PATH_START / mu, Self::PATH_FACTOR, r.termination);
+        r.termination = format!(
+            "path of {stages} easier problem(s) (weight decays {:.0e} times larger, down by {}), then: {}",
+            Self::PATH_START / mu,
+            Self::PATH_FACTOR,
+            r.termination
+        );
         r.history = history;
         Ok(r)
     }
@@ -483,23 +492,37 @@ impl UfmObjective {
         (gram, g1)
     }
 
-    /// A bound on the rounding error of `f` at `x` in float64, relative to `|f|`: each sample's
-    /// loss `c (LSE(z) - t . z)` is formed from logits as large as `max_j |z_j|`, so a few
-    /// roundings of numbers that size leave it off by about `4 eps c max_j |z_j|`, however
-    /// small the loss itself; the regulariser is off by a few ulps. The logits are bounded by
-    /// `|z_j| <= ||w_j|| ||h_i|| + |b_j|`, which costs no product.
+    /// A bound on the rounding error of `f` at `x` in float64, relative to `|f|`
+    /// (docs/theory.md §7). A sample's loss is formed from logits as large as `max_j |z_j|`,
+    /// which carry rounding errors of `sqrt(d) eps ||w_j|| ||h_i||` themselves; both move the
+    /// loss by up to its sensitivity to the logits times those errors: `c` in general, but only
+    /// `c tail / sum` (the probability off the label) for a single label at the maximum logit,
+    /// whose loss is computed as `c log1p(tail)` (`model::loss`). So each sample is off by
+    /// about `4 eps c (max |z| + sqrt(d) max ||w|| ||h_i||) rho_i + 4 eps L_i`,
+    /// `rho_i = tail / sum` or 1; the regulariser by a few ulps.
     pub fn rounding_bound(&self, x: &[f64], f: f64) -> f64 {
+        let (k, n) = (self.k, self.n);
         let p = self.split(x);
-        let wmax = (0..self.k).map(|a| (0..self.d).map(|j| p.w.data[a + self.k * j].powi(2)).sum::<f64>().sqrt()).fold(0.0, f64::max);
-        let bmax = p.b.iter().fold(0.0f64, |a, v| a.max(v.abs()));
-        let loss_err: f64 = (0..self.n)
-            .map(|i| {
-                let c = self.loss.weight(self.labels.sets[self.labels.set_of[i] as usize].len());
-                c * (wmax * p.h.col(i).iter().map(|v| v * v).sum::<f64>().sqrt() + bmax)
-            })
-            .sum::<f64>()
-            / self.n as f64;
-        4.0 * f64::EPSILON * (loss_err + self.regulariser(x)) / f.abs()
+        let mut z = vec![0.0; k * n];
+        self.logits(x, &mut z);
+        let wmax = (0..k).map(|a| (0..self.d).map(|j| p.w.data[a + k * j].powi(2)).sum::<f64>().sqrt()).fold(0.0, f64::max);
+        let sqrt_d = (self.d as f64).sqrt();
+        let mut total = 0.0;
+        for (i, col) in z.chunks_exact(k).enumerate() {
+            let set = &self.labels.sets[self.labels.set_of[i] as usize];
+            let c = self.loss.weight(set.len());
+            let mx = col.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let big = col.iter().fold(0.0f64, |a, v| a.max(v.abs())) + sqrt_d * wmax * p.h.col(i).iter().map(|v| v * v).sum::<f64>().sqrt();
+            let (rho, loss) = match set.as_slice() {
+                [lab] if col[*lab] == mx && self.loss != Loss::Bce => {
+                    let tail: f64 = col.iter().enumerate().filter(|&(j, _)| j != *lab).map(|(_, v)| (v - mx).exp()).sum();
+                    (tail / (1.0 + tail), c * tail.ln_1p())
+                }
+                _ => (1.0, 0.0),
+            };
+            total += c * big * rho + loss;
+        }
+        4.0 * f64::EPSILON * (total / n as f64 + self.regulariser(x)) / f.abs()
     }
 
     /// The smallest weight decay among the regularised blocks: the curvature scale used by the

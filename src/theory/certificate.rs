@@ -39,9 +39,9 @@ use serde::Serialize;
 
 use nalgebra::DMatrix;
 
+use crate::error::Result;
 use crate::linalg::eigenvalue_upper_bound;
 use crate::model::loss::{binary_neg_entropy, neg_entropy, Loss};
-use crate::error::Result;
 use crate::model::objective::{Certifier, UfmObjective, Workspace};
 use crate::solver::{IterCallback, SolveParams, SolveResult};
 
@@ -349,6 +349,37 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The certificate from an evaluation (Fenchel-Young from the gradient) equals the one
+    /// from the entropies of a separate pass, for every loss and both kinds of lambda_b, at
+    /// random points and at a solved one.
+    #[test]
+    fn certificate_from_an_evaluation_equals_the_full_pass() {
+        let mut compared = 0;
+        for loss in [Loss::Pal, Loss::PalMean, Loss::Bce] {
+            for lb in [0.0, 0.02] {
+                let obj = objective(loss, lb);
+                let solved = obj.solve(1, &crate::solver::SolveParams::default(), None).unwrap().x;
+                for x in [obj.random_start(3, 0.3), obj.random_start(4, 2.0), solved] {
+                    let mut ws = Workspace::new(&obj);
+                    let mut g = vec![0.0; obj.dim()];
+                    let f = obj.value_and_gradient(&x, &mut g, &mut ws);
+                    let fast = certify_evaluated(&obj, &x, f, &g, &mut ws);
+                    let full = certify(&obj, &x, f);
+                    match (fast.lower_bound, full.lower_bound) {
+                        (Some(a), Some(b)) => {
+                            assert!((a - b).abs() <= 1e-12 * b.abs().max(1.0), "{loss:?} lb={lb}: {a} vs {b}");
+                            compared += 1;
+                        }
+                        (None, None) => {}
+                        other => panic!("{loss:?} lb={lb}: one bound only: {other:?}"),
+                    }
+                    assert!((fast.spectral_ratio - full.spectral_ratio).abs() <= 1e-12 * full.spectral_ratio.max(1.0));
+                }
+            }
+        }
+        assert!(compared >= 12, "{compared}");
     }
 
     /// The bound never exceeds the value of the point it was built from.
