@@ -22,7 +22,7 @@ fn run() -> Result<(), String> {
     let trace = Arc::new(Mutex::new(Vec::new()));
     let t2 = trace.clone();
     let cb = Box::new(move |it: u64, x: &[f64], f: f64, g: f64| {
-        if it % 5 == 0 {
+        if it.is_multiple_of(5) {
             t2.lock().unwrap().push((it, x.to_vec(), f, g));
         }
     });

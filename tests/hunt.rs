@@ -68,10 +68,10 @@ fn shrinking_keeps_a_failure_and_reduces_it() {
         loss: mlab_nc::model::loss::Loss::Pal,
     };
     let opts = VerifyOptions::default();
-    assert_eq!(classify(&cfg.clone().validate().unwrap(), 2, &opts).unwrap().0, Class::OutsideFailure);
+    assert_eq!(classify(&cfg.clone().validate().unwrap(), 2, &opts).unwrap().class, Class::OutsideFailure);
     let (small, steps) = shrink(&cfg, None, 2, &opts).unwrap();
     assert!(steps > 0 && small.classes <= 4 && small.dim + 1 < small.classes);
-    assert_eq!(classify(&small.validate().unwrap(), 2, &opts).unwrap().0, Class::OutsideFailure);
+    assert_eq!(classify(&small.validate().unwrap(), 2, &opts).unwrap().class, Class::OutsideFailure);
 }
 
 /// A bounded wide hunt (weight decays over [1e-8, 1e4], start scales 1e-3 to 10): no

@@ -74,14 +74,15 @@ pub fn assess(cfg: &ValidConfig, obj: &UfmObjective, pred: &Prediction, seed: u6
         Some(format!("the solve left what float64 (and the solver's float32 pairs) can hold: {}", sol.termination))
     } else if !sol.objective.is_finite() || sol.x.iter().any(|v| !v.is_finite()) {
         Some("the solve's point or objective is not finite in float64".to_string())
-    } else if let Some(why) = scale_out_of_range(obj, &sol.x) {
-        Some(why)
+    } else if let why @ Some(_) = scale_out_of_range(obj, &sol.x) {
+        why
     } else if let Some(r) = Some(obj.rounding_bound(&sol.x, sol.objective)).filter(|&r| !(r <= tol.objective / 10.0)) {
         Some(format!("float64 evaluates the objective only to {r:.1e} relative here (the losses are below the rounding of logits this large), short of the {:.0e} the verdict needs", tol.objective))
-    } else if let Some(g) = certificate.relative_gap.filter(|&g| g < -tol.objective) {
-        Some(format!("the certificate's lower bound is {:.1e} relative above the attained objective: float64 cannot evaluate one of them here", -g))
     } else {
-        None
+        certificate
+            .relative_gap
+            .filter(|&g| g < -tol.objective)
+            .map(|g| format!("the certificate's lower bound is {:.1e} relative above the attained objective: float64 cannot evaluate one of them here", -g))
     };
     let evidence = Evidence {
         etf_possible: pred.etf_possible,

@@ -155,9 +155,23 @@ pub fn draw_wide(seed: u64, index: u64) -> Result<(ValidConfig, f64)> {
     Ok((UfmConfig { lambda_w: lw, lambda_h: lh, lambda_b: lb, ..base }.validate()?, init_std))
 }
 
-/// Solves and classifies one configuration: (class, best gap, best certified gap, every
-/// start's verdict, the best start's reasons).
-pub fn classify(cfg: &ValidConfig, seeds: u64, opts: &VerifyOptions) -> Result<(Class, f64, Option<f64>, Vec<Verdict>, Vec<String>)> {
+/// One configuration's classification.
+#[derive(Debug, Clone)]
+pub struct Classified {
+    /// The hunt's class.
+    pub class: Class,
+    /// The best start's relative objective gap to the prediction.
+    pub gap: f64,
+    /// The best start's certified relative gap, if a certificate was computed.
+    pub certified_gap: Option<f64>,
+    /// Every start's verdict.
+    pub verdicts: Vec<Verdict>,
+    /// The best start's reasons (empty when verified).
+    pub reasons: Vec<String>,
+}
+
+/// Solves and classifies one configuration.
+pub fn classify(cfg: &ValidConfig, seeds: u64, opts: &VerifyOptions) -> Result<Classified> {
     let seeds: Vec<u64> = (0..seeds).collect();
     let r = verify(cfg, &seeds, opts)?;
     let best = r.runs.iter().min_by(|a, b| a.objective.total_cmp(&b.objective)).ok_or_else(|| Error::new("no runs"))?;
@@ -182,7 +196,7 @@ pub fn classify(cfg: &ValidConfig, seeds: u64, opts: &VerifyOptions) -> Result<(
         Class::Unresolved
     };
     let reasons = if class == Class::Verified { Vec::new() } else { best.reasons.clone() };
-    Ok((class, gap, cert, verdicts, reasons))
+    Ok(Classified { class, gap, certified_gap: cert, verdicts, reasons })
 }
 
 /// The `mlab-nc ufm` command that reproduces a configuration.
@@ -250,7 +264,7 @@ pub fn shrink(cfg: &UfmConfig, skew: Option<f64>, seeds: u64, opts: &VerifyOptio
                 None => cand.clone().validate(),
             };
             let Ok(v) = built else { continue };
-            if classify(&v, seeds, opts)?.0.is_failure() {
+            if classify(&v, seeds, opts)?.class.is_failure() {
                 cur = cand;
                 steps += 1;
                 continue 'outer;
@@ -351,7 +365,7 @@ pub fn hunt(p: &HuntParams, out: &Path, opts: &VerifyOptions) -> Result<HuntSumm
                 (cfg, skew, None)
             };
             let o = VerifyOptions { solve: crate::solver::SolveParams { init_std: init_std.unwrap_or(opts.solve.init_std), ..opts.solve }, ..*opts };
-            let (class, best_gap, certified_gap, verdicts, reasons) = classify(&cfg, p.seeds, &o)?;
+            let Classified { class, gap: best_gap, certified_gap, verdicts, reasons } = classify(&cfg, p.seeds, &o)?;
             let inside = cfg.config.dim + 1 >= cfg.config.classes && cfg.labels.balanced_within_multiplicity();
             let rec = HuntRecord {
                 index: i,

@@ -329,7 +329,7 @@ impl InPlaceLbfgs {
     /// Takes the certificate at the iterate (the last evaluated point) when it is due; true
     /// when it proves the stop tolerance.
     fn certified_stop<O: FusedObjective>(&mut self, obj: &mut O) -> bool {
-        if self.tol_stop <= 0.0 || self.cert_period == 0 || self.iter % self.cert_period != 0 {
+        if self.tol_stop <= 0.0 || self.cert_period == 0 || !self.iter.is_multiple_of(self.cert_period) {
             return false;
         }
         // The certified gap is first order, like the relative gradient (measured: within a
