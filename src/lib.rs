@@ -50,7 +50,8 @@
 //! # Features from a real network
 //!
 //! ```
-//! use mlab_nc::analysis::measure::{measure_inputs, Inputs};
+//! use mlab_nc::analysis::arrays::Array2;
+//! use mlab_nc::analysis::measure::{measure_inputs, Inputs, Names};
 //!
 //! // Six samples in d = 2, K = 3 classes: three single-label samples and three pairs, with
 //! // features placed exactly on a simplex ETF and its tag-wise sums.
@@ -64,8 +65,13 @@
 //!     features.extend_from_slice(&[e[a][0] + e[b][0], e[a][1] + e[b][1]]);
 //! }
 //! let labels = [1., 0., 0., 0., 1., 0., 0., 0., 1., 1., 1., 0., 1., 0., 1., 0., 1., 1.];
-//! let inp = Inputs { features: &features, dim: 2, labels: &labels, classes: 3, classifier: None, bias: None };
-//! let r = measure_inputs(&inp, ["features", "labels", "", ""])?;
+//! let inp = Inputs {
+//!     features: Array2::row_major(&features, 6, 2)?,
+//!     labels: Array2::row_major(&labels, 6, 3)?,
+//!     classifier: None,
+//!     bias: None,
+//! };
+//! let r = measure_inputs(&inp, &Names::ARGUMENTS)?;
 //! assert!(r.metrics.nc1.unwrap() < 1e-20 && r.metrics.nc2_h.unwrap() < 1e-12);
 //! assert!(r.metrics.tag[0].max_angle_deg.unwrap() < 1e-6);
 //! # Ok::<(), mlab_nc::error::Error>(())
@@ -77,6 +83,7 @@
 pub mod analysis;
 #[doc(hidden)]
 pub mod bench;
+#[cfg(feature = "cli")]
 pub mod cli;
 pub mod commands;
 pub mod error;

@@ -3,7 +3,7 @@
 
 use nalgebra::DMatrix;
 
-use crate::analysis::metrics::{set_means, Metrics};
+use crate::analysis::metrics::{set_means, Metrics, Spread};
 use crate::analysis::report::{CertifiedPrediction, RunReport, Summary, UfmReport};
 use crate::analysis::verdict::{judge, Evidence, Kind, Tolerances, Verdict};
 use crate::model::config::ValidConfig;
@@ -24,7 +24,7 @@ pub fn rel_err(a: f64, b: f64) -> f64 {
 pub fn assess(cfg: &ValidConfig, obj: &UfmObjective, pred: &Prediction, seed: u64, sol: &SolveResult, tol: &Tolerances) -> RunReport {
     let p = obj.split(&sol.x);
     let mu = set_means(p.h, &cfg.labels);
-    let mut metrics = Metrics::compute_from_means(p.h, &mu, &cfg.labels, Some(p.w), Some(p.b));
+    let mut metrics = Metrics::compute_from_means(Spread::Samples(p.h), &mu, &cfg.labels, Some(p.w), Some(p.b));
     for t in &mut metrics.tag {
         if t.multiplicity == cfg.config.classes {
             t.note = Some("m = K: h_S = 0 is predicted, so angle and scale are 0/0; its norm is checked instead".into());

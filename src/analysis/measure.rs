@@ -9,7 +9,10 @@
 
 use serde::Serialize;
 
-use crate::analysis::metrics::{set_means, synthesis, Metrics, Synthesis};
+use nalgebra::DMatrix;
+
+use crate::analysis::arrays::Array2;
+use crate::analysis::metrics::{set_means, synthesis, Metrics, Spread, Synthesis};
 use crate::bail;
 use crate::error::{Error, Result};
 use crate::linalg::Mat;
@@ -51,21 +54,37 @@ pub struct MeasureReport {
     pub synthesis: Vec<Synthesis>,
 }
 
-/// In-memory inputs: features d x N column-major (= N x d row-major), multi-hot labels
-/// N x K row-major, optional classifier K x d row-major and bias K.
+/// In-memory inputs, as the caller holds them: features N x d, multi-hot labels N x K,
+/// optionally the classifier K x d (`nn.Linear.weight`) and the bias K.
+#[derive(Debug, Clone, Copy)]
 pub struct Inputs<'a> {
-    /// N x d row-major features.
-    pub features: &'a [f64],
-    /// Feature dimension d.
-    pub dim: usize,
-    /// N x K row-major multi-hot labels (0 or 1).
-    pub labels: &'a [f64],
-    /// Classes K.
-    pub classes: usize,
-    /// K x d row-major classifier.
-    pub classifier: Option<&'a [f64]>,
+    /// N x d features.
+    pub features: Array2<'a>,
+    /// N x K multi-hot labels (0 or 1).
+    pub labels: Array2<'a>,
+    /// K x d classifier.
+    pub classifier: Option<Array2<'a>>,
     /// Bias, length K.
     pub bias: Option<&'a [f64]>,
+}
+
+/// What the error messages call the inputs: file names for the CLI, argument names for
+/// Python.
+#[derive(Debug, Clone, Copy)]
+pub struct Names<'a> {
+    /// The features.
+    pub features: &'a str,
+    /// The labels.
+    pub labels: &'a str,
+    /// The classifier.
+    pub classifier: &'a str,
+    /// The bias.
+    pub bias: &'a str,
+}
+
+impl Names<'static> {
+    /// The argument names of the Python functions.
+    pub const ARGUMENTS: Names<'static> = Names { features: "features", labels: "labels", classifier: "classifier", bias: "bias" };
 }
 
 /// Label sets of multi-hot rows; `name` prefixes errors.
@@ -98,28 +117,56 @@ fn finite(data: &[f64], name: &str) -> Result<()> {
     }
 }
 
-/// Measures in-memory arrays (already validated for shape).
-pub fn measure_inputs(inp: &Inputs, names: [&str; 4]) -> Result<MeasureReport> {
-    finite(inp.features, names[0])?;
-    let labels = label_sets(inp.labels, inp.classes, names[1])?;
-    let (n, d, k) = (labels.samples(), inp.dim, inp.classes);
-    let w_col = inp.classifier.map(|w| {
-        finite(w, names[2])?;
-        let mut t = vec![0.0; k * d];
-        for r in 0..k {
-            for c in 0..d {
-                t[r + c * k] = w[r * d + c];
-            }
+/// Checks the shapes of the classifier (K x d) and the bias (K) against K and d.
+pub fn check_head(classifier: Option<&Array2>, bias: Option<&[f64]>, classes: usize, dim: usize, names: &Names) -> Result<()> {
+    if let Some(w) = classifier {
+        if w.rows() != classes || w.cols() != dim {
+            bail!("{}: classifier is {} x {}, expected K x d = {classes} x {dim} (nn.Linear.weight layout)", names.classifier, w.rows(), w.cols());
         }
-        Ok::<_, Error>(t)
-    });
-    let w_col = w_col.transpose()?;
-    if let Some(b) = inp.bias {
-        finite(b, names[3])?;
+        if let Some((i, j, v)) = w.first_non_finite() {
+            bail!("{}: entry ({i}, {j}) is {v} (NaN or infinite values are not allowed)", names.classifier);
+        }
     }
-    let h = Mat::new(inp.features, d, n);
+    if let Some(b) = bias {
+        if b.len() != classes {
+            bail!("{}: bias has length {}, expected K = {classes}", names.bias, b.len());
+        }
+        finite(b, names.bias)?;
+    }
+    Ok(())
+}
+
+/// Measures in-memory arrays: checks shapes and values, then computes every metric.
+pub fn measure_inputs(inp: &Inputs, names: &Names) -> Result<MeasureReport> {
+    let (f, y) = (&inp.features, &inp.labels);
+    if f.rows() != y.rows() {
+        bail!("{}: {} rows, but {} has {} rows (one row per sample in both)", names.labels, y.rows(), names.features, f.rows());
+    }
+    if f.cols() == 0 || f.rows() == 0 {
+        bail!("{}: empty feature matrix ({} x {})", names.features, f.rows(), f.cols());
+    }
+    check_head(inp.classifier.as_ref(), inp.bias, y.cols(), f.cols(), names)?;
+    if let Some((i, j, v)) = f.first_non_finite() {
+        bail!("{}: entry ({i}, {j}) is {v} (NaN or infinite values are not allowed)", names.features);
+    }
+    let labels = label_sets(&y.row_major_f64(), y.cols(), names.labels)?;
+    let features = f.row_major_f64();
+    let h = Mat::new(&features, f.cols(), f.rows());
     let mu = set_means(h, &labels);
-    let metrics = Metrics::compute_from_means(h, &mu, &labels, w_col.as_deref().map(|w| Mat::new(w, k, d)), inp.bias);
+    Ok(report(&labels, &mu, Spread::Samples(h), inp.classifier.as_ref(), inp.bias))
+}
+
+/// The report from the label sets, their means (d x #sets), the within-set spread and the
+/// head (already checked by [`check_head`]).
+pub fn report(labels: &LabelSets, mu: &DMatrix<f64>, spread: Spread, classifier: Option<&Array2>, bias: Option<&[f64]>) -> MeasureReport {
+    let (d, k) = (mu.nrows(), labels.classes);
+    let w_col = classifier.map(|w| {
+        let mut t = vec![0.0; k * d];
+        w.for_each(|r, c, v| t[r + c * k] = v);
+        t
+    });
+    let metrics = Metrics::compute_from_means(spread, mu, labels, w_col.as_deref().map(|w| Mat::new(w, k, d)), bias);
+    let n = labels.samples();
     let mut counts = Vec::new();
     for m in 1..=labels.max_labels {
         let c: Vec<usize> = labels.sets.iter().zip(&labels.counts).filter(|(s, _)| s.len() == m).map(|(_, &c)| c).collect();
@@ -137,14 +184,5 @@ pub fn measure_inputs(inp: &Inputs, names: [&str; 4]) -> Result<MeasureReport> {
     } else {
         "NOT balanced within each multiplicity (missing label sets or unequal counts): the theorem's data precondition fails".to_string()
     };
-    Ok(MeasureReport {
-        samples: n,
-        dim: d,
-        classes: k,
-        counts,
-        balanced_within_multiplicity: balanced,
-        precondition,
-        metrics,
-        synthesis: synthesis(&mu, &labels),
-    })
+    MeasureReport { samples: n, dim: d, classes: k, counts, balanced_within_multiplicity: balanced, precondition, metrics, synthesis: synthesis(mu, labels) }
 }

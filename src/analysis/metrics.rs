@@ -105,34 +105,72 @@ pub fn etf_distance(g: &DMatrix<f64>) -> f64 {
 }
 
 /// Mean feature of every label set (d x #sets, column j = mu of set j; empty sets are zero).
+///
+/// Two passes: the plain mean, then the mean of the deviations from it, which removes the
+/// first pass's rounding when the features sit far from the origin (a common offset of 1e4
+/// with a spread of 1 would otherwise cost about four digits of every difference of means).
 pub fn set_means(h: Mat, labels: &LabelSets) -> DMatrix<f64> {
     let mut mu = DMatrix::<f64>::zeros(h.rows, labels.sets.len());
     for (i, &s) in labels.set_of.iter().enumerate() {
         let mut col = mu.column_mut(s as usize);
         col.iter_mut().zip(h.col(i)).for_each(|(m, v)| *m += v);
     }
-    for (j, &c) in labels.counts.iter().enumerate() {
-        if c > 0 {
-            mu.column_mut(j).scale_mut(1.0 / c as f64);
+    let scale = |mu: &mut DMatrix<f64>| {
+        for (j, &c) in labels.counts.iter().enumerate() {
+            if c > 0 {
+                mu.column_mut(j).scale_mut(1.0 / c as f64);
+            }
+        }
+    };
+    scale(&mut mu);
+    let mut fix = DMatrix::<f64>::zeros(h.rows, labels.sets.len());
+    for (i, &s) in labels.set_of.iter().enumerate() {
+        let (m, mut col) = (mu.column(s as usize), fix.column_mut(s as usize));
+        col.iter_mut().zip(h.col(i)).zip(m.iter()).for_each(|((f, v), m)| *f += v - m);
+    }
+    scale(&mut fix);
+    mu + fix
+}
+
+/// The within-label-set spread behind NC1: the features themselves, or the pooled
+/// within-set scatter that a stream keeps ([`crate::analysis::accumulate`]).
+#[derive(Debug, Clone, Copy)]
+pub enum Spread<'a> {
+    /// d x N features, one column per sample (`labels.set_of` names each one's set).
+    Samples(Mat<'a>),
+    /// `sum_i (h_i - mu_{S_i})(h_i - mu_{S_i})^T` over the N samples: d x d, column-major.
+    Scatter(Mat<'a>),
+}
+
+impl Spread<'_> {
+    fn dim(&self) -> usize {
+        match self {
+            Spread::Samples(h) | Spread::Scatter(h) => h.rows,
         }
     }
-    mu
+
+    fn finite(&self) -> bool {
+        match self {
+            Spread::Samples(h) | Spread::Scatter(h) => h.data.iter().all(|x| x.is_finite()),
+        }
+    }
 }
 
 impl Metrics {
     /// Computes every metric that the inputs allow. `h` is d x N, `w` K x d, `b` length K.
     pub fn compute(h: Mat, labels: &LabelSets, w: Option<Mat>, b: Option<&[f64]>) -> Metrics {
-        Self::compute_from_means(h, &set_means(h, labels), labels, w, b)
+        Self::compute_from_means(Spread::Samples(h), &set_means(h, labels), labels, w, b)
     }
 
-    /// [`Metrics::compute`] with the label-set means already computed ([`set_means`]).
-    pub fn compute_from_means(h: Mat, mu: &DMatrix<f64>, labels: &LabelSets, w: Option<Mat>, b: Option<&[f64]>) -> Metrics {
+    /// [`Metrics::compute`] from the label-set means ([`set_means`]) and the within-set
+    /// spread (the features, or their scatter).
+    pub fn compute_from_means(spread: Spread, mu: &DMatrix<f64>, labels: &LabelSets, w: Option<Mat>, b: Option<&[f64]>) -> Metrics {
         let finite = |v: &[f64]| v.iter().all(|x| x.is_finite());
-        if !finite(h.data) || !finite(mu.as_slice()) || !w.is_none_or(|w| finite(w.data)) || !b.is_none_or(finite) {
+        if !spread.finite() || !finite(mu.as_slice()) || !w.is_none_or(|w| finite(w.data)) || !b.is_none_or(finite) {
             return Metrics::unavailable(labels, "unavailable: the features, the classifier or the bias hold values that are not finite in float64");
         }
         let k = labels.classes;
-        let d = h.rows;
+        let d = spread.dim();
         let singleton: Vec<Option<usize>> = (0..k).map(|c| labels.singleton(c).filter(|&j| labels.counts[j] > 0)).collect();
         let missing: Vec<usize> = (0..k).filter(|&c| singleton[c].is_none()).collect();
         let w_mat = w.map(|w| w.to_dmatrix());
@@ -151,7 +189,7 @@ impl Metrics {
             for mut col in cm.column_iter_mut() {
                 col -= &mu_g;
             }
-            nc1 = nc1_value(h, labels, mu, &cm);
+            nc1 = nc1_value(spread, labels, mu, &cm);
             nc2_h = Some(etf_distance(&(cm.transpose() * &cm)));
             nc3 = w_mat.as_ref().map(|w| etf_distance(&(w * &cm)));
         } else {
@@ -160,7 +198,7 @@ impl Metrics {
                 let h1 = DMatrix::from_columns(&present.iter().map(|&j| mu.column(j).into_owned()).collect::<Vec<_>>());
                 let mu_g = h1.column_mean();
                 let cm = DMatrix::from_columns(&h1.column_iter().map(|c| c - &mu_g).collect::<Vec<_>>());
-                nc1 = nc1_value(h, labels, mu, &cm);
+                nc1 = nc1_value(spread, labels, mu, &cm);
             }
             note = Some(format!(
                 "no multiplicity-1 mean for class {}: NC2-H and NC3 are undefined; NC1 uses the {} classes that have one",
@@ -199,10 +237,10 @@ fn join(v: &[usize]) -> String {
 
 /// tr(Sigma_W Sigma_B^+)/K' with Sigma_B = C C^T / K', i.e. tr(Sigma_W (C C^T)^+), using
 /// the SVD of C (d x K', K' classes with a multiplicity-1 mean) and at most K'-1 directions.
-fn nc1_value(h: Mat, labels: &LabelSets, mu: &DMatrix<f64>, cm: &DMatrix<f64>) -> Option<f64> {
+fn nc1_value(spread: Spread, labels: &LabelSets, mu: &DMatrix<f64>, cm: &DMatrix<f64>) -> Option<f64> {
     let k = cm.ncols();
     let n = labels.samples();
-    let d = h.rows;
+    let d = spread.dim();
     let svd = jacobi::svd(cm)?;
     let u = &svd.u;
     let smax = svd.max();
@@ -210,21 +248,33 @@ fn nc1_value(h: Mat, labels: &LabelSets, mu: &DMatrix<f64>, cm: &DMatrix<f64>) -
     if keep.is_empty() {
         return None;
     }
-    // Columns u_r / sigma_r, r kept: tr = (K/N) sum_i ||diag(1/sigma) U_r^T (h_i - mu_{S_i})||^2.
+    // Columns u_r / sigma_r, r kept (P): tr = (K/N) sum_i ||P^T (h_i - mu_{S_i})||^2, which
+    // is (K/N) tr(P^T Sw P) for the scatter Sw.
     let mut proj = DMatrix::<f64>::zeros(d, keep.len());
     for (c, &r) in keep.iter().enumerate() {
         proj.set_column(c, &(u.column(r) / svd.singular_values[r]));
     }
-    let mut dev = vec![0.0; d * n];
-    for (i, &s) in labels.set_of.iter().enumerate() {
-        let m = mu.column(s as usize);
-        for (j, v) in h.col(i).iter().enumerate() {
-            dev[i * d + j] = v - m[j];
+    let proj = Mat::new(proj.as_slice(), d, keep.len());
+    let sum_sq = match spread {
+        Spread::Samples(h) => {
+            let mut dev = vec![0.0; d * n];
+            for (i, &s) in labels.set_of.iter().enumerate() {
+                let m = mu.column(s as usize);
+                for (j, v) in h.col(i).iter().enumerate() {
+                    dev[i * d + j] = v - m[j];
+                }
+            }
+            let mut p = vec![0.0; keep.len() * n];
+            gemm(1.0, proj, true, Mat::new(&dev, d, n), false, 0.0, &mut p);
+            p.iter().map(|v| v * v).sum::<f64>()
         }
-    }
-    let mut p = vec![0.0; keep.len() * n];
-    gemm(1.0, Mat::new(proj.as_slice(), d, keep.len()), true, Mat::new(&dev, d, n), false, 0.0, &mut p);
-    let tr = p.iter().map(|v| v * v).sum::<f64>() * k as f64 / n as f64;
+        Spread::Scatter(sw) => {
+            let mut sp = vec![0.0; d * keep.len()];
+            gemm(1.0, sw, false, proj, false, 0.0, &mut sp);
+            sp.iter().zip(proj.data).map(|(a, b)| a * b).sum::<f64>()
+        }
+    };
+    let tr = sum_sq * k as f64 / n as f64;
     Some(tr / k as f64).filter(|v| v.is_finite())
 }
 

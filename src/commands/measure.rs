@@ -3,8 +3,8 @@
 
 use std::path::Path;
 
-use crate::analysis::measure::{measure_inputs, Inputs, MeasureReport};
-use crate::bail;
+use crate::analysis::arrays::Array2;
+use crate::analysis::measure::{measure_inputs, Inputs, MeasureReport, Names};
 use crate::error::Result;
 use crate::io::npy;
 
@@ -12,24 +12,8 @@ use crate::io::npy;
 pub fn measure_files(features: &Path, labels: &Path, classifier: Option<&Path>, bias: Option<&Path>) -> Result<MeasureReport> {
     let f = npy::read(features, 2, false)?;
     let y = npy::read(labels, 2, true)?;
-    if f.rows != y.rows {
-        bail!("{}: {} rows, but {} has {} rows (one row per sample in both)", labels.display(), y.rows, features.display(), f.rows);
-    }
-    if f.cols == 0 || f.rows == 0 {
-        bail!("{}: empty feature matrix", features.display());
-    }
     let w = classifier.map(|p| npy::read(p, 2, false)).transpose()?;
-    if let (Some(w), Some(p)) = (&w, classifier) {
-        if w.rows != y.cols || w.cols != f.cols {
-            bail!("{}: classifier is {} x {}, expected K x d = {} x {} (nn.Linear.weight layout)", p.display(), w.rows, w.cols, y.cols, f.cols);
-        }
-    }
     let b = bias.map(|p| npy::read(p, 1, false)).transpose()?;
-    if let (Some(b), Some(p)) = (&b, bias) {
-        if b.rows != y.cols {
-            bail!("{}: bias has length {}, expected K = {}", p.display(), b.rows, y.cols);
-        }
-    }
     let names = [
         features.display().to_string(),
         labels.display().to_string(),
@@ -37,12 +21,10 @@ pub fn measure_files(features: &Path, labels: &Path, classifier: Option<&Path>, 
         bias.map(|p| p.display().to_string()).unwrap_or_default(),
     ];
     let inp = Inputs {
-        features: &f.data,
-        dim: f.cols,
-        labels: &y.data,
-        classes: y.cols,
-        classifier: w.as_ref().map(|w| w.data.as_slice()),
+        features: Array2::row_major(&f.data, f.rows, f.cols)?,
+        labels: Array2::row_major(&y.data, y.rows, y.cols)?,
+        classifier: w.as_ref().map(|w| Array2::row_major(&w.data, w.rows, w.cols)).transpose()?,
         bias: b.as_ref().map(|b| b.data.as_slice()),
     };
-    measure_inputs(&inp, [&names[0], &names[1], &names[2], &names[3]])
+    measure_inputs(&inp, &Names { features: &names[0], labels: &names[1], classifier: &names[2], bias: &names[3] })
 }

@@ -3,13 +3,14 @@
 //! (`kernels::products`); and Jacobi SVD and symmetric eigenvalues for small matrices ([`jacobi`]).
 
 use nalgebra::DMatrix;
+use rayon::prelude::*;
 
 pub mod jacobi;
 
 pub use jacobi::{eigenvalue_upper_bound, svd, sym_eigenvalues, Svd};
 
 /// A column-major matrix view: `rows x cols`, element (i, j) at `data[i + j * rows]`.
-#[derive(Clone, Copy)]
+#[derive(Debug, Clone, Copy)]
 pub struct Mat<'a> {
     /// Backing storage.
     pub data: &'a [f64],
@@ -45,6 +46,7 @@ pub fn gemm(alpha: f64, a: Mat, ta: bool, b: Mat, tb: bool, beta: f64, c: &mut [
     let (k2, n) = if tb { (b.cols, b.rows) } else { (b.rows, b.cols) };
     assert_eq!(k, k2, "gemm: inner dimensions differ");
     assert_eq!(c.len(), m * n, "gemm: output has the wrong size");
+    assert!(a.data.len() >= a.rows * a.cols && b.data.len() >= b.rows * b.cols, "gemm: a view is larger than its storage");
     let (rsa, csa) = if ta { (a.rows as isize, 1) } else { (1, a.rows as isize) };
     let (rsb, csb) = if tb { (b.rows as isize, 1) } else { (1, b.rows as isize) };
     if m == 0 || n == 0 {
@@ -55,10 +57,53 @@ pub fn gemm(alpha: f64, a: Mat, ta: bool, b: Mat, tb: bool, beta: f64, c: &mut [
         return;
     }
     // SAFETY: the asserts above guarantee every index matrixmultiply touches is in bounds:
-    // A spans rows(A)*cols(A) = a.data.len(), B likewise, and C is m x n with unit row stride.
+    // A spans rows(A)*cols(A) <= a.data.len(), B likewise, and C is m x n with unit row stride.
     unsafe {
         matrixmultiply::dgemm(m, k, n, alpha, a.data.as_ptr(), rsa, csa, b.data.as_ptr(), rsb, csb, beta, c.as_mut_ptr(), 1, m as isize);
     }
+}
+
+/// Column block of [`syrk_upper`]'s output per task.
+const SYRK_BLOCK: usize = 64;
+
+/// `C += alpha A^T A` on the upper triangle and the diagonal of the d x d column-major `C`
+/// (below the diagonal, C is left unspecified: the diagonal blocks are updated whole), for the n x d matrix A stored row-major
+/// (`row_major`: element (i, j) at `a[i d + j]`) or column-major (at `a[i + j n]`). Blocks of
+/// 64 columns of C run in parallel, each one product in a fixed order, so the result does not
+/// depend on the thread count.
+pub fn syrk_upper(alpha: f64, a: &[f64], n: usize, d: usize, row_major: bool, c: &mut [f64]) {
+    assert_eq!(a.len(), n * d, "syrk: A has the wrong size");
+    assert_eq!(c.len(), d * d, "syrk: C has the wrong size");
+    if n == 0 || d == 0 {
+        return;
+    }
+    let (rs, cs) = if row_major { (d, 1) } else { (1, n) };
+    c.par_chunks_mut(SYRK_BLOCK * d).enumerate().for_each(|(b, block)| {
+        let (j0, w) = (b * SYRK_BLOCK, block.len() / d);
+        let rows = j0 + w;
+        // SAFETY: A^T restricted to rows 0..rows reads a[i rs + r cs] for i < n, r < rows <= d,
+        // at most (n-1) rs + (d-1) cs = n d - 1 < a.len(); B, A's columns j0..j0+w, reads
+        // a[i rs + (j0 + j) cs] with j0 + j < d, inside the same bound; C is rows x w with
+        // column stride d inside `block`, whose length is w d, and rows <= d.
+        unsafe {
+            matrixmultiply::dgemm(
+                rows,
+                n,
+                w,
+                alpha,
+                a.as_ptr(),
+                cs as isize,
+                rs as isize,
+                a.as_ptr().add(j0 * cs),
+                rs as isize,
+                cs as isize,
+                1.0,
+                block.as_mut_ptr(),
+                1,
+                d as isize,
+            );
+        }
+    });
 }
 
 /// Frobenius norm of a slice.
@@ -69,6 +114,28 @@ pub fn norm(x: &[f64]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn syrk_upper_is_the_upper_triangle_of_a_transpose_a() {
+        for (n, d) in [(7usize, 3usize), (50, 70), (3, 130)] {
+            let a: Vec<f64> = (0..n * d).map(|i| ((i * 37 % 101) as f64 - 50.0) / 7.0).collect();
+            for row_major in [true, false] {
+                // A as an nalgebra matrix, and A^T A by nalgebra's own product.
+                let am = if row_major { DMatrix::from_row_slice(n, d, &a) } else { DMatrix::from_column_slice(n, d, &a) };
+                let full = am.transpose() * &am;
+                let mut c = vec![1.0; d * d];
+                syrk_upper(-2.0, &a, n, d, row_major, &mut c);
+                for j in 0..d {
+                    for i in 0..d {
+                        if i <= j {
+                            let want = 1.0 - 2.0 * full[(i, j)];
+                            assert!((c[i + j * d] - want).abs() <= 1e-12 * (1.0 + want.abs()), "n {n} d {d} ({i}, {j}): {} vs {want}", c[i + j * d]);
+                        }
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn gemm_transposes_match_nalgebra() {

@@ -1,0 +1,60 @@
+//! Benchmarks of streaming measurement (`analysis::accumulate`): one `update` of a 10,000 x
+//! 512 float32 batch (K = 10, M = 2), against its within-set scatter product alone
+//! (`linalg::syrk_upper` on the float64 deviations), on every thread and on one.
+//!
+//! `cargo bench --bench accumulate`. The end-to-end comparison with numpy is
+//! `python/benches/accumulator.py`; results in docs/performance.md.
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use mlab_nc::analysis::accumulate::Accumulator;
+use mlab_nc::analysis::arrays::{Array2, Order, Values};
+use mlab_nc::analysis::measure::Names;
+use mlab_nc::linalg::syrk_upper;
+
+const N: usize = 10_000;
+const D: usize = 512;
+const K: usize = 10;
+
+fn batch() -> (Vec<f32>, Vec<f64>) {
+    let mut sets: Vec<Vec<usize>> = (0..K).map(|c| vec![c]).collect();
+    for a in 0..K {
+        for b in a + 1..K {
+            sets.push(vec![a, b]);
+        }
+    }
+    let x: Vec<f32> = (0..N * D).map(|i| 3.0 + ((i * 7919 % 10007) as f32 / 10007.0 - 0.5)).collect();
+    let mut y = vec![0.0; N * K];
+    for i in 0..N {
+        for &c in &sets[i * 31 % sets.len()] {
+            y[i * K + c] = 1.0;
+        }
+    }
+    (x, y)
+}
+
+fn stream(c: &mut Criterion) {
+    let (x, y) = batch();
+    let f = Array2::new(Values::F32(&x), N, D, Order::RowMajor).unwrap();
+    let l = Array2::row_major(&y, N, K).unwrap();
+    let dev: Vec<f64> = x.iter().map(|&v| v as f64 - 3.0).collect();
+    let mut g = c.benchmark_group("accumulate");
+    g.sample_size(10);
+    for threads in [0usize, 1] {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        let tag = if threads == 0 { "all threads".to_string() } else { "1 thread".to_string() };
+        g.bench_function(format!("update_10000x512_f32/{tag}"), |b| {
+            let mut acc = Accumulator::new(K, D).unwrap();
+            b.iter(|| pool.install(|| acc.update(&f, &l, &Names::ARGUMENTS).unwrap()))
+        });
+        g.bench_function(format!("syrk_10000x512/{tag}"), |b| {
+            let mut s = vec![0.0; D * D];
+            b.iter(|| pool.install(|| syrk_upper(1.0, black_box(&dev), N, D, true, &mut s)))
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, stream);
+criterion_main!(benches);
