@@ -5,15 +5,15 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::analysis::report::PredictionReport;
 use crate::analysis::verdict::Tolerances;
-use crate::commands::verify::{verify, VerifyOptions};
+use crate::commands::verify::{ufm, VerifyOptions};
 use crate::error::{Error, Result};
 use crate::io::report::{prediction_text, table, write_json_atomic};
 use crate::model::config::{human_bytes, UfmConfig, ValidConfig};
 use crate::model::loss::Loss;
 use crate::solver::problem::MAX_HISTORY;
 use crate::solver::{Method, SolveParams};
-use crate::theory::prediction::predict;
 
 /// Verifies multi-label neural collapse (pick-all-label UFM) by optimisation.
 #[derive(Parser, Debug)]
@@ -32,7 +32,7 @@ pub enum Command {
     /// Solve the UFM from random starts, compare with the theorem, and give a verdict.
     Ufm(UfmArgs),
     /// Print the theorem's predicted optimum only (no solve).
-    Predict(ProblemArgs),
+    Predict(PredictArgs),
     /// Run a TOML grid of ufm configurations, one JSON line per run (resumable, shardable).
     Sweep(SweepArgs),
     /// Search for counterexamples with random certified solves; shrink any failure.
@@ -253,6 +253,16 @@ pub struct ProblemArgs {
     pub skew_singletons_only: bool,
 }
 
+/// Flags of `predict`.
+#[derive(Args, Debug, Clone)]
+pub struct PredictArgs {
+    #[command(flatten)]
+    pub problem: ProblemArgs,
+    /// Write the prediction as JSON here (atomically).
+    #[arg(long, value_name = "PATH")]
+    pub json: Option<PathBuf>,
+}
+
 /// Flags of `ufm`.
 #[derive(Args, Debug, Clone)]
 pub struct UfmArgs {
@@ -355,11 +365,7 @@ fn run_ufm(a: &UfmArgs) -> Result<i32> {
     if mem > 256.0 * 1024.0 * 1024.0 {
         eprintln!("estimated memory: {}", human_bytes(mem));
     }
-    let seeds: Vec<u64> = (a.seed..a.seed.saturating_add(a.seeds)).collect();
-    let mut report = verify(&cfg, &seeds, &opts)?;
-    if !a.trace {
-        report.runs.iter_mut().for_each(|r| r.history.clear());
-    }
+    let report = ufm(&cfg, a.seed, a.seeds, &opts, a.trace)?;
     print!("{}", table(&report));
     if let Some(path) = &a.json {
         write_json_atomic(path, &report)?;
@@ -471,17 +477,22 @@ fn run_measure(a: &MeasureArgs) -> Result<i32> {
     Ok(0)
 }
 
-fn run_predict(p: &ProblemArgs) -> Result<i32> {
-    let cfg = p.to_config()?;
+fn run_predict(a: &PredictArgs) -> Result<i32> {
+    let cfg = a.problem.to_config()?;
     let t0 = std::time::Instant::now();
-    let pred = predict(&cfg);
-    print!("{}", prediction_text(&cfg.config, cfg.labels.samples(), &pred));
+    let report = PredictionReport::new(&cfg);
+    let pred = &report.predicted;
+    print!("{}", prediction_text(&cfg.config, cfg.labels.samples(), pred));
     println!(
         "computed in {:.3} ms ({} Newton iterations, |grad g| = {:.1e})",
         t0.elapsed().as_secs_f64() * 1e3,
         pred.newton_iterations,
         pred.reduced_gradient_norm
     );
+    if let Some(path) = &a.json {
+        write_json_atomic(path, &report)?;
+        println!("report written to {}", path.display());
+    }
     Ok(0)
 }
 

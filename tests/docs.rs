@@ -45,7 +45,7 @@ fn every_theory_citation_resolves() {
     let headings: BTreeSet<u32> = theory.lines().filter_map(|l| l.strip_prefix("## ")).filter_map(|l| l.split('.').next()?.parse().ok()).collect();
     assert!(headings.len() >= 7, "{headings:?}");
     let mut sources = Vec::new();
-    for dir in ["src", "tests", "benches", "examples"] {
+    for dir in ["src", "tests", "benches", "examples", "python/src"] {
         files_under(&root().join(dir), "rs", &mut sources);
     }
     let mut cited = 0;

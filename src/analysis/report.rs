@@ -84,6 +84,28 @@ pub struct CertifiedPrediction {
     pub statement: String,
 }
 
+/// The report of `mlab-nc predict --json`: the configuration and the theorem's predicted
+/// optimum, under the same keys as in [`UfmReport`].
+#[derive(Debug, Clone, Serialize)]
+pub struct PredictionReport {
+    /// Configuration.
+    pub config: UfmConfig,
+    /// Explicit per-set counts, when given (`--counts`, `--class-skew`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub counts: Option<Vec<SetCount>>,
+    /// Number of samples N.
+    pub samples: usize,
+    /// The theorem's prediction.
+    pub predicted: Prediction,
+}
+
+impl PredictionReport {
+    /// Predicts the optimum of a configuration.
+    pub fn new(cfg: &crate::model::config::ValidConfig) -> Self {
+        PredictionReport { config: cfg.config.clone(), counts: cfg.counts.clone(), samples: cfg.labels.samples(), predicted: crate::theory::predict(cfg) }
+    }
+}
+
 /// The full report of `mlab-nc ufm`.
 #[derive(Debug, Clone, Serialize)]
 pub struct UfmReport {

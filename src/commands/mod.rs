@@ -1,9 +1,12 @@
 //! What the command line runs: one function per command.
 
+#[cfg(feature = "cli")]
 pub mod figures;
 pub mod fuzz;
+#[cfg(feature = "cli")]
 pub mod hunt;
 pub mod measure;
+#[cfg(feature = "cli")]
 pub mod sweep;
 pub mod timing;
 pub mod verify;

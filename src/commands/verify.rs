@@ -35,6 +35,23 @@ pub fn verify(cfg: &ValidConfig, seeds: &[u64], opts: &VerifyOptions) -> Result<
     Ok(summarise(cfg, pred, runs, &opts.solve, &opts.tol))
 }
 
+/// `ufm` as the front ends run it: the seeds `seed, seed + 1, ...` (`seeds` of them), with
+/// the iteration history kept only when `trace` asks for it.
+pub fn ufm(cfg: &ValidConfig, seed: u64, seeds: u64, opts: &VerifyOptions, trace: bool) -> Result<UfmReport> {
+    if seeds == 0 {
+        return Err(crate::error::Error::new("--seeds must be at least 1"));
+    }
+    let list: Vec<u64> = (seed..seed.saturating_add(seeds)).collect();
+    if list.len() as u64 != seeds {
+        return Err(crate::error::Error::new(format!("--seed {seed} + --seeds {seeds} runs past the largest seed")));
+    }
+    let mut report = verify(cfg, &list, opts)?;
+    if !trace {
+        report.runs.iter_mut().for_each(|r| r.history.clear());
+    }
+    Ok(report)
+}
+
 /// One start: solved with the certified stop (`theory::solve`), then judged. When the solve
 /// stopped on the certificate but the verdict is not settled at that precision (anything but
 /// `verified`, `trivial` or `outside-theorem`), the solve continues from that point to the

@@ -3,10 +3,13 @@
 //! was writing; resuming reads the finished records back, cutting off a torn last line first.
 
 use std::fs::{File, OpenOptions};
-use std::io::{IsTerminal, Write};
+#[cfg(feature = "cli")]
+use std::io::IsTerminal;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+#[cfg(feature = "cli")]
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -76,6 +79,7 @@ impl Appender {
 
 /// A progress bar on stderr (done/total, rate, ETA) when `show` and stderr is a terminal;
 /// hidden otherwise.
+#[cfg(feature = "cli")]
 pub fn progress(len: usize, unit: &str, show: bool) -> ProgressBar {
     if !(show && std::io::stderr().is_terminal()) {
         return ProgressBar::hidden();

@@ -18,7 +18,8 @@ use serde::{Deserialize, Serialize};
 use crate::kernels::exp::{exp_nonpos_in_place, exp_shifted_sum};
 
 /// Which multi-label loss the UFM is trained with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum Loss {
     /// Pick-all-label cross-entropy: sum over the labels of the cross-entropy.
@@ -36,6 +37,14 @@ impl Loss {
             Loss::Pal => m as f64,
             Loss::PalMean | Loss::Bce => 1.0,
         }
+    }
+
+    /// Every loss.
+    pub const ALL: [Loss; 3] = [Loss::Pal, Loss::PalMean, Loss::Bce];
+
+    /// The loss of a command-line name (`pal`, `pal-mean` or `bce`).
+    pub fn from_name(name: &str) -> crate::error::Result<Loss> {
+        Self::ALL.into_iter().find(|l| l.name() == name).ok_or_else(|| crate::error::Error::new(format!("loss: unknown loss '{name}' (pal, pal-mean or bce)")))
     }
 
     /// Name as used on the command line.

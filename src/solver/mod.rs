@@ -30,7 +30,8 @@ use problem::{FusedObjective, MAX_HISTORY};
 pub const LBFGS_HISTORY: usize = 3;
 
 /// Which L-BFGS implementation runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, clap::ValueEnum, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, Default)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum Method {
     /// In-place L-BFGS implementing argmin's `Solver` trait (default).
@@ -38,6 +39,17 @@ pub enum Method {
     InPlace,
     /// argmin's own `LBFGS` with `MoreThuenteLineSearch`.
     Argmin,
+}
+
+impl Method {
+    /// The method of a command-line name (`in-place` or `argmin`).
+    pub fn from_name(name: &str) -> crate::error::Result<Method> {
+        match name {
+            "in-place" => Ok(Method::InPlace),
+            "argmin" => Ok(Method::Argmin),
+            _ => Err(crate::error::Error::new(format!("solver: unknown solver '{name}' (in-place or argmin)"))),
+        }
+    }
 }
 
 /// Solver settings.

@@ -154,7 +154,7 @@ pub fn certify_evaluated(obj: &UfmObjective, x: &[f64], f: f64, grad: &[f64], ws
 }
 
 /// The certified relative suboptimality of the last evaluated point ([`certify_evaluated`]):
-/// the [`Certifier`](crate::model::objective::Certifier) the solves stop on.
+/// the [`Certifier`] the solves stop on.
 pub fn evaluated_gap(obj: &UfmObjective, x: &[f64], f: f64, grad: &[f64], ws: &mut Workspace) -> Option<f64> {
     certify_evaluated(obj, x, f, grad, ws).relative_gap
 }
