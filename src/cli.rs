@@ -43,6 +43,10 @@ pub enum Command {
     Measure(MeasureArgs),
     /// Time solves of the benchmark presets (A..E, scale) to a relative gap; prints medians.
     Timing(TimingArgs),
+    /// Train a network on multi-label images (Fashion-MNIST) and measure its collapse, with
+    /// the UFM prediction beside it.
+    #[cfg(feature = "train")]
+    Train(TrainArgs),
 }
 
 /// A finite number >= 0.
@@ -194,6 +198,81 @@ pub struct MeasureArgs {
     /// Write the full report as JSON here (atomically).
     #[arg(long)]
     pub json: Option<PathBuf>,
+}
+
+/// Flags of `train`.
+#[cfg(feature = "train")]
+#[derive(Args, Debug, Clone)]
+pub struct TrainArgs {
+    /// IDX directory (train-/t10k- images and labels, gzipped or not).
+    #[arg(long, default_value = crate::data::DEFAULT_DIR)]
+    pub data: PathBuf,
+    /// Classes K (the first K of the data).
+    #[arg(long, short = 'K', default_value_t = 10, value_parser = at_least_2)]
+    pub classes: u64,
+    /// Largest multiplicity M (1 to 4); the default counts are the first M of 100,10,5,2.
+    #[arg(long = "max-labels", short = 'M', value_parser = clap::value_parser!(u64).range(1..=4))]
+    pub max_labels: Option<u64>,
+    /// Training samples per label set, one count per multiplicity (default 100,10).
+    #[arg(long = "per-set", value_delimiter = ',')]
+    pub per_set: Option<Vec<usize>>,
+    /// Test samples per label set, per multiplicity (default: the first M of 20,2,1,1).
+    #[arg(long = "test-per-set", value_delimiter = ',')]
+    pub test_per_set: Option<Vec<usize>>,
+    /// Architecture.
+    #[arg(long, value_enum, default_value = "mlp")]
+    pub model: crate::network::model::Arch,
+    /// Hidden width.
+    #[arg(long, default_value_t = 512, value_parser = at_least_1)]
+    pub width: u64,
+    /// Hidden layers.
+    #[arg(long, default_value_t = 2)]
+    pub depth: u64,
+    /// Feature dimension d (the classifier is K x d).
+    #[arg(long, default_value_t = 256, value_parser = at_least_1)]
+    pub dim: u64,
+    /// Learned classifier, or a fixed simplex ETF (needs d >= K-1).
+    #[arg(long, value_enum, default_value = "learned")]
+    pub classifier: crate::network::model::ClassifierKind,
+    /// Loss (the UFM's).
+    #[arg(long, value_enum, default_value = "pal")]
+    pub loss: Loss,
+    /// Epochs.
+    #[arg(long, default_value_t = 1500, value_parser = at_least_1)]
+    pub epochs: u64,
+    /// Batch size.
+    #[arg(long, default_value_t = 32, value_parser = at_least_2)]
+    pub batch: u64,
+    /// Initial learning rate (cosine decay to 0).
+    #[arg(long, default_value = "0.02", value_parser = positive, allow_hyphen_values = true)]
+    pub lr: f64,
+    /// SGD momentum, in [0, 1).
+    #[arg(long, default_value = "0.9", value_parser = non_negative, allow_hyphen_values = true)]
+    pub momentum: f64,
+    /// Weight decay on every trainable parameter (the UFM's lambda_w and lambda_b).
+    #[arg(long = "weight-decay", default_value = "5e-3", value_parser = non_negative, allow_hyphen_values = true)]
+    pub weight_decay: f64,
+    /// Feature decay: (fd/2) mean ||h||^2 per batch (the UFM's lambda_h is fd/N).
+    #[arg(long = "feature-decay", default_value = "1e-2", value_parser = non_negative, allow_hyphen_values = true)]
+    pub feature_decay: f64,
+    /// Evaluate (and checkpoint) every k epochs, and at the start and the end.
+    #[arg(long = "eval-every", default_value_t = 25, value_parser = at_least_1)]
+    pub eval_every: u64,
+    /// Seed of the data, the initial weights and the batch order.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// One JSON line per evaluation; checkpoints go to OUT.ckpt/.
+    #[arg(long, default_value = "train.jsonl")]
+    pub out: PathBuf,
+    /// Write the final features, labels, classifier and bias as .npy files here.
+    #[arg(long)]
+    pub export: Option<PathBuf>,
+    /// Continue from the last checkpoint of --out.
+    #[arg(long)]
+    pub resume: bool,
+    /// Stop after the checkpoint of this epoch (a multiple of --eval-every); --resume continues.
+    #[arg(long = "pause-at")]
+    pub pause_at: Option<usize>,
 }
 
 /// Flags of `timing`.
@@ -467,6 +546,40 @@ fn run_figures(a: &FiguresArgs) -> Result<i32> {
     Ok(0)
 }
 
+#[cfg(feature = "train")]
+fn run_train(a: &TrainArgs) -> Result<i32> {
+    let m = a.max_labels.map(|m| m as usize).or(a.per_set.as_ref().map(Vec::len)).unwrap_or(2);
+    let per_set = a.per_set.clone().unwrap_or_else(|| [100, 10, 5, 2][..m].to_vec());
+    if per_set.len() != m {
+        return Err(Error::new(format!("--per-set has {} counts but --max-labels is {m} (one count per multiplicity)", per_set.len())));
+    }
+    let test_per_set = a.test_per_set.clone().unwrap_or_else(|| [20, 2, 1, 1][..m].to_vec());
+    let o = crate::network::train::TrainOptions {
+        data: a.data.clone(),
+        classes: a.classes as usize,
+        per_set,
+        test_per_set,
+        model: a.model,
+        width: a.width as usize,
+        depth: a.depth as usize,
+        dim: a.dim as usize,
+        classifier: a.classifier,
+        loss: a.loss,
+        epochs: a.epochs as usize,
+        batch: a.batch as usize,
+        lr: a.lr,
+        momentum: a.momentum,
+        weight_decay: a.weight_decay,
+        feature_decay: a.feature_decay,
+        eval_every: a.eval_every as usize,
+        seed: a.seed,
+    };
+    crate::commands::train::run(
+        &o,
+        &crate::network::train::Outputs { out: Some(a.out.clone()), export: a.export.clone(), resume: a.resume, pause_at: a.pause_at },
+    )
+}
+
 fn run_measure(a: &MeasureArgs) -> Result<i32> {
     let r = crate::commands::measure::measure_files(&a.features, &a.labels, a.classifier.as_deref(), a.bias.as_deref())?;
     print!("{}", crate::io::report::measure_table(&r));
@@ -533,6 +646,8 @@ where
         Command::Sweep(a) => run_sweep_cmd(a),
         Command::Figures(a) => run_figures(a),
         Command::Hunt(a) => run_hunt(a),
+        #[cfg(feature = "train")]
+        Command::Train(a) => run_train(a),
     };
     match result {
         Ok(code) => code,

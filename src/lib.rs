@@ -86,11 +86,15 @@ pub mod bench;
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod commands;
+#[cfg(feature = "train")]
+pub mod data;
 pub mod error;
 pub mod io;
 pub(crate) mod kernels;
 pub mod linalg;
 pub mod model;
+#[cfg(feature = "train")]
+pub mod network;
 pub mod solver;
 pub mod theory;
 

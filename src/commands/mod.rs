@@ -9,4 +9,6 @@ pub mod measure;
 #[cfg(feature = "cli")]
 pub mod sweep;
 pub mod timing;
+#[cfg(all(feature = "cli", feature = "train"))]
+pub mod train;
 pub mod verify;

@@ -95,6 +95,30 @@ pub fn parse(bytes: &[u8], path: &str, ndim: usize, allow_ints: bool) -> Result<
     Ok(Array { rows, cols, data, dtype })
 }
 
+/// The bytes of a C-order float32 `.npy` file (format 1.0) of the given shape (1-D or 2-D).
+pub fn encode_f32(shape: &[usize], data: &[f32]) -> Vec<u8> {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let shape_text = if dims.len() == 1 { format!("({},)", dims[0]) } else { format!("({})", dims.join(", ")) };
+    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape_text}, }}");
+    // Magic (6) + version (2) + length (2) + header + newline, padded to a multiple of 64.
+    let total = (10 + header.len() + 1).div_ceil(64) * 64;
+    header.push_str(&" ".repeat(total - 10 - header.len() - 1));
+    header.push('\n');
+    let mut out = Vec::with_capacity(total + 4 * data.len());
+    out.extend_from_slice(b"\x93NUMPY\x01\x00");
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    for v in data {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out
+}
+
+/// Writes a float32 `.npy` file atomically.
+pub fn write_f32(path: &Path, shape: &[usize], data: &[f32]) -> Result<()> {
+    crate::io::report::write_atomic(path, &encode_f32(shape, data))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,5 +185,16 @@ mod tests {
                 prop_assert_eq!(a.data.len(), a.rows * a.cols);
             }
         }
+    }
+
+    #[test]
+    fn written_float32_files_read_back_exactly() {
+        let data: Vec<f32> = (0..12).map(|i| i as f32 * 0.37 - 1.5).collect();
+        let a = parse(&encode_f32(&[3, 4], &data), "w.npy", 2, false).unwrap();
+        assert_eq!((a.rows, a.cols, a.dtype.as_str()), (3, 4, "<f4"));
+        assert_eq!(a.data, data.iter().map(|&v| v as f64).collect::<Vec<_>>());
+        let b = parse(&encode_f32(&[5], &data[..5]), "b.npy", 1, false).unwrap();
+        assert_eq!((b.rows, b.cols), (5, 1));
+        assert_eq!(encode_f32(&[3, 4], &data).len() % 16, (12 * 4) % 16);
     }
 }
