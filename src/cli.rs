@@ -238,7 +238,7 @@ pub struct TrainArgs {
     #[arg(long, value_enum, default_value = "pal")]
     pub loss: Loss,
     /// Epochs.
-    #[arg(long, default_value_t = 1500, value_parser = at_least_1)]
+    #[arg(long, default_value_t = 2000, value_parser = at_least_1)]
     pub epochs: u64,
     /// Batch size.
     #[arg(long, default_value_t = 32, value_parser = at_least_2)]

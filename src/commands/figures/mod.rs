@@ -11,6 +11,8 @@ pub mod lowdim;
 pub mod phase;
 pub mod scale;
 pub mod skew;
+#[cfg(feature = "train")]
+pub mod training;
 
 use std::path::{Path, PathBuf};
 use std::sync::Once;
@@ -127,6 +129,14 @@ pub fn render_all(out: &Path) -> Result<Vec<PathBuf>> {
         ("fig7_skew", Box::new(|o| save(o, &skew::compute()?))),
         ("fig8_bce", Box::new(|o| save(o, &bce::compute()?))),
         ("fig9_lowdim", Box::new(|o| save(o, &lowdim::compute()?))),
+        #[cfg(feature = "train")]
+        (
+            "fig10-12_train",
+            Box::new(|o| {
+                let (a, b, c) = training::compute()?;
+                Ok([save(o, &a)?, save(o, &b)?, save(o, &c)?].concat())
+            }),
+        ),
     ];
     for (name, step) in steps {
         let t = std::time::Instant::now();
