@@ -270,3 +270,39 @@ fn bad_inputs_are_one_line_errors() {
     check(&["train", "--out", &o, "--momentum", "1"], "--momentum");
     check(&["train", "--out", &o, "--per-set", "1,2,3", "-M", "2"], "--max-labels is 2");
 }
+
+/// `--model cnn` trains and measures (a smoke run: two epochs, K = 4).
+#[test]
+fn cnn_trains_and_measures() {
+    if !have_data() {
+        return;
+    }
+    let d = tmp("cnn");
+    let out = d.join("c.jsonl");
+    let args = [
+        "--threads",
+        "2",
+        "train",
+        "-K",
+        "4",
+        "--per-set",
+        "100,10",
+        "--test-per-set",
+        "20,2",
+        "--epochs",
+        "2",
+        "--eval-every",
+        "2",
+        "--model",
+        "cnn",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let (code, so, se) = run(&args);
+    assert_eq!(code, 0, "{so}{se}");
+    let r = records(&out);
+    assert_eq!(r.len(), 2);
+    // Training moves it: the loss falls and the features are measured at both ends.
+    assert!(r[1]["train_loss"].as_f64().unwrap() < r[0]["train_loss"].as_f64().unwrap());
+    assert!(r.iter().all(|x| x["metrics"]["nc1"].as_f64().is_some_and(f64::is_finite)));
+}

@@ -12,9 +12,10 @@
 //! `Sw += S_b + (n_a n_b / n) delta delta^T`.
 //!
 //! Every term is a sum of squared deviations or a difference of nearby means, never
-//! `E[x^2] - E[x]^2`, so a large common offset costs no digits. Within a batch the mean is
-//! taken in two passes (the plain mean `m0`, then the mean `c` of the deviations from it), and
-//! `S_b` is the scatter about `m0` less `n_b c c^T` (c is at rounding level).
+//! `E[x^2] - E[x]^2`, so a large common offset costs no digits. Within a batch each set is
+//! shifted by its first sample `m0`: one pass gives the mean `c` of the deviations from it
+//! (`m_b = m0 + c`), and `S_b` is the scatter about `m0` less `n_b c c^T` (c is of the size of
+//! the spread, not of the offset).
 
 use std::collections::HashMap;
 
@@ -143,28 +144,39 @@ impl Accumulator {
         let mut count = vec![0u64; b];
         slot.iter().for_each(|&s| count[s] += 1);
 
-        // Pass 1: the plain means m0.
+        // The shift m0 of each set: its first sample in the batch. Deviations from a sample of
+        // the set are of the size of the set's spread, however far it is from the origin, so
+        // one pass over the batch gives both the mean (m0 plus the mean c of the deviations)
+        // and the scatter (about m0, less n_b c c^T) without cancellation (theory §5.1).
         let row_major = features.order() == Order::RowMajor;
-        let mut m0 = match features.values() {
-            Values::F32(x) => set_sums(x, row_major, d, &slot, b, None, None),
-            Values::F64(x) => set_sums(x, row_major, d, &slot, b, None, None),
+        let mut first = vec![usize::MAX; b];
+        for (i, &s) in slot.iter().enumerate() {
+            if first[s] == usize::MAX {
+                first[s] = i;
+            }
+        }
+        let at = |i: usize, j: usize| -> f64 {
+            let p = if row_major { i * d + j } else { j * n + i };
+            match features.values() {
+                Values::F32(x) => x[p] as f64,
+                Values::F64(x) => x[p],
+            }
         };
-        if m0.iter().any(|v| !v.is_finite()) {
-            return Err(match features.first_non_finite() {
-                Some((i, j, v)) => crate::error::Error::new(format!("{}: entry ({i}, {j}) is {v} (NaN or infinite values are not allowed)", names.features)),
-                None => crate::error::Error::new(format!("{}: values too large to sum in float64", names.features)),
-            });
-        }
-        for (s, &c) in count.iter().enumerate() {
-            m0[s * d..(s + 1) * d].iter_mut().for_each(|v| *v /= c as f64);
-        }
-        // Pass 2: the deviations from m0, in the batch's own memory order, and their means c.
+        let m0: Vec<f64> = first.iter().flat_map(|&i| (0..d).map(move |j| (i, j))).map(|(i, j)| at(i, j)).collect();
+        // The pass: the deviations from m0, in the batch's own memory order, and their means c.
         let mut dev = std::mem::take(&mut self.scratch);
         dev.resize(n * d, 0.0);
         let mut fix = match features.values() {
             Values::F32(x) => set_sums(x, row_major, d, &slot, b, Some(&m0), Some(&mut dev)),
             Values::F64(x) => set_sums(x, row_major, d, &slot, b, Some(&m0), Some(&mut dev)),
         };
+        if m0.iter().chain(&fix).any(|v| !v.is_finite()) {
+            self.scratch = dev;
+            return Err(match features.first_non_finite() {
+                Some((i, j, v)) => crate::error::Error::new(format!("{}: entry ({i}, {j}) is {v} (NaN or infinite values are not allowed)", names.features)),
+                None => crate::error::Error::new(format!("{}: values too large to sum in float64", names.features)),
+            });
+        }
         for (s, &c) in count.iter().enumerate() {
             fix[s * d..(s + 1) * d].iter_mut().for_each(|v| *v /= c as f64);
         }

@@ -72,7 +72,10 @@ fn log_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, title: &str, xm:
         .margin(12)
         .x_label_area_size(42)
         .y_label_area_size(70)
-        .build_cartesian_2d(0.0..xm, (lo..hi).log_scale().with_key_points(decades(lo / 10.0, hi * 10.0).into_iter().chain([lo.max(1e-300)]).collect::<Vec<_>>()))
+        .build_cartesian_2d(
+            0.0..xm,
+            (lo..hi).log_scale().with_key_points(decades(lo / 10.0, hi * 10.0).into_iter().chain([lo.max(1e-300)]).collect::<Vec<_>>()),
+        )
         .map_err(pe)?;
     ch.configure_mesh()
         .x_desc("epoch")
@@ -87,12 +90,24 @@ fn log_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, title: &str, xm:
         let col = *col;
         let style = col.stroke_width(2);
         if *dashed {
-            ch.draw_series(DashedLineSeries::new(pts.clone(), 8, 5, style)).map_err(pe)?.label(name.as_str()).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], col.stroke_width(2)));
+            ch.draw_series(DashedLineSeries::new(pts.clone(), 8, 5, style))
+                .map_err(pe)?
+                .label(name.as_str())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], col.stroke_width(2)));
         } else {
-            ch.draw_series(LineSeries::new(pts.clone(), style)).map_err(pe)?.label(name.as_str()).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], col.stroke_width(2)));
+            ch.draw_series(LineSeries::new(pts.clone(), style))
+                .map_err(pe)?
+                .label(name.as_str())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], col.stroke_width(2)));
         }
     }
-    ch.configure_series_labels().position(SeriesLabelPosition::UpperRight).label_font((FONT, 13)).background_style(WHITE.mix(0.85)).border_style(BLACK).draw().map_err(pe)?;
+    ch.configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .label_font((FONT, 13))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(pe)?;
     Ok(())
 }
 
@@ -146,7 +161,13 @@ pub fn compute() -> Result<(TrainCollapse, TrainScale, TrainEtf)> {
 
 fn nc_lines(r: &[Value], suffix: &str, shade: f64) -> Vec<Series> {
     let m = |k: &'static str| move |x: &Value| x["metrics"][k].as_f64();
-    let mix = |c: RGBColor| RGBColor((c.0 as f64 * shade + 255.0 * (1.0 - shade)) as u8, (c.1 as f64 * shade + 255.0 * (1.0 - shade)) as u8, (c.2 as f64 * shade + 255.0 * (1.0 - shade)) as u8);
+    let mix = |c: RGBColor| {
+        RGBColor(
+            (c.0 as f64 * shade + 255.0 * (1.0 - shade)) as u8,
+            (c.1 as f64 * shade + 255.0 * (1.0 - shade)) as u8,
+            (c.2 as f64 * shade + 255.0 * (1.0 - shade)) as u8,
+        )
+    };
     vec![
         (format!("NC1{suffix}"), series(r, m("nc1")), mix(PALETTE[0]), false),
         (format!("NC2-W{suffix}"), series(r, m("nc2_w")), mix(PALETTE[1]), false),
@@ -168,12 +189,10 @@ impl Figure for TrainCollapse {
         caption(&top, &["Multi-label Fashion-MNIST (K = 10, M = 2), MLP with a linear feature layer, PAL loss. Recorded by:".into(), command(last)])?;
         let (l, r) = body.split_horizontally(760);
         log_panel(&l, "NC metrics of the training features", xmax(&self.runs), &nc_lines(&self.runs, "", 1.0), "value (log scale)")?;
-        let angle = vec![("mean tag-wise angle, m = 2 (deg)".to_string(), series(&self.runs, |x| x["metrics"]["tag"][0]["mean_angle_deg"].as_f64()), PALETTE[4], false), (
-            "largest tag-wise angle, m = 2 (deg)".to_string(),
-            series(&self.runs, |x| x["metrics"]["tag"][0]["max_angle_deg"].as_f64()),
-            PALETTE[5],
-            false,
-        )];
+        let angle = vec![
+            ("mean tag-wise angle, m = 2 (deg)".to_string(), series(&self.runs, |x| x["metrics"]["tag"][0]["mean_angle_deg"].as_f64()), PALETTE[4], false),
+            ("largest tag-wise angle, m = 2 (deg)".to_string(), series(&self.runs, |x| x["metrics"]["tag"][0]["max_angle_deg"].as_f64()), PALETTE[5], false),
+        ];
         log_panel(&r, "Angle between mu_S and the sum of its tags' means", xmax(&self.runs), &angle, "degrees (log scale)")
     }
 }
@@ -188,7 +207,13 @@ impl Figure for TrainScale {
     fn draw<DB: DrawingBackend>(&self, area: &DrawingArea<DB, Shift>) -> Result<()> {
         let (top, body) = area.split_vertically(62);
         let last = &self.runs[self.runs.len() - 1];
-        caption(&top, &["Measured tag-wise scale s_2 = ||mu_S|| / ||mean of its tags' means|| against the UFM (lambda_w = wd, lambda_h = fd/N). Recorded by:".into(), command(last)])?;
+        caption(
+            &top,
+            &[
+                "Measured tag-wise scale s_2 = ||mu_S|| / ||mean of its tags' means|| against the UFM (lambda_w = wd, lambda_h = fd/N). Recorded by:".into(),
+                command(last),
+            ],
+        )?;
         let tag = |k: &'static str| move |x: &Value| x["metrics"]["tag"][0][k].as_f64();
         let (mean, lo, hi) = (series(&self.runs, tag("scale_mean")), series(&self.runs, tag("scale_min")), series(&self.runs, tag("scale_max")));
         let pred = last["ufm"]["scale"][1].as_f64().unwrap_or(f64::NAN);
@@ -196,16 +221,38 @@ impl Figure for TrainScale {
         let ymin = lo.iter().map(|p| p.1).fold(1.0, f64::min).min(1.0) * 0.95;
         let xm = xmax(&self.runs);
         let mut ch = ChartBuilder::on(&body).margin(12).x_label_area_size(42).y_label_area_size(60).build_cartesian_2d(0.0..xm, ymin..ymax).map_err(pe)?;
-        ch.configure_mesh().x_desc("epoch").y_desc("s_2").x_label_formatter(&|v| format!("{v:.0}")).label_style((FONT, 13)).axis_desc_style((FONT, 15)).draw().map_err(pe)?;
+        ch.configure_mesh()
+            .x_desc("epoch")
+            .y_desc("s_2")
+            .x_label_formatter(&|v| format!("{v:.0}"))
+            .label_style((FONT, 13))
+            .axis_desc_style((FONT, 15))
+            .draw()
+            .map_err(pe)?;
         let band: Vec<(f64, f64)> = hi.iter().copied().chain(lo.iter().rev().copied()).collect();
-        ch.draw_series(std::iter::once(Polygon::new(band, PALETTE[0].mix(0.18)))).map_err(pe)?.label("min..max over the 45 pairs").legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 20, y + 5)], PALETTE[0].mix(0.3).filled()));
-        ch.draw_series(LineSeries::new(mean, PALETTE[0].stroke_width(2))).map_err(pe)?.label("measured s_2 (mean over pairs)").legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], PALETTE[0].stroke_width(2)));
+        ch.draw_series(std::iter::once(Polygon::new(band, PALETTE[0].mix(0.18))))
+            .map_err(pe)?
+            .label("min..max over the 45 pairs")
+            .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 20, y + 5)], PALETTE[0].mix(0.3).filled()));
+        ch.draw_series(LineSeries::new(mean, PALETTE[0].stroke_width(2)))
+            .map_err(pe)?
+            .label("measured s_2 (mean over pairs)")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], PALETTE[0].stroke_width(2)));
         ch.draw_series(DashedLineSeries::new(vec![(0.0, pred), (xm, pred)], 8, 5, PALETTE[3].stroke_width(2)))
             .map_err(pe)?
             .label(format!("UFM prediction s_2 = {pred:.4}"))
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], PALETTE[3].stroke_width(2)));
-        ch.draw_series(std::iter::once(PathElement::new(vec![(0.0, 2.0), (xm, 2.0)], BLACK.mix(0.3)))).map_err(pe)?.label("s = 2: plain sum of the tags").legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.mix(0.3)));
-        ch.configure_series_labels().position(SeriesLabelPosition::LowerRight).label_font((FONT, 14)).background_style(WHITE.mix(0.85)).border_style(BLACK).draw().map_err(pe)?;
+        ch.draw_series(std::iter::once(PathElement::new(vec![(0.0, 2.0), (xm, 2.0)], BLACK.mix(0.3))))
+            .map_err(pe)?
+            .label("s = 2: plain sum of the tags")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.mix(0.3)));
+        ch.configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .label_font((FONT, 14))
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()
+            .map_err(pe)?;
         Ok(())
     }
 }
@@ -223,8 +270,22 @@ impl Figure for TrainEtf {
         caption(&top, &["Learned classifier (solid) against a fixed simplex-ETF classifier with d = K (faded). Recorded by:".into(), command(a), command(b)])?;
         let (l, r) = body.split_horizontally(640);
         let xm = xmax(&self.learned).max(xmax(&self.etf));
-        let mut ch = ChartBuilder::on(&l).caption("Exact-set accuracy", (FONT, 17)).margin(12).x_label_area_size(42).y_label_area_size(55).build_cartesian_2d(0.0..xm, 0.0..100.0).map_err(pe)?;
-        ch.configure_mesh().x_desc("epoch").y_desc("%").x_label_formatter(&|v| format!("{v:.0}")).y_label_formatter(&|v| format!("{v:.0}")).label_style((FONT, 13)).axis_desc_style((FONT, 15)).draw().map_err(pe)?;
+        let mut ch = ChartBuilder::on(&l)
+            .caption("Exact-set accuracy", (FONT, 17))
+            .margin(12)
+            .x_label_area_size(42)
+            .y_label_area_size(55)
+            .build_cartesian_2d(0.0..xm, 0.0..100.0)
+            .map_err(pe)?;
+        ch.configure_mesh()
+            .x_desc("epoch")
+            .y_desc("%")
+            .x_label_formatter(&|v| format!("{v:.0}"))
+            .y_label_formatter(&|v| format!("{v:.0}"))
+            .label_style((FONT, 13))
+            .axis_desc_style((FONT, 15))
+            .draw()
+            .map_err(pe)?;
         let acc = |r: &[Value], k: &'static str| series(r, move |x| x[k]["exact"].as_f64().map(|v| 100.0 * v));
         for (name, pts, col) in [
             ("train, learned", acc(&self.learned, "train"), PALETTE[0].to_rgba()),
@@ -232,15 +293,33 @@ impl Figure for TrainEtf {
             ("train, ETF", acc(&self.etf, "train"), PALETTE[0].mix(0.45)),
             ("test, ETF", acc(&self.etf, "test"), PALETTE[1].mix(0.45)),
         ] {
-            ch.draw_series(LineSeries::new(pts, col.stroke_width(2))).map_err(pe)?.label(name).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], col.stroke_width(2)));
+            ch.draw_series(LineSeries::new(pts, col.stroke_width(2)))
+                .map_err(pe)?
+                .label(name)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], col.stroke_width(2)));
         }
-        ch.configure_series_labels().position(SeriesLabelPosition::LowerRight).label_font((FONT, 13)).background_style(WHITE.mix(0.85)).border_style(BLACK).draw().map_err(pe)?;
+        ch.configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .label_font((FONT, 13))
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()
+            .map_err(pe)?;
         let mut lines = nc_lines(&self.learned, ", learned", 1.0);
         // The fixed ETF's NC2-W is rounding (about 1e-16) and would flatten the panel: said in
         // the legend instead of drawn.
         let etf_w = b["metrics"]["nc2_w"].as_f64().unwrap_or(f64::NAN);
         lines.extend(nc_lines(&self.etf, ", ETF", 0.4).into_iter().filter(|l| !l.0.starts_with("NC2-W")));
-        lines.push((format!("NC2-W, ETF: {etf_w:.0e} throughout (fixed)"), Vec::new(), { let (r, g, b) = PALETTE[1].mix(0.4).rgb(); let f = |c: u8| (c as f64 * 0.4 + 255.0 * 0.6) as u8; RGBColor(f(r), f(g), f(b)) }, false));
+        lines.push((
+            format!("NC2-W, ETF: {etf_w:.0e} throughout (fixed)"),
+            Vec::new(),
+            {
+                let (r, g, b) = PALETTE[1].mix(0.4).rgb();
+                let f = |c: u8| (c as f64 * 0.4 + 255.0 * 0.6) as u8;
+                RGBColor(f(r), f(g), f(b))
+            },
+            false,
+        ));
         log_panel(&r, "NC metrics", xm, &lines, "value (log scale)")
     }
 }
