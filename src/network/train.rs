@@ -5,7 +5,9 @@
 //! `batch` (a last batch of one sample is dropped: batch norm needs two), and for each batch
 //! the loss
 //!
-//!     (1/B) sum_i L(W h_i + b, S_i) + (fd/2) (1/B) sum_i ||h_i||^2
+//! ```text
+//! (1/B) sum_i L(W h_i + b, S_i) + (fd/2) (1/B) sum_i ||h_i||^2
+//! ```
 //!
 //! differentiated by burn's autodiff, then one SGD step with momentum and weight decay `wd`
 //! on every trainable parameter (PyTorch's `SGD(momentum, weight_decay)`). The learning rate
