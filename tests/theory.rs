@@ -86,6 +86,26 @@ fn trivial_threshold_agrees_with_the_spectral_test_on_both_sides() {
     }
 }
 
+/// The path's threshold (`UfmObjective::trivial_threshold`, a closed form in the counts) is
+/// the spectral norm of dl/dZ at the origin, computed here by an SVD: the weight decay
+/// sqrt(lw lh) at which the origin stops being optimal. BCE has none.
+#[test]
+fn trivial_threshold_is_the_spectral_norm_at_the_origin() {
+    for &(k, m, per, lw, lh, pal) in CASES {
+        let loss = if pal { Loss::Pal } else { Loss::PalMean };
+        let cfg = config(k, m, k, per, (lw, lh, 1e-3), loss);
+        let obj = UfmObjective::new(&cfg);
+        let mut zmat = vec![0.0; obj.k * obj.n];
+        obj.logits(&vec![0.0; obj.dim()], &mut zmat);
+        obj.data_term_and_dual(&mut zmat);
+        let spec = DMatrix::from_column_slice(obj.k, obj.n, &zmat).svd(false, false).singular_values.max();
+        let c = obj.trivial_threshold().unwrap();
+        assert!((c - spec).abs() <= 1e-12 * spec, "K={k} M={m}: closed form {c} vs SVD {spec}");
+    }
+    let bce = UfmObjective::new(&config(4, 2, 4, &[1, 1], (1e-3, 1e-3, 1e-3), Loss::Bce));
+    assert!(bce.trivial_threshold().is_none());
+}
+
 /// M = 1 is the multi-class UFM: PAL on singletons is plain cross-entropy, and the optimum is
 /// the closed form gamma = log((K-1)(1-r)/r), r = sqrt(q)/c (Zhu et al. 2021's setting).
 #[test]

@@ -117,22 +117,53 @@ impl UfmObjective {
     /// back: the same problem, with W and H on the same scale.
     pub fn solve_with(&self, seed: u64, params: &SolveParams, callback: Option<IterCallback>, certifier: Option<Certifier>) -> Result<SolveResult> {
         params.validate()?;
-        match self.balanced() {
-            None => self.solve_path(seed, params, callback, certifier),
+        let mut r = match self.balanced() {
+            None => self.solve_path(seed, params, callback, certifier)?,
             Some((c, twin)) => {
                 let mut r = twin.solve_path(seed, params, callback, certifier)?;
                 self.unbalance(&mut r.x, c);
-                Ok(r)
+                r
             }
+        };
+        self.polish(&mut r);
+        Ok(r)
+    }
+
+    /// Ends a solve with the best logit-preserving translation ([`translate`](Self::translate)):
+    /// kept when the objective, evaluated anew at the moved point, is not higher. The point,
+    /// its objective and gradient norm, the evaluation count and the time are updated; what
+    /// stopped the solve is not (the stopping rule held at a point whose objective is at least
+    /// this one's, and the certificate's lower bound depends on the logits alone).
+    fn polish(&self, r: &mut SolveResult) {
+        if !r.objective.is_finite() {
+            return;
         }
+        let start = std::time::Instant::now();
+        let mut y = r.x.clone();
+        if !self.translate(&mut y) {
+            return;
+        }
+        let mut grad = vec![0.0; y.len()];
+        let f = self.value_and_gradient(&y, &mut grad, &mut Workspace::new(self));
+        r.evaluations += 1;
+        if f.is_finite() && f <= r.objective {
+            r.x = y;
+            r.objective = f;
+            r.grad_norm = crate::linalg::norm(&grad);
+        }
+        r.seconds += start.elapsed().as_secs_f64();
     }
 
     /// Weight decays below which the solve follows a path (docs/theory.md §6): at
     /// `sqrt(lw lh) < PATH_BELOW`, L-BFGS's iterations grow like `lambda^(-1/2)` (the
     /// Hessian's condition number grows like `1/lambda`).
     pub const PATH_BELOW: f64 = 1e-4;
-    /// The path's first problem has `sqrt(lw lh) = PATH_START`...
+    /// The path's first problem has `sqrt(lw lh) = PATH_START`, or
+    /// [`trivial_threshold`](Self::trivial_threshold)` / PATH_MARGIN` if that is lower...
     pub const PATH_START: f64 = 1e-3;
+    /// ...so that no problem of the path has W = H = 0 as its optimum, or one close to it: from
+    /// there the next problem would start near a saddle point.
+    pub const PATH_MARGIN: f64 = 2.0;
     /// ...and each next one divides every weight decay by `PATH_FACTOR`, down to this problem.
     pub const PATH_FACTOR: f64 = 3.0;
     /// Each problem before the last is solved to the gradient rule at this tolerance (an
@@ -151,7 +182,8 @@ impl UfmObjective {
             return self.solve_raw(self.random_start(seed, params.init_std), params, callback, certifier);
         }
         let start = std::time::Instant::now();
-        let mut scale = Self::PATH_START / mu;
+        let first = self.trivial_threshold().map_or(Self::PATH_START, |c| Self::PATH_START.min(c / Self::PATH_MARGIN));
+        let mut scale = first / mu;
         let mut x = self.random_start(seed, params.init_std);
         let (mut iterations, mut evaluations, mut stages) = (0u64, 0usize, 0usize);
         let mut history: Vec<crate::solver::HistoryPoint> = Vec::new();
@@ -186,8 +218,8 @@ impl UfmObjective {
         r.certified = r.certified.map(|(it, g)| (it + iterations, g));
         r.seconds = start.elapsed().as_secs_f64();
         r.termination = format!(
-            "path of {stages} easier problem(s) (weight decays {:.0e} times larger, down by {}), then: {}",
-            Self::PATH_START / mu,
+            "path of {stages} easier problem(s) (weight decays {:.1e} times larger, down by {}), then: {}",
+            first / mu,
             Self::PATH_FACTOR,
             r.termination
         );
@@ -195,20 +227,46 @@ impl UfmObjective {
         Ok(r)
     }
 
+    /// The weight decay `sqrt(lw lh)` at and above which W = H = 0 is the global minimum,
+    /// for the softmax losses (docs/theory.md §3): the trivial statistic `sum_m a_m^2 / q_m`,
+    /// `a_m = p_m c_m (K-m)/K`, `q_m = lw lh (K-1)/K N_m m (K-m)`, is 1 there and scales like
+    /// `1 / (lw lh)`. `None` for BCE, and when no multiplicity below K has samples.
+    pub fn trivial_threshold(&self) -> Option<f64> {
+        if self.loss == Loss::Bce {
+            return None;
+        }
+        let (k, n) = (self.k as f64, self.n as f64);
+        let sq: f64 = self
+            .labels
+            .samples_per_multiplicity()
+            .iter()
+            .enumerate()
+            .filter(|&(i, &c)| c > 0 && i + 1 < self.k)
+            .map(|(i, &c)| {
+                let (m, c) = ((i + 1) as f64, c as f64);
+                let a = c / n * self.loss.weight(i + 1) * (k - m) / k;
+                a * a / ((k - 1.0) / k * c * m * (k - m))
+            })
+            .sum();
+        (sq > 0.0 && sq.is_finite()).then(|| sq.sqrt())
+    }
+
     /// Solves from a given start (in this objective's coordinates), stopping on the gradient
     /// rule.
     pub fn solve_from(&self, x0: Vec<f64>, params: &SolveParams, callback: Option<IterCallback>) -> Result<SolveResult> {
         params.validate()?;
-        match self.balanced() {
-            None => self.solve_raw(x0, params, callback, None),
+        let mut r = match self.balanced() {
+            None => self.solve_raw(x0, params, callback, None)?,
             Some((c, twin)) => {
                 let mut x0 = x0;
                 self.unbalance(&mut x0, 1.0 / c);
                 let mut r = twin.solve_raw(x0, params, callback, None)?;
                 self.unbalance(&mut r.x, c);
-                Ok(r)
+                r
             }
-        }
+        };
+        self.polish(&mut r);
+        Ok(r)
     }
 
     fn solve_raw(&self, x0: Vec<f64>, params: &SolveParams, callback: Option<IterCallback>, certifier: Option<Certifier>) -> Result<SolveResult> {
@@ -238,6 +296,73 @@ impl UfmObjective {
         let (kd, dn) = (self.k * self.d, self.d * self.n);
         x[..kd].iter_mut().for_each(|v| *v *= c);
         x[kd..kd + dn].iter_mut().for_each(|v| *v /= c);
+    }
+
+    /// The best logit-preserving translation (docs/theory.md §6): moves every feature by the
+    /// same `u` and the bias by `-W u - c 1`, which moves every logit `W h_i + b` by the same
+    /// `-c` (no softmax sees it; `c = 0` for BCE), so only the regulariser changes:
+    /// `lb/2 ||b - W u - c 1||^2 + lh/2 sum_i ||h_i + u||^2`. Its minimiser solves the
+    /// `(d + 1) x (d + 1)` normal equations
+    /// `[lb W^T W + lh N I, lb W^T 1; lb 1^T W, lb K] [u; c] = [lb W^T b - lh sum_i h_i; lb 1^T b]`
+    /// (`c = 0` for BCE, whose loss sees `c 1`, and when `lb = 0`).
+    ///
+    /// Along these `d + 1` directions the curvature of f is only `lh N` and `lb`, so L-BFGS
+    /// takes them last at small weight decays; this step takes them exactly. Returns `false`
+    /// (and leaves `x` as it was) when the system cannot be solved in float64.
+    pub fn translate(&self, x: &mut [f64]) -> bool {
+        let (k, d, n) = (self.k, self.d, self.n);
+        let with_c = self.loss != Loss::Bce && self.lb > 0.0;
+        let m = d + usize::from(with_c);
+        let (kd, dn) = (k * d, d * n);
+        let (lb, lh) = (self.lb, self.lh);
+        let mut sys = nalgebra::DMatrix::<f64>::zeros(m, m);
+        let mut rhs = nalgebra::DVector::<f64>::zeros(m);
+        {
+            let p = self.split(x);
+            let wcol = |j: usize| &p.w.data[j * k..(j + 1) * k];
+            let mut hsum = vec![0.0; d];
+            for col in p.h.data.chunks_exact(d) {
+                hsum.iter_mut().zip(col).for_each(|(s, v)| *s += v);
+            }
+            for i in 0..d {
+                for j in 0..=i {
+                    let v = lb * wcol(i).iter().zip(wcol(j)).map(|(a, b)| a * b).sum::<f64>();
+                    sys[(i, j)] = v;
+                    sys[(j, i)] = v;
+                }
+                sys[(i, i)] += lh * n as f64;
+                rhs[i] = lb * wcol(i).iter().zip(p.b).map(|(a, b)| a * b).sum::<f64>() - lh * hsum[i];
+                if with_c {
+                    let v = lb * wcol(i).iter().sum::<f64>();
+                    sys[(i, d)] = v;
+                    sys[(d, i)] = v;
+                }
+            }
+            if with_c {
+                sys[(d, d)] = lb * k as f64;
+                rhs[d] = lb * p.b.iter().sum::<f64>();
+            }
+        }
+        if sys.iter().chain(rhs.iter()).any(|v| !v.is_finite()) {
+            return false;
+        }
+        let Some(chol) = sys.cholesky() else {
+            return false;
+        };
+        let v = chol.solve(&rhs);
+        if v.iter().any(|a| !a.is_finite()) {
+            return false;
+        }
+        let (u, c) = (&v.as_slice()[..d], if with_c { v[d] } else { 0.0 });
+        let mut wu = vec![c; k];
+        for (j, uj) in u.iter().enumerate() {
+            wu.iter_mut().zip(&x[j * k..(j + 1) * k]).for_each(|(o, w)| *o += w * uj);
+        }
+        for col in x[kd..kd + dn].chunks_exact_mut(d) {
+            col.iter_mut().zip(u).for_each(|(h, uj)| *h += uj);
+        }
+        x[kd + dn..].iter_mut().zip(&wu).for_each(|(b, s)| *b -= s);
+        true
     }
 
     /// `Z = W H + b 1^T` into `z` (K x N).
@@ -752,6 +877,51 @@ mod tests {
                     dn[j] -= h;
                     let fd = (obj.value(&up) - obj.value(&dn)) / (2.0 * h);
                     assert!((fd - g[j]).abs() < 1e-8 * (1.0 + g[j].abs()), "{loss:?} lb={lb} coord {j}: {fd} vs {}", g[j]);
+                }
+            }
+        }
+    }
+
+    /// The translation keeps every logit, lowers f by exactly the regulariser's drop, and
+    /// leaves f stationary along the directions it moves in: with the analytic gradient
+    /// (checked against finite differences above), `sum_i dH_i - W^T db = 0` and, for the
+    /// softmax losses with `lb > 0`, `1^T db = 0`.
+    #[test]
+    fn translation_keeps_the_logits_and_is_stationary_along_its_directions() {
+        for loss in [Loss::Pal, Loss::PalMean, Loss::Bce] {
+            for lb in [0.0, 0.03] {
+                let obj = objective(loss, lb);
+                let (k, d, n) = (obj.k, obj.d, obj.n);
+                let mut x = obj.random_start(3, 0.7);
+                // Off-centre features and bias, so the step has something to do.
+                x[k * d..k * d + d * n].iter_mut().enumerate().for_each(|(i, v)| *v += 0.3 * ((i % d) as f64 + 1.0));
+                x[k * d + d * n..].iter_mut().enumerate().for_each(|(j, v)| *v += 0.5 + 0.1 * j as f64);
+                let (mut z0, mut z1) = (vec![0.0; k * n], vec![0.0; k * n]);
+                obj.logits(&x, &mut z0);
+                let (f0, r0) = (obj.value(&x), obj.regulariser(&x));
+                let mut y = x.clone();
+                assert!(obj.translate(&mut y));
+                obj.logits(&y, &mut z1);
+                // Every logit moves by the same -c (c = 0 for BCE and when lb = 0): no softmax sees it.
+                let shift = z1[0] - z0[0];
+                if loss == Loss::Bce || lb == 0.0 {
+                    assert!(shift.abs() <= 1e-13, "{loss:?} lb={lb}: shift {shift}");
+                }
+                for (a, b) in z0.iter().zip(&z1) {
+                    assert!((b - a - shift).abs() <= 1e-13 * (1.0 + a.abs()), "{loss:?} lb={lb}: logit {a} -> {b}, shift {shift}");
+                }
+                let (f1, r1) = (obj.value(&y), obj.regulariser(&y));
+                assert!(r1 < r0 - 1e-3, "{loss:?} lb={lb}: regulariser {r0} -> {r1}");
+                assert!(((f0 - f1) - (r0 - r1)).abs() <= 1e-13, "{loss:?} lb={lb}: f drop {} vs regulariser drop {}", f0 - f1, r0 - r1);
+                let mut g = vec![0.0; obj.dim()];
+                obj.value_and_gradient(&y, &mut g, &mut Workspace::new(&obj));
+                let (gh, gb) = (&g[k * d..k * d + d * n], &g[k * d + d * n..]);
+                for j in 0..d {
+                    let along: f64 = gh.chunks_exact(d).map(|c| c[j]).sum::<f64>() - (0..k).map(|a| y[a + k * j] * gb[a]).sum::<f64>();
+                    assert!(along.abs() <= 1e-12, "{loss:?} lb={lb}: derivative along u_{j} is {along}");
+                }
+                if loss != Loss::Bce && lb > 0.0 {
+                    assert!(gb.iter().sum::<f64>().abs() <= 1e-12, "{loss:?}: derivative along c is {}", gb.iter().sum::<f64>());
                 }
             }
         }
