@@ -1,6 +1,8 @@
 //! Benchmarks of streaming measurement (`analysis::accumulate`): one `update` of a 10,000 x
-//! 512 float32 batch (K = 10, M = 2), against its within-set scatter product alone
-//! (`linalg::syrk_upper` on the float64 deviations), on every thread and on one.
+//! 512 float32 batch (K = 10, M = 2), on every thread and on one, beside what its within-set
+//! scatter product cost before it was blocked: matrixmultiply's `linalg::syrk_upper` on the
+//! whole batch's float64 deviations (the update now forms them 256 samples at a time and
+//! multiplies with the AVX-512 tiles of `kernels::products`; docs/performance.md).
 //!
 //! `cargo bench --bench accumulate`. The end-to-end comparison with numpy is
 //! `python/benches/accumulator.py`; results in docs/performance.md.

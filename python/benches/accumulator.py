@@ -3,6 +3,7 @@ mlab_nc.Accumulator, against numpy computing on the same batches the per-set sum
 (the work any streaming NC1 needs), side by side, alternating, medians of the rounds.
 
     python python/benches/accumulator.py [--samples 1000000] [--dim 512] [--batch 10000] [--rounds 3]
+    python python/benches/accumulator.py --single    # one batch: median of 15 updates, and numpy's X^T X
 
 Not run in CI. Threads: the accumulator uses rayon's pool (all cores, or RAYON_NUM_THREADS);
 numpy's BLAS its own (OPENBLAS_NUM_THREADS).
@@ -25,7 +26,10 @@ def main():
     ap.add_argument("--batch", type=int, default=10_000)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--classes", type=int, default=10)
+    ap.add_argument("--single", action="store_true", help="time one batch's update (15 times) against numpy's X^T X on it")
     a = ap.parse_args()
+    if a.single:
+        a.samples = a.batch
     k, d = a.classes, a.dim
     sets = [(c,) for c in range(k)] + list(itertools.combinations(range(k), 2))
     rng = np.random.default_rng(0)
@@ -35,6 +39,18 @@ def main():
         labels[np.ix_(which == j, list(s))] = 1.0
     features = (rng.standard_normal((a.samples, d), dtype=np.float32) + 3.0).astype(np.float32)
     starts = range(0, a.samples, a.batch)
+    if a.single:
+        acc, x, y = mlab_nc.Accumulator(k, d), features[: a.batch], labels[: a.batch]
+        ups, grams = [], []
+        for _ in range(15):
+            t = time.perf_counter()
+            acc.update(x, y)
+            ups.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            x.T @ x
+            grams.append(time.perf_counter() - t)
+        print(f"one {a.batch} x {d} float32 batch: update {1e3 * statistics.median(ups):.1f} ms, numpy float32 X^T X {1e3 * statistics.median(grams):.1f} ms (medians of 15)")
+        return
 
     def accumulator():
         acc = mlab_nc.Accumulator(k, d)

@@ -27,6 +27,8 @@ use crate::analysis::measure::{check_head, report, MeasureReport, Names};
 use crate::analysis::metrics::Spread;
 use crate::bail;
 use crate::error::Result;
+use crate::kernels::cpu::Isa;
+use crate::kernels::products::syrk_panel;
 use crate::linalg::{syrk_upper, Mat};
 use crate::model::labels::LabelSets;
 
@@ -45,8 +47,11 @@ pub struct Accumulator {
     scatter: Vec<f64>,
     samples: u64,
     batches: u64,
-    /// The last batch's deviations, kept to reuse the memory (not part of the state).
+    /// One block of deviations ([`add_scatter`]), kept to reuse the memory (not part of the
+    /// state).
     scratch: Vec<f64>,
+    /// The instruction set of the scatter's product.
+    isa: Isa,
 }
 
 impl Accumulator {
@@ -72,6 +77,7 @@ impl Accumulator {
             samples: 0,
             batches: 0,
             scratch: Vec::new(),
+            isa: Isa::detect(),
         })
     }
 
@@ -163,15 +169,12 @@ impl Accumulator {
             }
         };
         let m0: Vec<f64> = first.iter().flat_map(|&i| (0..d).map(move |j| (i, j))).map(|(i, j)| at(i, j)).collect();
-        // The pass: the deviations from m0, in the batch's own memory order, and their means c.
-        let mut dev = std::mem::take(&mut self.scratch);
-        dev.resize(n * d, 0.0);
+        // The sums of the deviations from m0 per set, and so their means c.
         let mut fix = match features.values() {
-            Values::F32(x) => set_sums(x, row_major, d, &slot, b, Some(&m0), Some(&mut dev)),
-            Values::F64(x) => set_sums(x, row_major, d, &slot, b, Some(&m0), Some(&mut dev)),
+            Values::F32(x) => set_sums(x, row_major, d, &slot, b, &m0),
+            Values::F64(x) => set_sums(x, row_major, d, &slot, b, &m0),
         };
         if m0.iter().chain(&fix).any(|v| !v.is_finite()) {
-            self.scratch = dev;
             return Err(match features.first_non_finite() {
                 Some((i, j, v)) => crate::error::Error::new(format!("{}: entry ({i}, {j}) is {v} (NaN or infinite values are not allowed)", names.features)),
                 None => crate::error::Error::new(format!("{}: values too large to sum in float64", names.features)),
@@ -201,7 +204,10 @@ impl Accumulator {
                 None => moves.push((None, mb)),
             }
         }
-        syrk_upper(1.0, &dev, n, d, row_major, &mut self.scatter);
+        match features.values() {
+            Values::F32(x) => add_scatter(self.isa, x, row_major, d, &slot, &m0, &mut self.scratch, &mut self.scatter),
+            Values::F64(x) => add_scatter(self.isa, x, row_major, d, &slot, &m0, &mut self.scratch, &mut self.scatter),
+        }
         syrk_upper(1.0, &up, up.len() / d, d, true, &mut self.scatter);
         syrk_upper(-1.0, &down, b, d, true, &mut self.scatter);
         for ((s, set), (g, v)) in batch_sets.into_iter().enumerate().zip(moves) {
@@ -218,7 +224,6 @@ impl Accumulator {
                 }
             }
         }
-        self.scratch = dev;
         self.samples += n as u64;
         self.batches += 1;
         Ok(())
@@ -253,41 +258,26 @@ impl Accumulator {
 /// Rows per task of [`set_sums`]: fixed, so that the sums do not depend on the thread count.
 const CHUNK_ROWS: usize = 512;
 
-/// Per set (slot) s of the batch, `sum_{i in s} (x_i - centre_s)` (`centre` 0 when `None`),
-/// `b * d` values; with `dev`, also `dev_i = x_i - centre_{slot i}` in the batch's memory
-/// order. Row-major batches run in parallel over fixed chunks of rows whose partial sums are
-/// added in chunk order.
-fn set_sums<T: Copy + Into<f64> + Send + Sync>(
-    x: &[T],
-    row_major: bool,
-    d: usize,
-    slot: &[usize],
-    b: usize,
-    centre: Option<&[f64]>,
-    dev: Option<&mut [f64]>,
-) -> Vec<f64> {
+/// Per set (slot) s of the batch, `sum_{i in s} (x_i - centre_s)`, `b * d` values. Row-major
+/// batches run in parallel over fixed chunks of rows whose partial sums are added in chunk
+/// order.
+fn set_sums<T: Copy + Into<f64> + Send + Sync>(x: &[T], row_major: bool, d: usize, slot: &[usize], b: usize, centre: &[f64]) -> Vec<f64> {
     let n = slot.len();
     let mut sums = vec![0.0; b * d];
-    let zero = vec![0.0; d];
-    let centre_of = |s: usize| centre.map_or(&zero[..], |c| &c[s * d..(s + 1) * d]);
+    let centre_of = |s: usize| &centre[s * d..(s + 1) * d];
     if !row_major {
-        let mut dev = dev;
         for (j, col) in x.chunks_exact(n).enumerate() {
             for (i, &v) in col.iter().enumerate() {
                 let s = slot[i];
-                let e = v.into() - centre_of(s)[j];
-                if let Some(out) = dev.as_deref_mut() {
-                    out[j * n + i] = e;
-                }
-                sums[s * d + j] += e;
+                sums[s * d + j] += v.into() - centre_of(s)[j];
             }
         }
         return sums;
     }
     // One chunk: the sums of the sets it holds, indexed locally (a chunk holds at most
     // CHUNK_ROWS sets, whatever the batch holds).
-    let chunk = |c: usize, xs: &[T], mut out: Option<&mut [f64]>| -> (Vec<usize>, Vec<f64>) {
-        let mut local: std::collections::HashMap<usize, usize> = std::collections::HashMap::new();
+    let chunk = |c: usize, xs: &[T]| -> (Vec<usize>, Vec<f64>) {
+        let mut local: HashMap<usize, usize> = HashMap::new();
         let mut present = Vec::new();
         let mut part: Vec<f64> = Vec::new();
         for (r, row) in xs.chunks_exact(d).enumerate() {
@@ -297,30 +287,65 @@ fn set_sums<T: Copy + Into<f64> + Send + Sync>(
                 part.extend(std::iter::repeat_n(0.0, d));
                 present.len() - 1
             });
-            let (acc, m) = (&mut part[l * d..(l + 1) * d], centre_of(s));
-            match out.as_deref_mut() {
-                Some(o) => {
-                    for (((a, o), &v), m) in acc.iter_mut().zip(&mut o[r * d..(r + 1) * d]).zip(row).zip(m) {
-                        let e = v.into() - m;
-                        *o = e;
-                        *a += e;
-                    }
-                }
-                None => acc.iter_mut().zip(row).for_each(|(a, &v)| *a += v.into()),
-            }
+            part[l * d..(l + 1) * d].iter_mut().zip(row).zip(centre_of(s)).for_each(|((a, &v), m)| *a += v.into() - m);
         }
         (present, part)
     };
-    let parts: Vec<(Vec<usize>, Vec<f64>)> = match dev {
-        Some(dev) => x.par_chunks(CHUNK_ROWS * d).zip(dev.par_chunks_mut(CHUNK_ROWS * d)).enumerate().map(|(c, (xs, o))| chunk(c, xs, Some(o))).collect(),
-        None => x.par_chunks(CHUNK_ROWS * d).enumerate().map(|(c, xs)| chunk(c, xs, None)).collect(),
-    };
+    let parts: Vec<(Vec<usize>, Vec<f64>)> = x.par_chunks(CHUNK_ROWS * d).enumerate().map(|(c, xs)| chunk(c, xs)).collect();
     for (present, part) in parts {
         for (l, &s) in present.iter().enumerate() {
             sums[s * d..(s + 1) * d].iter_mut().zip(&part[l * d..(l + 1) * d]).for_each(|(a, p)| *a += p);
         }
     }
     sums
+}
+
+/// Samples per block of [`add_scatter`]: the block of deviations (d x 256 doubles, 1 MiB at
+/// d = 512) stays in the level-2 cache while every panel of the product reads it.
+const SCATTER_ROWS: usize = 256;
+/// Columns of the scatter per task of [`add_scatter`] (the register tile's width).
+const SCATTER_PANEL: usize = 12;
+
+/// `scatter += sum_i (x_i - centre_{slot i})(x_i - centre_{slot i})^T` on the upper triangle
+/// (and the diagonal blocks) of the d x d column-major `scatter`. The batch goes through in
+/// blocks of [`SCATTER_ROWS`] samples: each block's deviations are formed in float64 in
+/// `block` (columns padded to a multiple of 8, plus 8, so that no two columns share cache
+/// sets), then the panels of [`SCATTER_PANEL`] columns of the product run in parallel
+/// (`kernels::products::syrk_panel`). Each entry is one sum in sample order, whatever the
+/// thread count. The deviations never exist for the whole batch at once.
+#[allow(clippy::too_many_arguments)]
+fn add_scatter<T: Copy + Into<f64> + Send + Sync>(
+    isa: Isa,
+    x: &[T],
+    row_major: bool,
+    d: usize,
+    slot: &[usize],
+    centre: &[f64],
+    block: &mut Vec<f64>,
+    scatter: &mut [f64],
+) {
+    let n = slot.len();
+    let lda = d.div_ceil(8) * 8 + 8;
+    block.resize(lda * SCATTER_ROWS, 0.0);
+    for r0 in (0..n).step_by(SCATTER_ROWS) {
+        let nb = (n - r0).min(SCATTER_ROWS);
+        block[..lda * nb].par_chunks_mut(lda * 32).enumerate().for_each(|(c, cols)| {
+            for (q, col) in cols.chunks_exact_mut(lda).enumerate() {
+                let i = r0 + 32 * c + q;
+                let m = &centre[slot[i] * d..(slot[i] + 1) * d];
+                if row_major {
+                    col.iter_mut().zip(&x[i * d..(i + 1) * d]).zip(m).for_each(|((o, &v), m)| *o = v.into() - m);
+                } else {
+                    col.iter_mut().zip(m).enumerate().for_each(|(j, (o, m))| *o = x[j * n + i].into() - m);
+                }
+            }
+        });
+        let a = &block[..lda * nb];
+        scatter.par_chunks_mut(SCATTER_PANEL * d).enumerate().rev().for_each(|(p, panel)| {
+            let j0 = p * SCATTER_PANEL;
+            syrk_panel(isa, a, lda, nb, j0, j0 + panel.len() / d, panel, d);
+        });
+    }
 }
 
 #[cfg(test)]
@@ -381,7 +406,9 @@ mod tests {
 
     #[test]
     fn batches_give_what_measure_gives_on_everything() {
-        let (n, d) = (230, 6);
+        // 600 samples: three blocks of the scatter's product in one batch; d = 13: a panel of
+        // 12 columns and a remainder of 1.
+        let (n, d) = (600, 13);
         let names = Names::ARGUMENTS;
         // Far from the origin (1e4, with a spread of 1) the synthesis weights are as
         // ill-conditioned as the single-label means are nearly parallel (cond ~ 1e4): with a

@@ -77,7 +77,7 @@ impl ChunkProducts {
             // and z is K x m.
             unsafe {
                 avx512::product(
-                    avx512::Operands { rows: w.rows, cols: h.cols, depth: w.cols, a: w.data, lda: w.rows, b: h.data, rsb: 1, csb: h.rows },
+                    avx512::Operands { rows: w.rows, cols: h.cols, depth: w.cols, a: w.data, lda: w.rows, b: h.data, rsb: 1, csb: h.rows, ldc: w.rows },
                     z,
                     avx512::Epilogue::Store,
                 );
@@ -95,7 +95,7 @@ impl ChunkProducts {
             // SAFETY: as in `logits`; B(p, l) = h[l + d p] with l < d, p < m.
             unsafe {
                 avx512::product(
-                    avx512::Operands { rows: g.rows, cols: h.rows, depth: g.cols, a: g.data, lda: g.rows, b: h.data, rsb: h.rows, csb: 1 },
+                    avx512::Operands { rows: g.rows, cols: h.rows, depth: g.cols, a: g.data, lda: g.rows, b: h.data, rsb: h.rows, csb: 1, ldc: g.rows },
                     dw,
                     avx512::Epilogue::Store,
                 );
@@ -125,6 +125,7 @@ impl ChunkProducts {
                         b: g.data,
                         rsb: 1,
                         csb: g.rows,
+                        ldc: h.rows,
                     },
                     dh,
                     avx512::Epilogue::AddScaled { h: h.data, lh, hsq: &mut hsq },
@@ -157,13 +158,43 @@ fn scale_into_sum_sq(a: f64, x: &[f64], out: &mut [f64]) -> f64 {
     }
     (((l[0] + l[4]) + (l[1] + l[5])) + ((l[2] + l[6]) + (l[3] + l[7]))) + tail
 }
+/// One column panel of a blocked `C += A A^T`: columns `j0..j1` of the d x d column-major C
+/// (leading dimension `ldc`; `c` starts at column j0), rows `0..j1`, from the rows `0..j1` of
+/// A (`A(i, p) = a[i + lda p]`, `p < depth`). That is the panel's part of the upper triangle,
+/// and the diagonal block whole. The AVX-512 tiles when `isa` has them, matrixmultiply
+/// otherwise; either way each entry is one sum over p in a fixed order.
+#[allow(clippy::too_many_arguments)]
+pub fn syrk_panel(isa: Isa, a: &[f64], lda: usize, depth: usize, j0: usize, j1: usize, c: &mut [f64], ldc: usize) {
+    assert!(j0 < j1 && j1 <= lda && j1 <= ldc, "syrk_panel: columns {j0}..{j1} outside lda {lda} / ldc {ldc}");
+    if depth == 0 {
+        return;
+    }
+    assert!(a.len() >= j1 + lda * (depth - 1), "syrk_panel: A is too short");
+    assert!(c.len() >= j1 + ldc * (j1 - j0 - 1), "syrk_panel: C is too short");
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512 && isa.is_available() {
+        // SAFETY: AVX-512F is present; A(i, p) = a[i + lda p] for i < j1, p < depth and
+        // B(p, j) = a[j0 + j + lda p] for j < j1 - j0 lie in `a` (asserted above), and C's
+        // entries i + ldc j (i < j1, j < j1 - j0) lie in `c` (asserted above; `product`
+        // asserts all three again).
+        unsafe {
+            avx512::product(avx512::Operands { rows: j1, cols: j1 - j0, depth, a, lda, b: &a[j0..], rsb: lda, csb: 1, ldc }, c, avx512::Epilogue::Add);
+        }
+        return;
+    }
+    // SAFETY: the same index ranges as above, asserted: A is read at i + lda p (i < j1,
+    // p < depth), B at j0 + j + lda p (j < j1 - j0), C written at i + ldc j.
+    unsafe {
+        matrixmultiply::dgemm(j1, depth, j1 - j0, 1.0, a.as_ptr(), 1, lda as isize, a.as_ptr().add(j0), lda as isize, 1, 1.0, c.as_mut_ptr(), 1, ldc as isize);
+    }
+}
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use std::arch::x86_64::*;
 
-    /// `C (rows x cols, column-major, ld = rows) = A B`, where `A(i, p) = a[i + lda p]` and
-    /// `B(p, j) = b[p rsb + j csb]`, `p < depth`.
+    /// `C (rows x cols, column-major, leading dimension ldc >= rows) = A B`, where
+    /// `A(i, p) = a[i + lda p]` and `B(p, j) = b[p rsb + j csb]`, `p < depth`.
     pub struct Operands<'a> {
         pub rows: usize,
         pub cols: usize,
@@ -173,14 +204,17 @@ mod avx512 {
         pub b: &'a [f64],
         pub rsb: usize,
         pub csb: usize,
+        pub ldc: usize,
     }
 
     /// What is done with a finished tile of `A B`.
     pub enum Epilogue<'a> {
         /// `C = A B`.
         Store,
-        /// `C = A B + lh H` (H shaped like C), and `hsq += ||H||^2`.
+        /// `C = A B + lh H` (H shaped like C, leading dimension ldc), and `hsq += ||H||^2`.
         AddScaled { h: &'a [f64], lh: f64, hsq: &'a mut f64 },
+        /// `C += A B`.
+        Add,
     }
 
     /// Widest tile: 12 columns.
@@ -192,19 +226,19 @@ mod avx512 {
     ///
     /// # Safety
     /// The CPU must have AVX-512F, and every index `i + lda p` (i < rows, p < depth) must lie
-    /// in `a`, every `p rsb + j csb` (p < depth, j < cols) in `b`; `c` (and `h`) must hold
-    /// `rows * cols`. These are asserted.
+    /// in `a`, every `p rsb + j csb` (p < depth, j < cols) in `b`, every `i + ldc j` in `c`
+    /// (and `h`). These are asserted.
     #[target_feature(enable = "avx512f,avx512vl,fma")]
     pub unsafe fn product(op: Operands, c: &mut [f64], mut epi: Epilogue) {
-        let Operands { rows, cols, depth, a, lda, b, rsb, csb } = op;
-        assert_eq!(c.len(), rows * cols);
+        let Operands { rows, cols, depth, a, lda, b, rsb, csb, ldc } = op;
         if rows == 0 || cols == 0 {
             return;
         }
+        assert!(ldc >= rows && c.len() >= rows + ldc * (cols - 1));
         assert!(lda >= rows && a.len() >= rows + lda * depth.saturating_sub(1));
         assert!(depth == 0 || b.len() > (depth - 1) * rsb + (cols - 1) * csb);
         if let Epilogue::AddScaled { h, .. } = &epi {
-            assert_eq!(h.len(), c.len());
+            assert!(h.len() >= rows + ldc * (cols - 1));
         }
         let mut hsq = _mm512_setzero_pd();
         let mut hsq4 = _mm256_setzero_pd();
@@ -220,7 +254,7 @@ mod avx512 {
             while i0 < rows {
                 let mr = (rows - i0).min(16);
                 let t = Tile { i0, j0, mr, depth, a: a.as_ptr(), lda, b: b.as_ptr(), rsb, csb };
-                let (c, ldc) = (c.as_mut_ptr(), rows);
+                let c = c.as_mut_ptr();
                 match (nr, mr) {
                     (12, 9..) => t.run::<12, 2>(c, ldc, &mut epi, &mut hsq),
                     (12, 5..) => t.run::<12, 1>(c, ldc, &mut epi, &mut hsq),
@@ -309,6 +343,14 @@ mod avx512 {
                         }
                     }
                 }
+                Epilogue::Add => {
+                    for j in 0..N {
+                        for r in 0..R {
+                            let cv = _mm512_maskz_loadu_pd(masks[r], c.add(j * ldc + 8 * r));
+                            _mm512_mask_storeu_pd(c.add(j * ldc + 8 * r), masks[r], _mm512_add_pd(cv, acc[r][j]));
+                        }
+                    }
+                }
             }
         }
     }
@@ -351,6 +393,12 @@ mod avx512 {
                         _mm256_mask_storeu_pd(c.add(j * ldc), m, _mm256_fmadd_pd(lh, hv, acc[j]));
                     }
                 }
+                Epilogue::Add => {
+                    for j in 0..N {
+                        let cv = _mm256_maskz_loadu_pd(m, c.add(j * ldc));
+                        _mm256_mask_storeu_pd(c.add(j * ldc), m, _mm256_add_pd(cv, acc[j]));
+                    }
+                }
             }
         }
     }
@@ -378,6 +426,41 @@ mod tests {
 
     fn random(n: usize, rng: &mut ChaCha8Rng) -> Vec<f64> {
         (0..n).map(|_| rng.random_range(-1.0..1.0)).collect()
+    }
+
+    /// Panels of `C += A A^T` against the plain loop, on every instruction set, over panel
+    /// widths and heights that exercise the masked rows and every column remainder; entries
+    /// outside the panel's rows 0..j1 are left alone.
+    #[test]
+    fn syrk_panels_match_the_definition() {
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        for &(d, depth) in &[(37usize, 23usize), (64, 256), (13, 1), (130, 40)] {
+            let lda = d + 5;
+            let a = random(lda * depth, &mut rng);
+            for isa in Isa::available() {
+                let mut c = random(d * d, &mut rng);
+                let c0 = c.clone();
+                let mut j0 = 0;
+                for w in [12usize, 1, 7, 16, 4].iter().cycle() {
+                    if j0 >= d {
+                        break;
+                    }
+                    let j1 = (j0 + w).min(d);
+                    syrk_panel(isa, &a, lda, depth, j0, j1, &mut c[j0 * d..j1 * d], d);
+                    for j in j0..j1 {
+                        for i in 0..d {
+                            let want = if i < j1 { c0[i + d * j] + (0..depth).map(|p| a[i + lda * p] * a[j + lda * p]).sum::<f64>() } else { c0[i + d * j] };
+                            // Sums of depth products of numbers in [-1, 1]: within depth * eps * depth of the loop's.
+                            assert!(
+                                (c[i + d * j] - want).abs() <= 4.0 * ((depth * depth) as f64 + want.abs()) * f64::EPSILON,
+                                "{isa:?} d={d} depth={depth} ({i}, {j})"
+                            );
+                        }
+                    }
+                    j0 = j1;
+                }
+            }
+        }
     }
 
     /// Each product against the plain triple loop of its definition, on shapes that exercise
