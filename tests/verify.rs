@@ -53,6 +53,24 @@ fn trivial_regime_is_recognised_by_the_solve() {
     assert!(r.runs[0].objective < g0 * (1.0 - 1e-3));
 }
 
+/// Far inside the trivial regime, up to the largest weight decays float64 holds (one weight
+/// decay huge, the others at their defaults; W, H or b huge): the origin is the optimum, the
+/// start is scaled so that its gradient fits the solver's f32 pairs, and the verdict is
+/// `trivial` at g(0) (same counts as above), not unresolved.
+#[test]
+fn huge_weight_decays_are_trivial() {
+    let g0 = (8.0 * 1.0 + 6.0 * 2.0) / 14.0 * 4f64.ln();
+    for lam in [(1e20, 5e-3, 5e-3), (1e50, 5e-3, 5e-3), (1e300, 5e-3, 5e-3), (5e-3, 1e300, 5e-3), (1e100, 1e100, 1e100)] {
+        let cfg = config(4, 2, 4, &[2, 1], lam, Loss::Pal);
+        let r = verify(&cfg, &[0, 1], &VerifyOptions::default()).unwrap();
+        assert!(r.predicted.trivial);
+        assert_eq!(r.verdict, Verdict::Trivial, "{lam:?}: {:?}", r.runs[0].reasons);
+        for run in &r.runs {
+            assert!((run.objective - g0).abs() <= 1e-12 * g0, "{lam:?}: f = {} vs g(0) = {g0}", run.objective);
+        }
+    }
+}
+
 #[test]
 fn small_dimension_is_outside_the_theorem_with_a_large_certified_gap() {
     let cfg = config(6, 3, 4, &[1], (5e-3, 5e-3, 5e-3), Loss::Pal);

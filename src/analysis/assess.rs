@@ -74,7 +74,7 @@ pub fn assess(cfg: &ValidConfig, obj: &UfmObjective, pred: &Prediction, seed: u6
         Some(format!("the solve left what float64 (and the solver's float32 pairs) can hold: {}", sol.termination))
     } else if !sol.objective.is_finite() || sol.x.iter().any(|v| !v.is_finite()) {
         Some("the solve's point or objective is not finite in float64".to_string())
-    } else if let why @ Some(_) = scale_out_of_range(obj, &sol.x) {
+    } else if let why @ Some(_) = scale_out_of_range(obj, &sol.x, pred.trivial) {
         why
     } else if let Some(r) = Some(obj.rounding_bound(&sol.x, sol.objective)).filter(|&r| !(r <= tol.objective / 10.0)) {
         Some(format!("float64 evaluates the objective only to {r:.1e} relative here (the losses are below the rounding of logits this large), short of the {:.0e} the verdict needs", tol.objective))
@@ -133,12 +133,14 @@ pub fn assess(cfg: &ValidConfig, obj: &UfmObjective, pred: &Prediction, seed: u6
 }
 
 /// Entries of W or H so large or so small (in their largest magnitude) that the metrics'
-/// squares and products of them over- or underflow float64.
-fn scale_out_of_range(obj: &UfmObjective, x: &[f64]) -> Option<String> {
+/// squares and products of them over- or underflow float64. In the trivial regime the
+/// predicted optimum is W = H = 0 and the verdict reads no metric, so there only a scale that
+/// is too large counts.
+fn scale_out_of_range(obj: &UfmObjective, x: &[f64], trivial: bool) -> Option<String> {
     let p = obj.split(x);
     let top = |v: &[f64]| v.iter().fold(0.0f64, |a, x| a.max(x.abs()));
     let (w, h) = (top(p.w.data), top(p.h.data));
-    let ok = |v: f64| v == 0.0 || (1e-60..=1e60).contains(&v);
+    let ok = |v: f64| v == 0.0 || (v <= 1e60 && (trivial || v >= 1e-60));
     (!(ok(w) && ok(h))).then(|| {
         format!("the solution's scale (|W| up to {w:.1e}, |H| up to {h:.1e}) is outside [1e-60, 1e60], where float64 computes the metrics' squares and products without over- or underflow")
     })

@@ -103,6 +103,30 @@ impl UfmObjective {
         x
     }
 
+    /// The seeded start ([`random_start`](Self::random_start)), with each block's scale capped
+    /// so that the regulariser's gradient there, about `lw std` on W, `lh std` on H and
+    /// `lb std` on b, stays below [`START_GRADIENT`](Self::START_GRADIENT): the solver stores
+    /// its pairs in f32. W and H (whose weight decays are equal on the balanced twin the
+    /// solver runs on) are scaled by one factor, b by its own. Only weight decays beyond 1e29
+    /// (at `init_std` 0.1) are affected; for W and H that is far inside the trivial regime,
+    /// whose optimum is the origin.
+    pub fn start(&self, seed: u64, std: f64) -> Vec<f64> {
+        let mut x = self.random_start(seed, std);
+        let cap = |lam: f64| if lam * std > Self::START_GRADIENT { Self::START_GRADIENT / (lam * std) } else { 1.0 };
+        let (wh, b) = (cap(self.lw.max(self.lh)), cap(self.lb));
+        let kdn = self.k * self.d + self.d * self.n;
+        if wh < 1.0 {
+            x[..kdn].iter_mut().for_each(|v| *v *= wh);
+        }
+        if b < 1.0 {
+            x[kdn..].iter_mut().for_each(|v| *v *= b);
+        }
+        x
+    }
+
+    /// See [`start`](Self::start).
+    pub const START_GRADIENT: f64 = 1e30;
+
     /// Solves from the seeded start `N(0, init_std^2)` with the method of `params`, stopping on
     /// the gradient rule (`theory::solve` adds the certified stop).
     pub fn solve(&self, seed: u64, params: &SolveParams, callback: Option<IterCallback>) -> Result<SolveResult> {
@@ -179,12 +203,12 @@ impl UfmObjective {
     fn solve_path(&self, seed: u64, params: &SolveParams, callback: Option<IterCallback>, certifier: Option<Certifier>) -> Result<SolveResult> {
         let mu = self.lw.sqrt() * self.lh.sqrt();
         if !(mu < Self::PATH_BELOW) || params.method != Method::InPlace {
-            return self.solve_raw(self.random_start(seed, params.init_std), params, callback, certifier);
+            return self.solve_raw(self.start(seed, params.init_std), params, callback, certifier);
         }
         let start = std::time::Instant::now();
         let first = self.trivial_threshold().map_or(Self::PATH_START, |c| Self::PATH_START.min(c / Self::PATH_MARGIN));
         let mut scale = first / mu;
-        let mut x = self.random_start(seed, params.init_std);
+        let mut x = self.start(seed, params.init_std);
         let (mut iterations, mut evaluations, mut stages) = (0u64, 0usize, 0usize);
         let mut history: Vec<crate::solver::HistoryPoint> = Vec::new();
         while scale > 1.0 {
