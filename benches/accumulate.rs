@@ -2,7 +2,8 @@
 //! 512 float32 batch (K = 10, M = 2), on every thread and on one, beside what its within-set
 //! scatter product cost before it was blocked: matrixmultiply's `linalg::syrk_upper` on the
 //! whole batch's float64 deviations (the update now forms them 256 samples at a time and
-//! multiplies with the AVX-512 tiles of `kernels::products`; docs/performance.md).
+//! multiplies with the AVX-512 tiles of `kernels::products`; docs/performance.md), and beside
+//! the same blocked update with matrixmultiply in place of the tiles.
 //!
 //! `cargo bench --bench accumulate`. The end-to-end comparison with numpy is
 //! `python/benches/accumulator.py`; results in docs/performance.md.
@@ -48,6 +49,10 @@ fn stream(c: &mut Criterion) {
         let tag = if threads == 0 { "all threads".to_string() } else { "1 thread".to_string() };
         g.bench_function(format!("update_10000x512_f32/{tag}"), |b| {
             let mut acc = Accumulator::new(K, D).unwrap();
+            b.iter(|| pool.install(|| acc.update(&f, &l, &Names::ARGUMENTS).unwrap()))
+        });
+        g.bench_function(format!("update_10000x512_f32_matrixmultiply_blocks/{tag}"), |b| {
+            let mut acc = mlab_nc::bench::accumulator_with_matrixmultiply(K, D).unwrap();
             b.iter(|| pool.install(|| acc.update(&f, &l, &Names::ARGUMENTS).unwrap()))
         });
         g.bench_function(format!("syrk_10000x512/{tag}"), |b| {

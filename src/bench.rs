@@ -1,6 +1,8 @@
 //! Access for `benches/` to kernels that are otherwise private to the crate. Not part of the
 //! API: nothing here is stable, and nothing else uses it.
 
+use crate::analysis::accumulate::Accumulator;
+use crate::error::Result;
 use crate::kernels::cpu::Isa;
 use crate::kernels::products::ChunkProducts;
 use crate::linalg::Mat;
@@ -55,4 +57,10 @@ impl ThreeProducts {
             self.products.logits(wt, Mat::new(z, k, m), &mut self.dh[..d * m]);
         }
     }
+}
+
+/// A streaming accumulator whose within-set scatter product runs through matrixmultiply (the
+/// portable path) on the same blocks as the AVX-512 tiles, for the side-by-side benchmark.
+pub fn accumulator_with_matrixmultiply(classes: usize, dim: usize) -> Result<Accumulator> {
+    Ok(Accumulator::new(classes, dim)?.with_isa(Isa::Portable))
 }

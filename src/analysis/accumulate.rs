@@ -81,6 +81,13 @@ impl Accumulator {
         })
     }
 
+    /// The same accumulator with the scatter's product on `isa` (benchmarks compare the
+    /// AVX-512 tiles with matrixmultiply on the same blocks).
+    pub(crate) fn with_isa(mut self, isa: Isa) -> Self {
+        self.isa = isa;
+        self
+    }
+
     /// K.
     pub fn classes(&self) -> usize {
         self.classes
