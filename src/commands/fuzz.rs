@@ -84,10 +84,11 @@ pub struct FuzzOutcome {
     pub problems: Vec<String>,
 }
 
-/// Runs `binary` on `case` with `--time-limit time_limit --json <dir>/<index>.json`, killing it
+/// Runs `binary` on `case` with `--time-limit time_limit --json <dir>/fuzz-<pid>-<index>.json`
+/// (the process id keeps harnesses that run at the same time in one folder apart), killing it
 /// after `deadline`, and checks the outcome.
 pub fn run_case(binary: &Path, case: &FuzzCase, time_limit: f64, deadline: Duration, dir: &Path) -> FuzzOutcome {
-    let json = dir.join(format!("fuzz-{}.json", case.index));
+    let json = dir.join(format!("fuzz-{}-{}.json", std::process::id(), case.index));
     std::fs::remove_file(&json).ok();
     let mut args = case.args.clone();
     args.extend([
