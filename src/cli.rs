@@ -101,7 +101,7 @@ pub struct SolverArgs {
     pub solver: Method,
     /// Stop as soon as the duality certificate proves the relative suboptimality at most this
     /// (0 turns the certified stop off; the gradient rule always applies).
-    #[arg(long = "tol-stop", default_value = "5e-8", value_parser = non_negative, allow_hyphen_values = true)]
+    #[arg(long = "tol-stop", default_value = "2e-11", value_parser = non_negative, allow_hyphen_values = true)]
     pub tol_stop: f64,
     /// Wall-time limit per solve, in seconds: a solve that reaches it stops, not converged,
     /// and its results are kept.

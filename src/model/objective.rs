@@ -768,8 +768,13 @@ enum Features<'a> {
 
 /// A certified relative suboptimality of the last evaluated point, from the objective, the
 /// point, its value, its gradient and the workspace of that evaluation (docs/theory.md §4;
-/// the solves use `theory::certificate::evaluated_gap`).
-pub type Certifier = fn(&UfmObjective, &[f64], f64, &[f64], &mut Workspace) -> Option<f64>;
+/// the solves use `theory::certificate::evaluated_gap`), for the stop tolerance `tol`. When
+/// `deep` is true it may take a costlier, tighter bound. Returns the gap, the tolerance it must
+/// meet (derived from `tol`), and whether the costlier bound was taken.
+pub type Certifier = fn(&UfmObjective, &[f64], f64, &[f64], &mut Workspace, f64, bool) -> Option<(f64, f64, bool)>;
+
+/// The share of a solve each of the two certificates may cost (so at most a tenth together).
+const CERT_SHARE: f64 = 0.05;
 
 /// The UFM objective with its scratch, as a [`FusedObjective`].
 pub struct UfmEval {
@@ -777,6 +782,9 @@ pub struct UfmEval {
     pub objective: UfmObjective,
     ws: Workspace,
     certifier: Option<Certifier>,
+    /// Evaluations so far, and aligned certificates taken (their cost is budgeted).
+    evals: u64,
+    deep_runs: u64,
 }
 
 impl UfmEval {
@@ -799,7 +807,7 @@ impl UfmEval {
             }
             ws.wwt = vec![0.0; objective.k * objective.k];
         }
-        UfmEval { objective, ws, certifier: None }
+        UfmEval { objective, ws, certifier: None, evals: 0, deep_runs: 0 }
     }
 
     /// The same objective, offering the solver `certifier` as its certificate.
@@ -826,6 +834,7 @@ unsafe impl FusedObjective for UfmEval {
         self.objective.dim()
     }
     fn eval(&mut self, x: &[f64], grad: &mut [f64]) -> f64 {
+        self.evals += 1;
         self.objective.value_and_gradient(x, grad, &mut self.ws)
     }
     fn curvature_scale(&self) -> f64 {
@@ -853,14 +862,26 @@ unsafe impl FusedObjective for UfmEval {
         vec![(0..wh, 0), (wh..wh + o.k, 1)]
     }
     fn eval_hooked(&mut self, x: &mut [f64], grad: &mut [f64], hooks: &dyn ChunkHooks) -> f64 {
+        self.evals += 1;
         self.objective.value_and_gradient_hooked(x, grad, &mut self.ws, hooks)
     }
-    fn certified_gap(&mut self, x: &[f64], f: f64, grad: &[f64]) -> Option<f64> {
-        self.certifier.and_then(|c| c(&self.objective, x, f, grad, &mut self.ws))
+    /// The scaled certificate, and the aligned one while its cost so far (about
+    /// `K^2 N + 20 K N + 15 K^3` against an evaluation's `3 K d N` each time) stays within
+    /// [`CERT_SHARE`] of the evaluations'.
+    fn certified_gap(&mut self, x: &[f64], f: f64, grad: &[f64], tol: f64) -> Option<(f64, f64)> {
+        let c = self.certifier?;
+        let o = &self.objective;
+        let (k, d, n) = (o.k as f64, o.d as f64, o.n as f64);
+        let deep_cost = (k * k * n + 20.0 * k * n + 15.0 * k * k * k) / (3.0 * k * d * n);
+        let deep = (self.deep_runs + 1) as f64 * deep_cost <= CERT_SHARE * self.evals as f64;
+        let (gap, target, took) = c(&self.objective, x, f, grad, &mut self.ws, tol, deep)?;
+        self.deep_runs += u64::from(took);
+        Some((gap, target))
     }
-    /// The certificate costs the Gram matrix `G G^T` (K^2 N multiply-adds) and a K x K
+    /// The scaled certificate costs the Gram matrix `G G^T` (K^2 N multiply-adds) and a K x K
     /// eigenvalue bound (about 10 K^3); an iteration about 1.3 evaluations of 3 K d N. Taken
-    /// every `ceil(10 x cost ratio)` iterations, it costs at most a tenth of the solve.
+    /// every `ceil(ratio / CERT_SHARE)` iterations, it costs at most [`CERT_SHARE`] of the
+    /// solve.
     fn certificate_period(&self) -> u64 {
         if self.certifier.is_none() {
             return 0;
@@ -868,7 +889,7 @@ unsafe impl FusedObjective for UfmEval {
         let o = &self.objective;
         let (k, d, n) = (o.k as f64, o.d as f64, o.n as f64);
         let ratio = (k * k * n + 10.0 * k * k * k) / (1.3 * 3.0 * k * d * n);
-        (10.0 * ratio).ceil().clamp(1.0, 1000.0) as u64
+        (ratio / CERT_SHARE).ceil().clamp(1.0, 1000.0) as u64
     }
 }
 

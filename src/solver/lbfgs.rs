@@ -225,6 +225,8 @@ pub struct InPlaceLbfgs {
     tol_stop: f64,
     /// Iterations between certificate checks (0: never).
     cert_period: u64,
+    /// The tolerance the last certified gap had to meet (the objective's, from `tol_stop`).
+    cert_target: f64,
     /// The last certified relative suboptimality, and the iteration it was taken at.
     pub certified: Option<(u64, f64)>,
     /// Why the solver itself ended the run, if it did.
@@ -233,7 +235,7 @@ pub struct InPlaceLbfgs {
     pub exit_note: Option<String>,
 }
 
-/// The certificate is checked once the relative gradient is below this many stop tolerances.
+/// The certificate is checked once the relative gradient is below this many times its reach.
 const CERT_TRIGGER: f64 = 30.0;
 
 /// Largest gradient entry the f32 pairs take with room to spare (f32's range ends at 3.4e38;
@@ -312,6 +314,7 @@ impl InPlaceLbfgs {
             isa: Isa::detect(),
             tol_stop: 0.0,
             cert_period: 0,
+            cert_target: 0.0,
             certified: None,
             exit: None,
             exit_note: None,
@@ -332,17 +335,20 @@ impl InPlaceLbfgs {
         if self.tol_stop <= 0.0 || self.cert_period == 0 || !self.iter.is_multiple_of(self.cert_period) {
             return false;
         }
-        // The certified gap is first order, like the relative gradient (measured: within a
-        // factor 2 of each other along whole solves, `examples/cert_trace.rs`): no check
-        // before the gradient says the certificate could be within 30 times the tolerance.
-        if self.grad_norm > CERT_TRIGGER * self.tol_stop * (2.0 * self.curvature * self.f.abs()).sqrt() {
+        // A scaled certificate is first order, like the relative gradient (measured: within a
+        // factor 2 of each other along whole solves, `examples/cert_trace.rs`); a second-order
+        // one is about its square. So no check before the gradient says either could be
+        // within 30 times its reach: tol for the first, sqrt(10 tol) for the second.
+        let reach = (10.0 * self.tol_stop).sqrt().max(self.tol_stop);
+        if self.grad_norm > CERT_TRIGGER * reach * (2.0 * self.curvature * self.f.abs()).sqrt() {
             return false;
         }
-        let Some(gap) = obj.certified_gap(&self.x, self.f, &self.g) else { return false };
+        let Some((gap, target)) = obj.certified_gap(&self.x, self.f, &self.g, self.tol_stop) else { return false };
         self.certified = Some((self.iter, gap));
-        // A gap below -tol_stop means float64 cannot evaluate the objective or the bound here:
+        self.cert_target = target;
+        // A gap below -target means float64 cannot evaluate the objective or the bound here:
         // it proves nothing, so the solve goes on.
-        gap.abs() <= self.tol_stop
+        gap.abs() <= self.cert_target
     }
 
     /// The same solver with its vector passes compiled for `isa` (every instruction set gives
@@ -997,7 +1003,7 @@ impl<O: FusedObjective> Solver<O, LbfgsState> for InPlaceLbfgs {
         match self.exit {
             Some(Exit::Certified) => {
                 let gap = self.certified.map_or(f64::NAN, |c| c.1);
-                TerminationStatus::Terminated(TerminationReason::SolverExit(format!("certified: relative suboptimality {gap:.2e} <= {:.0e}", self.tol_stop)))
+                TerminationStatus::Terminated(TerminationReason::SolverExit(format!("certified: relative suboptimality {gap:.2e} <= {:.1e}", self.cert_target)))
             }
             Some(Exit::NotFinite) => TerminationStatus::Terminated(TerminationReason::SolverExit(
                 self.exit_note.clone().unwrap_or_else(|| "the objective or its gradient is not finite in float64".into()),

@@ -75,9 +75,11 @@ pub struct SolveParams {
     pub time_limit: Option<f64>,
 }
 
-/// Default of [`SolveParams::tol_stop`]: half the verdict's certificate threshold (docs/theory.md
-/// §6 and §7).
-pub const TOL_STOP: f64 = 5e-8;
+/// Default of [`SolveParams::tol_stop`]: the objective is then within 2e-11 of the global
+/// minimum, 50 times inside the verdict's objective threshold, and the geometry (linear in
+/// the distance to the optimum, about the square root of the objective's error) measured at
+/// least 9 times inside its threshold on the benchmark presets (docs/theory.md §6 and §7).
+pub const TOL_STOP: f64 = 2e-11;
 
 impl Default for SolveParams {
     fn default() -> Self {

@@ -101,8 +101,11 @@ pub unsafe trait FusedObjective {
     }
     /// A certified upper bound on the relative suboptimality `(f - min f) / |f|` of the point
     /// the last evaluation was at (`x`, with value `f` and gradient `grad`), when the objective
-    /// has one. The default has none.
-    fn certified_gap(&mut self, _x: &[f64], _f: f64, _grad: &[f64]) -> Option<f64> {
+    /// has one, and the tolerance it must meet for the solve to stop there (derived from the
+    /// stop tolerance `tol`: an objective may ask for less, or accept more from a bound it
+    /// knows to be pessimistic, and may spend more on a tighter bound near it). The default
+    /// has none.
+    fn certified_gap(&mut self, _x: &[f64], _f: f64, _grad: &[f64], _tol: f64) -> Option<(f64, f64)> {
         None
     }
     /// Take [`certified_gap`](Self::certified_gap) every this many iterations (0: never), so
