@@ -79,6 +79,8 @@ impl Figure for Skew {
         let area = area.titled(&self.title, (FONT, 22)).map_err(pe)?;
         let (left, right) = area.split_horizontally(700);
         let rmax = self.rows.iter().map(|r| r.0).fold(1.0, f64::max);
+        // Labels at the powers of 2 up to the largest ratio (plotters' own log ticks stop at 10).
+        let ticks: Vec<f64> = (0..64).map(|i| 2f64.powi(i)).take_while(|&v| v <= rmax * 1.1).collect();
         let ys: Vec<f64> = self.rows.iter().flat_map(|r| [r.1, r.2]).chain([self.balanced]).collect();
         let (ylo, yhi) = ys.iter().fold((f64::INFINITY, 0.0f64), |(a, b), &y| (a.min(y), b.max(y)));
         let pad = (yhi - ylo).max(1e-3) * 0.15;
@@ -87,7 +89,7 @@ impl Figure for Skew {
             .margin(12)
             .x_label_area_size(45)
             .y_label_area_size(60)
-            .build_cartesian_2d((0.9..rmax * 1.1).log_scale(), ylo - pad..yhi + pad)
+            .build_cartesian_2d((0.9..rmax * 1.1).log_scale().with_key_points(ticks.clone()), ylo - pad..yhi + pad)
             .map_err(pe)?;
         ch.configure_mesh()
             .x_desc("class-frequency ratio ρ (most / least frequent class)")
@@ -126,7 +128,7 @@ impl Figure for Skew {
             .margin(12)
             .x_label_area_size(45)
             .y_label_area_size(70)
-            .build_cartesian_2d((0.9..rmax * 1.1).log_scale(), (lo..hi).log_scale())
+            .build_cartesian_2d((0.9..rmax * 1.1).log_scale().with_key_points(ticks), (lo..hi).log_scale())
             .map_err(pe)?;
         ch.configure_mesh()
             .x_desc("class-frequency ratio ρ")
