@@ -867,7 +867,7 @@ unsafe impl FusedObjective for UfmEval {
     }
     /// The scaled certificate, and the aligned one while its cost so far (about
     /// `K^2 N + 20 K N + 15 K^3` against an evaluation's `3 K d N` each time) stays within
-    /// [`CERT_SHARE`] of the evaluations'.
+    /// `CERT_SHARE` of the evaluations'.
     fn certified_gap(&mut self, x: &[f64], f: f64, grad: &[f64], tol: f64) -> Option<(f64, f64)> {
         let c = self.certifier?;
         let o = &self.objective;
@@ -880,7 +880,7 @@ unsafe impl FusedObjective for UfmEval {
     }
     /// The scaled certificate costs the Gram matrix `G G^T` (K^2 N multiply-adds) and a K x K
     /// eigenvalue bound (about 10 K^3); an iteration about 1.3 evaluations of 3 K d N. Taken
-    /// every `ceil(ratio / CERT_SHARE)` iterations, it costs at most [`CERT_SHARE`] of the
+    /// every `ceil(ratio / CERT_SHARE)` iterations, it costs at most `CERT_SHARE` of the
     /// solve.
     fn certificate_period(&self) -> u64 {
         if self.certifier.is_none() {
