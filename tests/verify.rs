@@ -56,11 +56,22 @@ fn trivial_regime_is_recognised_by_the_solve() {
 /// Far inside the trivial regime, up to the largest weight decays float64 holds (one weight
 /// decay huge, the others at their defaults; W, H or b huge): the origin is the optimum, the
 /// start is scaled so that its gradient fits the solver's f32 pairs, and the verdict is
-/// `trivial` at g(0) (same counts as above), not unresolved.
+/// `trivial` at g(0) (same counts as above), not unresolved. Also with an unregularised bias
+/// (lambda_b = 0), whose optimum is then c 1 by the symmetry of the counts, so g(0) is the
+/// same; there the gradient rule must not stop before the bias has converged.
 #[test]
 fn huge_weight_decays_are_trivial() {
     let g0 = (8.0 * 1.0 + 6.0 * 2.0) / 14.0 * 4f64.ln();
-    for lam in [(1e20, 5e-3, 5e-3), (1e50, 5e-3, 5e-3), (1e300, 5e-3, 5e-3), (5e-3, 1e300, 5e-3), (1e100, 1e100, 1e100)] {
+    for lam in [
+        (1e20, 5e-3, 5e-3),
+        (1e50, 5e-3, 5e-3),
+        (1e300, 5e-3, 5e-3),
+        (5e-3, 1e300, 5e-3),
+        (1e100, 1e100, 1e100),
+        (5e-3, 1e300, 0.0),
+        (1e300, 5e-3, 0.0),
+        (10.0, 10.0, 0.0),
+    ] {
         let cfg = config(4, 2, 4, &[2, 1], lam, Loss::Pal);
         let r = verify(&cfg, &[0, 1], &VerifyOptions::default()).unwrap();
         assert!(r.predicted.trivial);

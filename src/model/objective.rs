@@ -676,10 +676,17 @@ impl UfmObjective {
 
     /// The smallest weight decay among the regularised blocks: the curvature scale used by the
     /// stopping rule `||grad|| <= tol sqrt(2 lambda_min |f|)` (estimated gap <= tol^2 |f|).
+    /// An unregularised bias (`lb = 0`) has only the loss's curvature, which does not grow
+    /// with the weight decays (a softmax Hessian times `c`, eigenvalues at most `c / 2`), so
+    /// the scale is then capped at 1: weight decays above 1 on W and H alone must not let the
+    /// rule stop before the bias has converged (`ufm -K 4 -M 2 --lambda-h 1e300 --lambda-b 0`
+    /// stopped at its start, unresolved, before the cap).
     pub fn curvature_scale(&self) -> f64 {
         let mut m = self.lw.min(self.lh);
         if self.lb > 0.0 {
             m = m.min(self.lb);
+        } else {
+            m = m.min(1.0);
         }
         m
     }
