@@ -127,14 +127,13 @@ fn certify_pass(obj: &UfmObjective, x: &[f64], f: f64, ws: &mut Workspace, align
     let Some((s, ratio)) = scale(obj, gram.clone(), &g1) else {
         return Certificate::none(f64::NAN, "the dual matrix is not finite in float64");
     };
-    let (k, n) = (obj.k, obj.n);
     let bound = if obj.loss == Loss::Bce {
-        let r: Vec<f64> = if obj.lb > 0.0 { vec![0.0; k] } else { g1.iter().map(|v| v / n as f64).collect() };
+        let r = row_shift(obj, &g1);
         bound_bce(obj, ws.dual(), &r, s)
     } else if obj.lb > 0.0 {
         Some(concave_bound(obj, ws, &g1, s))
     } else {
-        let r: Vec<f64> = g1.iter().map(|v| v / n as f64).collect();
+        let r = row_shift(obj, &g1);
         bound_direct(obj, ws.dual(), &r, s)
     };
     let aligned = if aligned { aligned_bound(obj, ws.dual(), gram, &g1) } else { None };
@@ -171,14 +170,14 @@ fn dual_row_sums(obj: &UfmObjective, x: &[f64], grad: &[f64]) -> Vec<f64> {
 
 /// [`certify_evaluated`] from the Gram matrix and `G 1` it computed.
 fn certify_evaluated_with(obj: &UfmObjective, x: &[f64], f: f64, grad: &[f64], ws: &mut Workspace, gram: Vec<f64>, g1: Vec<f64>) -> Certificate {
-    let (k, n, kd, dn) = (obj.k, obj.n, obj.k * obj.d, obj.d * obj.n);
+    let (kd, dn) = (obj.k * obj.d, obj.d * obj.n);
     let (w, b) = (&x[..kd], &x[kd + dn..]);
     let gw = &grad[..kd];
     let Some((s, ratio)) = scale(obj, gram, &g1) else {
         return Certificate::none(f64::NAN, "the dual matrix is not finite in float64");
     };
     let bound = if obj.loss == Loss::Bce {
-        let r: Vec<f64> = if obj.lb > 0.0 { vec![0.0; k] } else { g1.iter().map(|v| v / n as f64).collect() };
+        let r = row_shift(obj, &g1);
         bound_bce(obj, ws.dual(), &r, s)
     } else if obj.lb > 0.0 {
         let wgh: f64 = w.iter().zip(gw).map(|(w, g)| w * (g - obj.lw * w)).sum();
@@ -186,7 +185,7 @@ fn certify_evaluated_with(obj: &UfmObjective, x: &[f64], f: f64, grad: &[f64], w
         let d_g = ws.data_term() - wgh - bg1 - g1.iter().map(|v| v * v).sum::<f64>() / (2.0 * obj.lb);
         Some(s * d_g + (1.0 - s) * dual_at_zero(obj))
     } else {
-        let r: Vec<f64> = g1.iter().map(|v| v / n as f64).collect();
+        let r = row_shift(obj, &g1);
         bound_direct(obj, ws.dual(), &r, s)
     };
     match bound {
@@ -215,16 +214,20 @@ pub fn evaluated_gap(obj: &UfmObjective, x: &[f64], f: f64, grad: &[f64], ws: &m
     if !f.is_finite() || !ws.data_term().is_finite() {
         return None;
     }
-    let trivial = obj.trivial_threshold().is_some_and(|mu_c| (obj.lw * obj.lh).sqrt() >= mu_c);
-    let norm = |v: &[f64]| v.iter().map(|a| a * a).sum::<f64>().sqrt();
-    let near = norm(grad) / obj.curvature_scale() <= DIST2.sqrt() * norm(x);
-    let target = if trivial || near { tol } else { tol.min(DIST2 * (f - ws.data_term()).max(0.0) / f.abs()) };
     let g1 = dual_row_sums(obj, x, grad);
     let gram = obj.dual_gram(ws);
     let scaled = certify_evaluated_with(obj, x, f, grad, ws, gram.clone(), g1.clone()).relative_gap?;
     if scaled.abs() <= SCALED_ROUTE * tol {
         return Some((scaled, SCALED_ROUTE * tol, false));
     }
+    // The distance condition binds only where DIST2 R / |f| < tol; only then are the trivial
+    // regime and the gradient consulted (two passes over x and the gradient).
+    let by_distance = DIST2 * (f - ws.data_term()).max(0.0) / f.abs();
+    let exempt = || {
+        let norm = |v: &[f64]| v.iter().map(|a| a * a).sum::<f64>().sqrt();
+        obj.trivial_threshold().is_some_and(|mu_c| (obj.lw * obj.lh).sqrt() >= mu_c) || norm(grad) / obj.curvature_scale() <= DIST2.sqrt() * norm(x)
+    };
+    let target = if !(by_distance < tol) || exempt() { tol } else { by_distance };
     if deep && scaled > target && scaled * scaled <= DEEP_REACH * target {
         let aligned = aligned_bound(obj, ws.dual(), gram, &g1).map(|d| (f - d) / f.abs());
         return Some((aligned.map_or(scaled, |a| a.min(scaled)), target, true));
@@ -242,20 +245,61 @@ pub fn solve(obj: &UfmObjective, seed: u64, params: &SolveParams, callback: Opti
 /// The scale `s = min(1, mu / ||Lambda||_2)` that puts `Lambda = G` (rows centred when
 /// `lambda_b = 0`) in the spectral ball, with `||G||_2` bounded from above rigorously, and the
 /// ratio `||G||_2 / mu`; `None` if the Gram matrix is not finite.
-fn scale(obj: &UfmObjective, mut gram: Vec<f64>, g1: &[f64]) -> Option<(f64, f64)> {
+fn scale(obj: &UfmObjective, gram: Vec<f64>, g1: &[f64]) -> Option<(f64, f64)> {
+    let k = obj.k;
+    let spec = eigenvalue_upper_bound(&DMatrix::from_column_slice(k, k, &centred_gram(obj, gram, g1)))?.max(0.0).sqrt();
+    let mu = (obj.lw * obj.lh).sqrt();
+    let s = if spec > 0.0 { (mu / (spec * (1.0 + SPECTRAL_MARGIN))).min(1.0) } else { 1.0 };
+    Some((s, spec / mu))
+}
+
+/// The shift `r` of the dual matrix's rows: `G 1 / N` when `lambda_b = 0` (the dual then needs
+/// `Lambda 1 = 0`), else 0.
+fn row_shift(obj: &UfmObjective, g1: &[f64]) -> Vec<f64> {
+    if obj.lb > 0.0 {
+        vec![0.0; obj.k]
+    } else {
+        g1.iter().map(|v| v / obj.n as f64).collect()
+    }
+}
+
+/// The Gram matrix of `G - r 1^T` ([`row_shift`]) from that of G:
+/// `(G - r 1^T)(G - r 1^T)^T = G G^T - (G 1)(G 1)^T / N` when `lambda_b = 0`.
+fn centred_gram(obj: &UfmObjective, mut gram: Vec<f64>, g1: &[f64]) -> Vec<f64> {
     let (k, n) = (obj.k, obj.n);
     if obj.lb == 0.0 {
-        // (G - r 1^T)(G - r 1^T)^T = G G^T - (G 1)(G 1)^T / N, r = G 1 / N.
         for i in 0..k {
             for j in 0..k {
                 gram[i + j * k] -= g1[i] * g1[j] / n as f64;
             }
         }
     }
-    let spec = eigenvalue_upper_bound(&DMatrix::from_column_slice(k, k, &gram))?.max(0.0).sqrt();
-    let mu = (obj.lw * obj.lh).sqrt();
-    let s = if spec > 0.0 { (mu / (spec * (1.0 + SPECTRAL_MARGIN))).min(1.0) } else { 1.0 };
-    Some((s, spec / mu))
+    gram
+}
+
+/// Adds one column's `L*` term to `total`: `c sum_j p_j log p_j` with `p = N lambda / c + t_S`
+/// (softmax losses), or `sum_j h(p_j)` with `p = N lambda + y` (BCE), for the column `lam` of
+/// an explicit `Lambda` and its label set. False (and `total` unchanged) if `p` leaves the
+/// dual's domain. `p` is scratch of length K.
+fn add_column_conjugate(obj: &UfmObjective, lam: &[f64], set: &[usize], p: &mut [f64], total: &mut f64) -> bool {
+    let nf = obj.n as f64;
+    if obj.loss == Loss::Bce {
+        p.iter_mut().zip(lam).for_each(|(pj, v)| *pj = nf * v);
+        set.iter().for_each(|&j| p[j] += 1.0);
+        if !p.iter().all(|v| (0.0..=1.0).contains(v)) {
+            return false;
+        }
+        p.iter().for_each(|&v| *total += binary_neg_entropy(v));
+    } else {
+        let c = obj.loss.weight(set.len());
+        p.iter_mut().zip(lam).for_each(|(pj, v)| *pj = nf * v / c);
+        set.iter().for_each(|&j| p[j] += 1.0 / set.len() as f64);
+        if p.iter().any(|&v| v < 0.0) {
+            return false;
+        }
+        *total += c * neg_entropy(p);
+    }
+    true
 }
 
 /// The aligned dual point (docs/theory.md §4) and its dual value: `Lambda = s M G_c`, with
@@ -274,17 +318,10 @@ fn scale(obj: &UfmObjective, mut gram: Vec<f64>, g1: &[f64]) -> Option<(f64, f64
 /// multiply-adds) and one logarithm per entry, in fixed chunks of samples summed in order (the
 /// same bits on any number of threads). `None` if a number is not finite or some `p` leaves
 /// the dual's domain.
-pub fn aligned_bound(obj: &UfmObjective, g: &[f64], mut gram: Vec<f64>, g1: &[f64]) -> Option<f64> {
+pub fn aligned_bound(obj: &UfmObjective, g: &[f64], gram: Vec<f64>, g1: &[f64]) -> Option<f64> {
     let (k, n) = (obj.k, obj.n);
-    let r: Vec<f64> = if obj.lb > 0.0 { vec![0.0; k] } else { g1.iter().map(|v| v / n as f64).collect() };
-    if obj.lb == 0.0 {
-        for i in 0..k {
-            for j in 0..k {
-                gram[i + j * k] -= g1[i] * g1[j] / n as f64;
-            }
-        }
-    }
-    let a = DMatrix::from_column_slice(k, k, &gram);
+    let r = row_shift(obj, g1);
+    let a = DMatrix::from_column_slice(k, k, &centred_gram(obj, gram, g1));
     if !a.iter().all(|v| v.is_finite()) {
         return None;
     }
@@ -316,26 +353,12 @@ pub fn aligned_bound(obj: &UfmObjective, g: &[f64], mut gram: Vec<f64>, g1: &[f6
             let lam = &mut lam[..k * cols.len()];
             gemm(1.0, Mat::new(sm.as_slice(), k, k), false, Mat::new(&g[k * cols.start..k * cols.end], k, cols.len()), false, 0.0, lam);
             for (col, &si) in lam.chunks_exact_mut(k).zip(&obj.labels.set_of[cols]) {
-                let set = &obj.labels.sets[si as usize];
                 col.iter_mut().zip(&smr).zip(&mut row).for_each(|((v, o), rs)| {
                     *v -= o;
                     *rs += *v;
                 });
-                if obj.loss == Loss::Bce {
-                    p.iter_mut().zip(col.iter()).for_each(|(pj, v)| *pj = nf * v);
-                    set.iter().for_each(|&j| p[j] += 1.0);
-                    if !p.iter().all(|v| (0.0..=1.0).contains(v)) {
-                        return None;
-                    }
-                    ent += p.iter().map(|&v| binary_neg_entropy(v)).sum::<f64>();
-                } else {
-                    let c = obj.loss.weight(set.len());
-                    p.iter_mut().zip(col.iter()).for_each(|(pj, v)| *pj = nf * v / c);
-                    set.iter().for_each(|&j| p[j] += 1.0 / set.len() as f64);
-                    if !p.iter().all(|&v| v >= 0.0) {
-                        return None;
-                    }
-                    ent += c * neg_entropy(&p);
+                if !add_column_conjugate(obj, col, &obj.labels.sets[si as usize], &mut p, &mut ent) {
+                    return None;
                 }
             }
         }
@@ -386,21 +409,22 @@ fn concave_bound(obj: &UfmObjective, ws: &Workspace, g1: &[f64], s: f64) -> f64 
 /// `Lambda = s (G - r 1^T)`, `G = (sigmoid(U) - Y)/N`, so `p = s (sigmoid(u) - N r) + (1-s) y`
 /// for `r = 0` (lambda_b > 0) lies in [0, 1]. `None` if some p leaves [0, 1] (lambda_b = 0).
 pub fn bound_bce(obj: &UfmObjective, g: &[f64], r: &[f64], s: f64) -> Option<f64> {
+    scaled_bound(obj, g, r, s)
+}
+
+/// D at `Lambda = s (G - r 1^T)`, entry by entry, for any loss ([`add_column_conjugate`]).
+fn scaled_bound(obj: &UfmObjective, g: &[f64], r: &[f64], s: f64) -> Option<f64> {
     let (k, n) = (obj.k, obj.n);
     let mut total = 0.0;
     let mut row_sum = vec![0.0; k];
-    let mut y = vec![0.0; k];
+    let (mut lam, mut p) = (vec![0.0; k], vec![0.0; k]);
     for (col, &si) in g.chunks_exact(k).zip(&obj.labels.set_of) {
-        y.iter_mut().for_each(|v| *v = 0.0);
-        obj.labels.sets[si as usize].iter().for_each(|&j| y[j] = 1.0);
-        for j in 0..k {
-            let lam = s * (col[j] - r[j]);
-            let p = n as f64 * lam + y[j];
-            if !(0.0..=1.0).contains(&p) {
-                return None;
-            }
-            total += binary_neg_entropy(p);
-            row_sum[j] += lam;
+        for (j, (l, gj)) in lam.iter_mut().zip(col).enumerate() {
+            *l = s * (gj - r[j]);
+            row_sum[j] += *l;
+        }
+        if !add_column_conjugate(obj, &lam, &obj.labels.sets[si as usize], &mut p, &mut total) {
+            return None;
         }
     }
     let mut d = -total / n as f64;
@@ -413,32 +437,7 @@ pub fn bound_bce(obj: &UfmObjective, g: &[f64], r: &[f64], s: f64) -> Option<f64
 /// D for `Lambda = s (G - r 1^T)` visiting every entry (`lambda_b = 0`, `r = G 1 / N`), or
 /// `None` if some `p_ij < 0`. Also the reference the structured path is tested against.
 pub fn bound_direct(obj: &UfmObjective, g: &[f64], r: &[f64], s: f64) -> Option<f64> {
-    let (k, n) = (obj.k, obj.n);
-    let mut entropy_sum = 0.0;
-    let mut row_sum = vec![0.0; k];
-    let mut p = vec![0.0; k];
-    for (col, &si) in g.chunks_exact(k).zip(&obj.labels.set_of) {
-        let set = &obj.labels.sets[si as usize];
-        let c = obj.loss.weight(set.len());
-        let t = 1.0 / set.len() as f64;
-        for (j, (pj, gj)) in p.iter_mut().zip(col).enumerate() {
-            let lam = s * (gj - r[j]);
-            *pj = n as f64 * lam / c;
-            row_sum[j] += lam;
-        }
-        for &j in set {
-            p[j] += t;
-        }
-        if p.iter().any(|&v| v < 0.0) {
-            return None;
-        }
-        entropy_sum += c * neg_entropy(&p);
-    }
-    let mut d = -entropy_sum / n as f64;
-    if obj.lb > 0.0 {
-        d -= row_sum.iter().map(|v| v * v).sum::<f64>() / (2.0 * obj.lb);
-    }
-    Some(d)
+    scaled_bound(obj, g, r, s)
 }
 
 #[cfg(test)]
