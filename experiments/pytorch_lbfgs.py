@@ -4,8 +4,11 @@
 Usage: python3 experiments/pytorch_lbfgs.py [--presets A,B,C,D,E] [--repeat 5] [--threads 2]
        [--binary target/release/mlab-nc] [--end-to-end] [--config K,M,d,per,lambda ...]
 
-With --end-to-end, mlab-nc's time is the whole `mlab-nc ufm` process at default flags, writing
---json (predict, solve with the certified stop, measure, certify, judge), not the solve alone.
+With --end-to-end, mlab-nc's time is the whole `mlab-nc ufm --seed r` process at default flags,
+writing --json (predict, solve with the certified stop, measure, certify, judge), not the solve
+alone; the two programs then alternate seed by seed (r = 0 .. repeat-1, a pause of --pause
+seconds before each mlab-nc run), so both medians cover the same starts count and the same
+stretch of the machine's time.
 --config adds problems beyond the presets (e.g. --config 10,3,10,1,1e-6).
 
 Same objective as mlab-nc (float64, PAL loss, lambda_w = lambda_h = lambda_b, N(0, 0.1^2) start),
@@ -15,6 +18,7 @@ Prints the median wall time per preset, and, next to it, mlab-nc's median from `
 """
 import argparse
 import itertools
+import json
 import re
 import statistics
 import subprocess
@@ -103,6 +107,7 @@ def main():
     ap.add_argument("--end-to-end", action="store_true")
     ap.add_argument("--config", action="append", default=[])
     ap.add_argument("--max-iters", type=int, default=5000)
+    ap.add_argument("--pause", type=float, default=1.0, help="seconds between runs with --end-to-end")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     names = [n for n in a.presets.split(",") if n]
@@ -110,24 +115,16 @@ def main():
         k, m, d, per, lam = c.split(",")
         PRESETS[c] = (int(k), int(m), int(d), int(per), float(lam))
         names.append(c)
+    if a.end_to_end:
+        end_to_end(a, names)
+        return
     # mlab-nc first, before torch starts its thread pool (idle OpenMP threads spin and would
     # steal the cores from a process started right after).
     ours = {}
     for name in names:
-        if a.end_to_end:
-            k, m, d, per, lam = PRESETS[name]
-            times = []
-            for _ in range(a.repeat):
-                t0 = time.perf_counter()
-                subprocess.run([a.binary, "--threads", str(a.threads), "ufm", "-K", str(k), "-M", str(m), "-d", str(d), "--per-set",
-                                str(per), "--lambda-w", str(lam), "--lambda-h", str(lam), "--lambda-b", str(lam), "--json",
-                                "/tmp/mlab-nc-e2e.json"], check=True, capture_output=True)
-                times.append(time.perf_counter() - t0)
-            ours[name] = statistics.median(times)
-        else:
-            out = subprocess.run([a.binary, "--threads", str(a.threads), "timing", "--preset", name, "--repeat", str(a.repeat),
-                                  "--gap", str(a.gap)], check=True, capture_output=True, text=True).stdout
-            ours[name] = float(out.strip().splitlines()[-1].split()[1])
+        out = subprocess.run([a.binary, "--threads", str(a.threads), "timing", "--preset", name, "--repeat", str(a.repeat),
+                              "--gap", str(a.gap)], check=True, capture_output=True, text=True).stdout
+        ours[name] = float(out.strip().splitlines()[-1].split()[1])
     print(f"{'preset':>6} {'torch s':>10} {'iters':>6} {'evals':>6} {'mlab-nc s':>10} {'ratio':>7}   (medians of {a.repeat}, {a.threads} threads)")
     for name in names:
         k, m, d, per, lam = PRESETS[name]
@@ -138,6 +135,35 @@ def main():
         its = statistics.median(r[1] for r in runs)
         evs = statistics.median(r[2] for r in runs)
         print(f"{name:>6} {t:>10.4f} {its:>6.0f} {evs:>6.0f} {ours[name]:>10.4f} {t / ours[name]:>7.1f}x", flush=True)
+
+
+def end_to_end(a, names):
+    """Seed r of both programs, alternated: the whole `mlab-nc ufm --seed r` process, then
+    PyTorch from its seed r, then a pause of `--pause` seconds so that PyTorch's idle OpenMP
+    threads are asleep before the next process starts. Medians over seeds 0 .. repeat-1, so
+    both medians are over the same number of random starts and the same stretch of time."""
+    print(f"{'preset':>6} {'torch s':>10} {'iters':>6} {'evals':>6} {'mlab-nc s':>10} {'iters':>6} {'evals':>6} {'ratio':>7}"
+          f"   (medians over seeds 0..{a.repeat - 1}, alternated, {a.threads} threads)")
+    for name in names:
+        k, m, d, per, lam = PRESETS[name]
+        target = predicted_optimum(a.binary, k, m, d, per, lam) * (1 + a.gap)
+        y = problem(k, m, per)
+        ours, theirs = [], []
+        for r in range(a.repeat):
+            time.sleep(a.pause)
+            t0 = time.perf_counter()
+            subprocess.run([a.binary, "--threads", str(a.threads), "ufm", "-K", str(k), "-M", str(m), "-d", str(d), "--per-set",
+                            str(per), "--lambda-w", str(lam), "--lambda-h", str(lam), "--lambda-b", str(lam), "--seed", str(r),
+                            "--json", "/tmp/mlab-nc-e2e.json"], check=True, capture_output=True)
+            elapsed = time.perf_counter() - t0
+            with open("/tmp/mlab-nc-e2e.json") as f:
+                run = json.load(f)["runs"][0]
+            ours.append((elapsed, run["iterations"], run["evaluations"]))
+            theirs.append(solve(k, d, y, lam, target, seed=r, max_iters=a.max_iters))
+        med = lambda rows, i: statistics.median(r[i] for r in rows)
+        t, o = med(theirs, 0), med(ours, 0)
+        print(f"{name:>6} {t:>10.4f} {med(theirs, 1):>6.0f} {med(theirs, 2):>6.0f} {o:>10.4f} {med(ours, 1):>6.0f} {med(ours, 2):>6.0f}"
+              f" {t / o:>7.1f}x", flush=True)
 
 
 if __name__ == "__main__":
