@@ -8,7 +8,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use serde::Deserialize;
 
-use super::{experiment, pe, Figure, FONT, PALETTE};
+use super::{experiment, legend, pe, Figure, FONT, PALETTE};
 use crate::analysis::assess::assess;
 use crate::analysis::metrics::set_means;
 use crate::commands::verify::VerifyOptions;
@@ -125,13 +125,7 @@ impl Figure for Bce {
                 .map_err(pe)?
                 .label("class means (solid), multi-label means (black, dashed)")
                 .legend(|(x, y)| Circle::new((x + 9, y), 5, BLACK.filled()));
-            ch.configure_series_labels()
-                .position(SeriesLabelPosition::LowerRight)
-                .label_font((FONT, 12))
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK)
-                .draw()
-                .map_err(pe)?;
+            legend(&mut ch, SeriesLabelPosition::LowerRight, 12)?;
         }
         Ok(())
     }

@@ -11,7 +11,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use serde::Deserialize;
 
-use super::{experiment, pe, Figure, FONT, PALETTE};
+use super::{experiment, legend, pe, Figure, FONT, PALETTE};
 use crate::error::Result;
 use crate::model::loss::Loss;
 use crate::model::objective::UfmObjective;
@@ -210,13 +210,7 @@ impl Figure for Collapse {
                             .label("m = 2 samples (two tags), dashed: mean")
                             .legend(|(x, y)| Circle::new((x + 9, y), 6, BLACK.stroke_width(1)));
                     }
-                    ch.configure_series_labels()
-                        .position(SeriesLabelPosition::LowerRight)
-                        .label_font((FONT, 11))
-                        .background_style(WHITE.mix(0.85))
-                        .border_style(BLACK)
-                        .draw()
-                        .map_err(pe)?;
+                    legend(&mut ch, SeriesLabelPosition::LowerRight, 11)?;
                 }
             }
         }

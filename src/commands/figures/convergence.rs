@@ -8,7 +8,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use serde::Deserialize;
 
-use super::{decades, experiment, log_range, pe, Figure, FONT, PALETTE};
+use super::{decades, experiment, legend, log_range, pe, Figure, FONT, PALETTE};
 use crate::analysis::metrics::Metrics;
 use crate::error::Result;
 use crate::model::loss::Loss;
@@ -121,13 +121,7 @@ impl Figure for Convergence {
                 .label(*name)
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], col.stroke_width(2)));
         }
-        ch.configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .label_font((FONT, 14))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()
-            .map_err(pe)?;
+        legend(&mut ch, SeriesLabelPosition::UpperRight, 14)?;
         Ok(())
     }
 }

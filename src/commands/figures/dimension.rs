@@ -7,7 +7,7 @@ use plotters::prelude::*;
 use rayon::prelude::*;
 use serde::Deserialize;
 
-use super::{decades, experiment, log_range, pe, Figure, FONT, PALETTE};
+use super::{decades, experiment, legend, log_range, pe, Figure, FONT, PALETTE};
 use crate::commands::verify::{verify, VerifyOptions};
 use crate::error::Result;
 use crate::model::loss::Loss;
@@ -94,13 +94,7 @@ impl Figure for Dimension {
             .map_err(pe)?
             .label(format!("d = K - 1 = {}", self.k - 1))
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK));
-        ch.configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .label_font((FONT, 14))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()
-            .map_err(pe)?;
+        legend(&mut ch, SeriesLabelPosition::UpperRight, 14)?;
         Ok(())
     }
 }

@@ -6,7 +6,7 @@ use plotters::prelude::*;
 use rayon::prelude::*;
 use serde::Deserialize;
 
-use super::{experiment, pe, Figure, FONT, PALETTE};
+use super::{experiment, legend, pe, Figure, FONT, PALETTE};
 use crate::error::Result;
 use crate::model::loss::Loss;
 use crate::model::objective::UfmObjective;
@@ -93,13 +93,7 @@ impl Figure for Landscape {
             .map_err(pe)?
             .label("verification bar 1e-9")
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK));
-        ch.configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .label_font((FONT, 14))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()
-            .map_err(pe)?;
+        legend(&mut ch, SeriesLabelPosition::UpperRight, 14)?;
         Ok(())
     }
 }

@@ -7,7 +7,7 @@ use plotters::prelude::*;
 use rayon::prelude::*;
 use serde::Deserialize;
 
-use super::{experiment, pe, Figure, FONT, PALETTE};
+use super::{experiment, legend, pe, Figure, FONT, PALETTE};
 use crate::commands::verify::{verify, VerifyOptions};
 use crate::error::Result;
 use crate::model::loss::Loss;
@@ -95,13 +95,7 @@ impl Figure for LowDim {
             .map_err(pe)?
             .label(format!("d = K - 1 = {}: K-1 equal singular values (ETF)", self.k - 1))
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK));
-        ch.configure_series_labels()
-            .position(SeriesLabelPosition::LowerLeft)
-            .label_font((FONT, 13))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()
-            .map_err(pe)?;
+        legend(&mut ch, SeriesLabelPosition::LowerLeft, 13)?;
         let amax = self.rows.iter().map(|r| r.3).fold(1.0, f64::max) * 1.15;
         let mut ch = ChartBuilder::on(&right)
             .caption("NC2-W (left axis) and largest tag-wise angle (right axis)", (FONT, 16))
@@ -134,13 +128,7 @@ impl Figure for LowDim {
             .label("max tag-wise angle")
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c1.stroke_width(2)));
         ch.draw_secondary_series(an.iter().map(|p| Circle::new(*p, 5, c1.filled()))).map_err(pe)?;
-        ch.configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .label_font((FONT, 13))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()
-            .map_err(pe)?;
+        legend(&mut ch, SeriesLabelPosition::UpperRight, 13)?;
         Ok(())
     }
 }

@@ -55,6 +55,12 @@ pub fn pe<E: std::fmt::Debug>(e: E) -> Error {
     Error::new(format!("plotting failed: {e:?}"))
 }
 
+/// Draws the legend of `ch` in the house style: labels at `size` points in a white box at 85%
+/// opacity with a black border, at `pos`.
+pub fn legend<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(ch: &mut ChartContext<'a, DB, CT>, pos: SeriesLabelPosition, size: u32) -> Result<()> {
+    ch.configure_series_labels().position(pos).label_font((FONT, size)).background_style(WHITE.mix(0.85)).border_style(BLACK).draw().map_err(pe)
+}
+
 /// A figure that can draw itself on any backend.
 pub trait Figure {
     /// File stem, e.g. "fig1_collapse".

@@ -7,7 +7,7 @@ use plotters::prelude::*;
 use rayon::prelude::*;
 use serde::Deserialize;
 
-use super::{experiment, pe, Figure, FONT, PALETTE};
+use super::{experiment, legend, pe, Figure, FONT, PALETTE};
 use crate::commands::verify::{verify, VerifyOptions};
 use crate::error::Result;
 use crate::model::config::ValidConfig;
@@ -101,13 +101,7 @@ impl Figure for Scale {
             .map_err(pe)?
             .label(format!("trivial threshold λ_c = {:.4}", self.lambda_c))
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK));
-        ch.configure_series_labels()
-            .position(SeriesLabelPosition::LowerLeft)
-            .label_font((FONT, 14))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()
-            .map_err(pe)?;
+        legend(&mut ch, SeriesLabelPosition::LowerLeft, 14)?;
         Ok(())
     }
 }

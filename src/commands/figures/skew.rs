@@ -8,7 +8,7 @@ use plotters::prelude::*;
 use rayon::prelude::*;
 use serde::Deserialize;
 
-use super::{experiment, log_range, pe, Figure, FONT, PALETTE};
+use super::{experiment, legend, log_range, pe, Figure, FONT, PALETTE};
 use crate::commands::verify::{verify, VerifyOptions};
 use crate::error::Result;
 use crate::model::config::{skewed_counts, UfmConfig};
@@ -115,13 +115,7 @@ impl Figure for Skew {
             .map_err(pe)?
             .label(format!("balanced theory s_2/2 = {:.4}", self.balanced))
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK));
-        ch.configure_series_labels()
-            .position(SeriesLabelPosition::LowerLeft)
-            .label_font((FONT, 13))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()
-            .map_err(pe)?;
+        legend(&mut ch, SeriesLabelPosition::LowerLeft, 13)?;
         let (lo, hi) = log_range(self.rows.iter().flat_map(|r| [r.3, r.4]));
         let mut ch = ChartBuilder::on(&right)
             .caption("off-span residual and certified gap", (FONT, 16))
@@ -148,13 +142,7 @@ impl Figure for Skew {
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], col.stroke_width(2)));
             ch.draw_series(pts.iter().map(|p| Circle::new(*p, 5, col.filled()))).map_err(pe)?;
         }
-        ch.configure_series_labels()
-            .position(SeriesLabelPosition::MiddleRight)
-            .label_font((FONT, 13))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()
-            .map_err(pe)?;
+        legend(&mut ch, SeriesLabelPosition::MiddleRight, 13)?;
         Ok(())
     }
 }

@@ -7,7 +7,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use serde_json::Value;
 
-use super::{decades, log_range, pe, Figure, FONT, PALETTE};
+use super::{decades, legend, log_range, pe, Figure, FONT, PALETTE};
 use crate::error::{Error, Result};
 
 /// The learned-classifier run (the README's reproduction command).
@@ -101,13 +101,7 @@ fn log_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, title: &str, xm:
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], col.stroke_width(2)));
         }
     }
-    ch.configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .label_font((FONT, 13))
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()
-        .map_err(pe)?;
+    legend(&mut ch, SeriesLabelPosition::UpperRight, 13)?;
     Ok(())
 }
 
@@ -246,13 +240,7 @@ impl Figure for TrainScale {
             .map_err(pe)?
             .label("s = 2: plain sum of the tags")
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.mix(0.3)));
-        ch.configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .label_font((FONT, 14))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()
-            .map_err(pe)?;
+        legend(&mut ch, SeriesLabelPosition::LowerRight, 14)?;
         Ok(())
     }
 }
@@ -298,13 +286,7 @@ impl Figure for TrainEtf {
                 .label(name)
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], col.stroke_width(2)));
         }
-        ch.configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .label_font((FONT, 13))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()
-            .map_err(pe)?;
+        legend(&mut ch, SeriesLabelPosition::LowerRight, 13)?;
         let mut lines = nc_lines(&self.learned, ", learned", 1.0);
         // The fixed ETF's NC2-W is rounding (about 1e-16) and would flatten the panel: said in
         // the legend instead of drawn.
