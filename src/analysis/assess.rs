@@ -174,7 +174,7 @@ fn full_set_norm_ratio(mu: &DMatrix<f64>, labels: &crate::model::labels::LabelSe
 /// Builds the report of a configuration from its runs.
 pub fn summarise(cfg: &ValidConfig, pred: Prediction, runs: Vec<RunReport>, solver: &SolveParams, tol: &Tolerances) -> UfmReport {
     let counterexample = runs.iter().any(|r| r.reasons.iter().any(|s| s.starts_with("COUNTEREXAMPLE")));
-    let best = runs.iter().min_by(|a, b| a.objective.total_cmp(&b.objective));
+    let best = super::report::best_run(&runs);
     let verdict = if counterexample { Verdict::Violated } else { best.map(|r| r.verdict).unwrap_or(Verdict::NotConverged) };
     let best_lower = runs.iter().filter_map(|r| r.certificate.lower_bound).fold(f64::NEG_INFINITY, f64::max);
     let certified_prediction = (pred.etf_possible && pred.loss_covered && cfg.labels.balanced_within_multiplicity() && best_lower.is_finite()).then(|| {

@@ -106,6 +106,12 @@ impl PredictionReport {
     }
 }
 
+/// The start with the lowest objective (the first of equals): the one whose verdict is the
+/// configuration's, unless another start found a counterexample.
+pub fn best_run(runs: &[RunReport]) -> Option<&RunReport> {
+    runs.iter().min_by(|a, b| a.objective.total_cmp(&b.objective))
+}
+
 /// The full report of `mlab-nc ufm`.
 #[derive(Debug, Clone, Serialize)]
 pub struct UfmReport {
@@ -130,4 +136,11 @@ pub struct UfmReport {
     pub summary: Summary,
     /// The theorem's optimum certified to epsilon, when d >= K-1.
     pub certified_prediction: Option<CertifiedPrediction>,
+}
+
+impl UfmReport {
+    /// The start with the lowest objective ([`best_run`]).
+    pub fn best_run(&self) -> Option<&RunReport> {
+        best_run(&self.runs)
+    }
 }

@@ -174,7 +174,7 @@ pub struct Classified {
 pub fn classify(cfg: &ValidConfig, seeds: u64, opts: &VerifyOptions) -> Result<Classified> {
     let seeds: Vec<u64> = (0..seeds).collect();
     let r = verify(cfg, &seeds, opts)?;
-    let best = r.runs.iter().min_by(|a, b| a.objective.total_cmp(&b.objective)).ok_or_else(|| Error::new("no runs"))?;
+    let best = r.best_run().ok_or_else(|| Error::new("no runs"))?;
     let gap = best.relative_objective_gap;
     let cert = best.certificate.relative_gap;
     let verdicts: Vec<Verdict> = r.runs.iter().map(|x| x.verdict).collect();

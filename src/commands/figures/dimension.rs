@@ -41,11 +41,7 @@ pub fn compute() -> Result<Dimension> {
         .map(|d| -> Result<(f64, f64, f64)> {
             let cfg = super::config(e.classes, e.max_labels, d, vec![e.per_set], e.lambda, Loss::Pal)?;
             let r = verify(&cfg, &seeds, &VerifyOptions::default())?;
-            let best = r
-                .runs
-                .iter()
-                .min_by(|a, b| a.objective.total_cmp(&b.objective))
-                .map(|b| (b.relative_objective_gap, b.certificate.relative_gap.unwrap_or(f64::NAN)));
+            let best = r.best_run().map(|b| (b.relative_objective_gap, b.certificate.relative_gap.unwrap_or(f64::NAN)));
             let (gap, cert) = best.unwrap_or((f64::NAN, f64::NAN));
             Ok((d as f64, gap.max(FLOOR), cert.max(FLOOR)))
         })

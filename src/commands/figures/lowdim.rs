@@ -37,7 +37,7 @@ pub fn compute() -> Result<LowDim> {
         .map(|d| -> Result<(usize, Vec<f64>, f64, f64)> {
             let cfg = super::config(e.classes, e.max_labels, d, vec![e.per_set], e.lambda, Loss::Pal)?;
             let r = verify(&cfg, &seeds, &VerifyOptions::default())?;
-            let best = r.runs.iter().min_by(|a, b| a.objective.total_cmp(&b.objective)).ok_or_else(|| crate::error::Error::new("no runs"))?;
+            let best = r.best_run().ok_or_else(|| crate::error::Error::new("no runs"))?;
             let sv = match &best.geometry {
                 Some(g) => g.classifier_singular_values.clone(),
                 None => Vec::new(),
