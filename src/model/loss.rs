@@ -194,6 +194,27 @@ pub fn loss_grad_bias_in_place(loss: Loss, u: &mut [f64], bias: &[f64], set: &[u
     }
 }
 
+/// The trivial statistic of a softmax loss (docs/theory.md §3): `sum_m a_m^2 / q_m` over the
+/// multiplicities `m < K` with samples (`n_m[m - 1] > 0`), with `a_m = p_m c_m (K-m)/K` (minus
+/// the loss gradient at the origin of the reduced problem; `p_m = N_m / N`, `c_m` the loss
+/// weight) and `q_m = lw lh (K-1)/K N_m m (K-m)`. W = H = 0 is the global minimum exactly when
+/// it is at most 1; it scales like `1 / (lw lh)`. The prediction decides the trivial regime on
+/// it, and the solver's path starts below its threshold.
+pub fn trivial_statistic(loss: Loss, k: usize, n_m: &[usize], lw: f64, lh: f64) -> f64 {
+    let n: f64 = n_m.iter().map(|&v| v as f64).sum();
+    let kf = k as f64;
+    n_m.iter()
+        .enumerate()
+        .filter(|&(i, &nm)| nm > 0 && i + 1 < k)
+        .map(|(i, &nm)| {
+            let m = (i + 1) as f64;
+            let pc = nm as f64 / n * loss.weight(i + 1);
+            let q = lw * lh * (kf - 1.0) / kf * nm as f64 * m * (kf - m);
+            (pc * (kf - m) / kf).powi(2) / q
+        })
+        .sum()
+}
+
 /// Sum in four interleaved lanes, combined in a fixed order (no serial dependency chain).
 #[inline(always)]
 pub fn lane_sum(v: &[f64]) -> f64 {

@@ -259,19 +259,7 @@ impl UfmObjective {
         if self.loss == Loss::Bce {
             return None;
         }
-        let (k, n) = (self.k as f64, self.n as f64);
-        let sq: f64 = self
-            .labels
-            .samples_per_multiplicity()
-            .iter()
-            .enumerate()
-            .filter(|&(i, &c)| c > 0 && i + 1 < self.k)
-            .map(|(i, &c)| {
-                let (m, c) = ((i + 1) as f64, c as f64);
-                let a = c / n * self.loss.weight(i + 1) * (k - m) / k;
-                a * a / ((k - 1.0) / k * c * m * (k - m))
-            })
-            .sum();
+        let sq = crate::model::loss::trivial_statistic(self.loss, self.k, &self.labels.samples_per_multiplicity(), 1.0, 1.0);
         (sq > 0.0 && sq.is_finite()).then(|| sq.sqrt())
     }
 

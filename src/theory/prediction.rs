@@ -140,11 +140,6 @@ impl Reduced {
         (grad, hess)
     }
 
-    /// `sum_m a_m^2 / q_m`, `a_m = p_m c_m (K-m)/K` = minus the loss gradient at gamma = 0.
-    fn trivial_statistic(&self) -> f64 {
-        self.active.iter().map(|&(m, pc, q)| (pc * (self.k - m as f64) / self.k).powi(2) / q).sum()
-    }
-
     /// Start on the ray gamma = t v, `v = (a/q) / max(a/q)` (the direction of the minimiser as
     /// lambda -> lambda_c), with t minimising the convex 1-D function g(t v): bisection on the
     /// sign of its derivative, in log t over [1e-300, MAX_GAMMA], so that it resolves any scale.
@@ -301,7 +296,7 @@ pub fn predict_counts(k: usize, d: usize, n_m: &[usize], loss: Loss, lw: f64, lh
         };
     }
     let red = Reduced::new(k, n_m, loss, lw, lh);
-    let stat = red.trivial_statistic();
+    let stat = crate::model::loss::trivial_statistic(loss, k, n_m, lw, lh);
     let trivial = red.active.is_empty() || stat <= 1.0;
     let (gamma_active, iters, grad_norm) = if trivial { (vec![0.0; red.active.len()], 0, 0.0) } else { red.solve() };
     let objective = red.value(&gamma_active);
