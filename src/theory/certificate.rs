@@ -115,19 +115,35 @@ pub fn certify(obj: &UfmObjective, x: &[f64], f: f64) -> Certificate {
 /// `lambda_b = 0` the centred rows leave D's domain possibly, so every entry is visited and
 /// checked ([`bound_direct`]); BCE uses [`bound_bce`].
 pub fn certify_with(obj: &UfmObjective, x: &[f64], f: f64, ws: &mut Workspace) -> Certificate {
-    certify_pass(obj, x, f, ws, true)
+    match dual_bounds(obj, x, f, ws) {
+        Err(none) => none,
+        Ok(Bounds { scaled: Some(a), aligned: Some(b), ratio }) => Certificate::from_bound(f, a.max(b), ratio),
+        Ok(Bounds { scaled: Some(d), aligned: None, ratio } | Bounds { scaled: None, aligned: Some(d), ratio }) => Certificate::from_bound(f, d, ratio),
+        Ok(Bounds { scaled: None, aligned: None, ratio }) => {
+            Certificate::none(ratio, "no dual-feasible point from the gradient here (lambda_b = 0 and far from an optimum)")
+        }
+    }
 }
 
-/// The full pass, with the aligned bound (`aligned`) or the scaled one alone.
-fn certify_pass(obj: &UfmObjective, x: &[f64], f: f64, ws: &mut Workspace, aligned: bool) -> Certificate {
+/// The two dual bounds of a point and its spectral ratio `||G||_2 / mu`.
+struct Bounds {
+    /// At the scaled point `s G`.
+    scaled: Option<f64>,
+    /// At the aligned point ([`aligned_bound`]).
+    aligned: Option<f64>,
+    ratio: f64,
+}
+
+/// The full pass: both bounds, or the certificate that says why there is none.
+fn dual_bounds(obj: &UfmObjective, x: &[f64], f: f64, ws: &mut Workspace) -> std::result::Result<Bounds, Certificate> {
     if !f.is_finite() || x.iter().any(|v| !v.is_finite()) {
-        return Certificate::none(f64::NAN, "the point or its objective is not finite in float64");
+        return Err(Certificate::none(f64::NAN, "the point or its objective is not finite in float64"));
     }
     let (gram, g1) = obj.dual_pass(x, ws);
     let Some((s, ratio)) = scale(obj, gram.clone(), &g1) else {
-        return Certificate::none(f64::NAN, "the dual matrix is not finite in float64");
+        return Err(Certificate::none(f64::NAN, "the dual matrix is not finite in float64"));
     };
-    let bound = if obj.loss == Loss::Bce {
+    let scaled = if obj.loss == Loss::Bce {
         let r = row_shift(obj, &g1);
         bound_bce(obj, ws.dual(), &r, s)
     } else if obj.lb > 0.0 {
@@ -136,12 +152,8 @@ fn certify_pass(obj: &UfmObjective, x: &[f64], f: f64, ws: &mut Workspace, align
         let r = row_shift(obj, &g1);
         bound_direct(obj, ws.dual(), &r, s)
     };
-    let aligned = if aligned { aligned_bound(obj, ws.dual(), gram, &g1) } else { None };
-    match (bound, aligned) {
-        (Some(a), Some(b)) => Certificate::from_bound(f, a.max(b), ratio),
-        (Some(d), None) | (None, Some(d)) => Certificate::from_bound(f, d, ratio),
-        (None, None) => Certificate::none(ratio, "no dual-feasible point from the gradient here (lambda_b = 0 and far from an optimum)"),
-    }
+    let aligned = aligned_bound(obj, ws.dual(), gram, &g1);
+    Ok(Bounds { scaled, aligned, ratio })
 }
 
 /// The certificate at the point of the last evaluation, from what that evaluation left: the
@@ -506,13 +518,13 @@ mod tests {
             for (seed, std) in [(1, 0.1), (2, 1.0), (3, 3.0)] {
                 let x = obj.random_start(seed, std);
                 let f = obj.value(&x);
-                let c = certify_pass(&obj, &x, f, &mut Workspace::new(&obj), false);
+                let c = dual_bounds(&obj, &x, f, &mut Workspace::new(&obj)).ok().unwrap();
                 let mut ws = Workspace::new(&obj);
                 let (gram, _) = obj.dual_pass(&x, &mut ws);
                 let spec = crate::linalg::sym_eigenvalues(&DMatrix::from_column_slice(obj.k, obj.k, &gram)).unwrap()[0].sqrt();
                 let s = ((obj.lw * obj.lh).sqrt() / (spec * (1.0 + SPECTRAL_MARGIN))).min(1.0);
                 let direct = bound_direct(&obj, ws.dual(), &vec![0.0; obj.k], s).unwrap();
-                let fast = c.lower_bound.unwrap();
+                let fast = c.scaled.unwrap();
                 assert!(fast <= direct + 1e-13 * direct.abs().max(1.0), "{loss:?} seed {seed}: {fast} > {direct}");
                 if s == 1.0 {
                     assert!((fast - direct).abs() < 1e-12 * direct.abs().max(1.0));
@@ -536,8 +548,8 @@ mod tests {
                     let mut g = vec![0.0; obj.dim()];
                     let f = obj.value_and_gradient(&x, &mut g, &mut ws);
                     let fast = certify_evaluated(&obj, &x, f, &g, &mut ws);
-                    let full = certify_pass(&obj, &x, f, &mut Workspace::new(&obj), false);
-                    match (fast.lower_bound, full.lower_bound) {
+                    let full = dual_bounds(&obj, &x, f, &mut Workspace::new(&obj)).ok().unwrap();
+                    match (fast.lower_bound, full.scaled) {
                         (Some(a), Some(b)) => {
                             assert!((a - b).abs() <= 1e-12 * b.abs().max(1.0), "{loss:?} lb={lb}: {a} vs {b}");
                             compared += 1;
@@ -545,7 +557,7 @@ mod tests {
                         (None, None) => {}
                         other => panic!("{loss:?} lb={lb}: one bound only: {other:?}"),
                     }
-                    assert!((fast.spectral_ratio - full.spectral_ratio).abs() <= 1e-12 * full.spectral_ratio.max(1.0));
+                    assert!((fast.spectral_ratio - full.ratio).abs() <= 1e-12 * full.ratio.max(1.0));
                 }
             }
         }
