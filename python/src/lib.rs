@@ -263,28 +263,31 @@ fn per_set(obj: &Bound<'_, PyAny>) -> PyResult<Vec<usize>> {
     list.into_iter().map(|v| count(v, "per_set", 0)).collect()
 }
 
+/// The configuration from the keyword arguments `predict` and `ufm` share; a `None` takes the
+/// CLI's default (one sample per set, d = K, the default weight decays).
 #[allow(clippy::too_many_arguments)]
 fn config(
     classes: i64,
     max_labels: i64,
     dim: Option<i64>,
-    per: &Bound<'_, PyAny>,
-    lw: f64,
-    lh: f64,
-    lb: f64,
+    per: Option<&Bound<'_, PyAny>>,
+    lw: Option<f64>,
+    lh: Option<f64>,
+    lb: Option<f64>,
     loss: &str,
     skew: Option<f64>,
     singletons: bool,
 ) -> PyResult<mlab_nc::model::config::ValidConfig> {
     let k = count(classes, "classes", 2)?;
+    let d = UfmConfig::new(2, 1);
     let base = UfmConfig {
         classes: k,
         max_labels: count(max_labels, "max_labels", 1)?,
         dim: dim.map_or(Ok(k), |d| count(d, "dim", 1))?,
-        per_set: per_set(per)?,
-        lambda_w: lw,
-        lambda_h: lh,
-        lambda_b: lb,
+        per_set: per.map_or(Ok(vec![1]), per_set)?,
+        lambda_w: lw.unwrap_or(d.lambda_w),
+        lambda_h: lh.unwrap_or(d.lambda_h),
+        lambda_b: lb.unwrap_or(d.lambda_b),
         loss: Loss::from_name(loss).map_err(value_error)?,
     };
     match skew {
@@ -318,20 +321,7 @@ fn predict(
     skew_singletons_only: bool,
 ) -> PyResult<Py<PyAny>> {
     guard(|| {
-        let d = UfmConfig::new(2, 1);
-        let one = 1i64.into_pyobject(py)?.into_any();
-        let cfg = config(
-            classes,
-            max_labels,
-            dim,
-            per_set.unwrap_or(&one),
-            lambda_w.unwrap_or(d.lambda_w),
-            lambda_h.unwrap_or(d.lambda_h),
-            d.lambda_b,
-            loss,
-            class_skew,
-            skew_singletons_only,
-        )?;
+        let cfg = config(classes, max_labels, dim, per_set, lambda_w, lambda_h, None, loss, class_skew, skew_singletons_only)?;
         let report = py.detach(|| PredictionReport::new(&cfg));
         to_dict(py, &report)
     })
@@ -374,20 +364,7 @@ fn ufm(
     tol_bias: Option<f64>,
 ) -> PyResult<Py<PyAny>> {
     guard(|| {
-        let d = UfmConfig::new(2, 1);
-        let one = 1i64.into_pyobject(py)?.into_any();
-        let cfg = config(
-            classes,
-            max_labels,
-            dim,
-            per_set.unwrap_or(&one),
-            lambda_w.unwrap_or(d.lambda_w),
-            lambda_h.unwrap_or(d.lambda_h),
-            lambda_b.unwrap_or(d.lambda_b),
-            loss,
-            class_skew,
-            skew_singletons_only,
-        )?;
+        let cfg = config(classes, max_labels, dim, per_set, lambda_w, lambda_h, lambda_b, loss, class_skew, skew_singletons_only)?;
         let (s, t) = (SolveParams::default(), Tolerances::default());
         let opts = VerifyOptions {
             solve: SolveParams {
