@@ -279,15 +279,15 @@ fn config(
     singletons: bool,
 ) -> PyResult<mlab_nc::model::config::ValidConfig> {
     let k = count(classes, "classes", 2)?;
-    let d = UfmConfig::new(2, 1);
+    let defaults = UfmConfig::new(2, 1);
     let base = UfmConfig {
         classes: k,
         max_labels: count(max_labels, "max_labels", 1)?,
         dim: dim.map_or(Ok(k), |d| count(d, "dim", 1))?,
         per_set: per.map_or(Ok(vec![1]), per_set)?,
-        lambda_w: lw.unwrap_or(d.lambda_w),
-        lambda_h: lh.unwrap_or(d.lambda_h),
-        lambda_b: lb.unwrap_or(d.lambda_b),
+        lambda_w: lw.unwrap_or(defaults.lambda_w),
+        lambda_h: lh.unwrap_or(defaults.lambda_h),
+        lambda_b: lb.unwrap_or(defaults.lambda_b),
         loss: Loss::from_name(loss).map_err(value_error)?,
     };
     match skew {
