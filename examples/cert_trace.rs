@@ -6,34 +6,19 @@
 //!
 //! `cargo run --release --example cert_trace -- K M d per_set lambda [seed]`
 
-use std::sync::{Arc, Mutex};
+mod study;
 
 use mlab_nc::model::objective::Workspace;
-use mlab_nc::model::{UfmConfig, UfmObjective};
-use mlab_nc::solver::SolveParams;
 use mlab_nc::theory::certificate::certify_evaluated;
-use mlab_nc::theory::{certify, predict};
+use mlab_nc::theory::certify;
 
 fn run() -> Result<(), String> {
     let a: Vec<String> = std::env::args().skip(1).collect();
-    let num = |i: usize, d: f64| a.get(i).map_or(Ok(d), |s| s.parse::<f64>().map_err(|e| format!("argument {}: {e}", i + 1)));
-    let (k, m, d, per, lam, seed) =
-        (num(0, 50.0)? as usize, num(1, 3.0)? as usize, num(2, 64.0)? as usize, num(3, 1.0)? as usize, num(4, 2e-4)?, num(5, 0.0)? as u64);
-    let cfg =
-        UfmConfig { dim: d, per_set: vec![per], lambda_w: lam, lambda_h: lam, lambda_b: lam, ..UfmConfig::new(k, m) }.validate().map_err(|e| e.to_string())?;
-    let pred = predict(&cfg);
-    let obj = UfmObjective::new(&cfg);
-    let trace = Arc::new(Mutex::new(Vec::new()));
-    let t2 = trace.clone();
-    let cb = Box::new(move |it: u64, x: &[f64], f: f64, g: f64| {
-        if it.is_multiple_of(5) {
-            t2.lock().unwrap().push((it, x.to_vec(), f, g));
-        }
-    });
-    let params = SolveParams { tol_stop: 0.0, ..SolveParams::default() };
-    let sol = obj.solve(seed, &params, Some(cb)).map_err(|e| e.to_string())?;
+    let (obj, pred) = study::problem(&a, [50.0, 3.0, 64.0, 1.0, 2e-4])?;
+    let seed = study::number(&a, 5, 0.0)? as u64;
+    let (sol, kept) = study::traced_solve(&obj, seed, None, |_| true)?;
     println!("{:>5} {:>10} {:>10} {:>11} {:>11}", "iter", "obj.gap", "grad.rel", "cert.scaled", "cert.best");
-    for (it, x, f, g) in trace.lock().unwrap().iter() {
+    for (it, x, f, g) in &kept {
         let c = certify(&obj, x, *f);
         let mut ws = Workspace::new(&obj);
         let mut grad = vec![0.0; obj.dim()];

@@ -14,37 +14,22 @@
 //! `cargo run --release --example gap_parts -- K M d per_set lambda [seed] [from] [to]`
 //! (every 5 iterations from `from` to `to`; lambda_b > 0; it takes two SVDs of K x N per row).
 
-use std::sync::{Arc, Mutex};
+mod study;
 
 use mlab_nc::model::objective::Workspace;
-use mlab_nc::model::{UfmConfig, UfmObjective};
-use mlab_nc::solver::SolveParams;
 use mlab_nc::theory::certificate::bound_direct;
-use mlab_nc::theory::predict;
 use nalgebra::{DMatrix, DVector};
 
 fn run() -> Result<(), String> {
     let a: Vec<String> = std::env::args().skip(1).collect();
-    let num = |i: usize, d: f64| a.get(i).map_or(Ok(d), |s| s.parse::<f64>().map_err(|e| format!("argument {}: {e}", i + 1)));
-    let (k, m, d, per, lam) = (num(0, 100.0)? as usize, num(1, 2.0)? as usize, num(2, 128.0)? as usize, num(3, 2.0)? as usize, num(4, 2e-4)?);
-    let (seed, from, to) = (num(5, 0.0)? as u64, num(6, 100.0)? as u64, num(7, 125.0)? as u64);
-    let cfg =
-        UfmConfig { dim: d, per_set: vec![per], lambda_w: lam, lambda_h: lam, lambda_b: lam, ..UfmConfig::new(k, m) }.validate().map_err(|e| e.to_string())?;
-    let pred = predict(&cfg);
-    let obj = UfmObjective::new(&cfg);
-    let trace = Arc::new(Mutex::new(Vec::new()));
-    let t2 = trace.clone();
-    let cb = Box::new(move |it: u64, x: &[f64], f: f64, _g: f64| {
-        if it >= from && it <= to && it.is_multiple_of(5) {
-            t2.lock().unwrap().push((it, x.to_vec(), f));
-        }
-    });
-    let params = SolveParams { tol_stop: 0.0, max_iters: to + 1, ..SolveParams::default() };
-    obj.solve(seed, &params, Some(cb)).map_err(|e| e.to_string())?;
+    let (obj, pred) = study::problem(&a, [100.0, 2.0, 128.0, 2.0, 2e-4])?;
+    let (k, d, lam) = (obj.k, obj.d, obj.lw);
+    let (seed, from, to) = (study::number(&a, 5, 0.0)? as u64, study::number(&a, 6, 100.0)? as u64, study::number(&a, 7, 125.0)? as u64);
+    let (_, kept) = study::traced_solve(&obj, seed, Some(to + 1), move |it| it >= from && it <= to)?;
     let n = (obj.dim() - k * d - k) / d;
     let rel = |v: f64| v / pred.objective;
     println!("{:>5} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}", "iter", "obj.gap", "cert.gap", "slack", "fenchel", "nuclear", "bias");
-    for (it, x, f) in trace.lock().unwrap().iter() {
+    for (it, x, f, _) in &kept {
         let mut ws = Workspace::new(&obj);
         let mut grad = vec![0.0; obj.dim()];
         obj.value_and_gradient(x, &mut grad, &mut ws);
