@@ -23,8 +23,24 @@ pub fn rel_err(a: f64, b: f64) -> f64 {
 /// Measures a finished solve against the prediction and judges it.
 pub fn assess(cfg: &ValidConfig, obj: &UfmObjective, pred: &Prediction, seed: u64, sol: &SolveResult, tol: &Tolerances) -> RunReport {
     let p = obj.split(&sol.x);
-    let mu = set_means(p.h, &cfg.labels);
-    let mut metrics = Metrics::compute_from_means(Spread::Samples(p.h), &mu, &cfg.labels, Some(p.w), Some(p.b));
+    // Whether float64 can hold the point at all; if it can, how well it evaluates f there.
+    let unholdable = if sol.stopped_by == StopReason::NotFinite {
+        Some(format!("the solve left what float64 (and the solver's float32 pairs) can hold: {}", sol.termination))
+    } else if !sol.objective.is_finite() || sol.x.iter().any(|v| !v.is_finite()) {
+        Some("the solve's point or objective is not finite in float64".to_string())
+    } else {
+        scale_out_of_range(obj, &sol.x, pred.trivial)
+    };
+    // The metrics, and the certificate with the rounding bound, are independent: computed
+    // side by side (the same numbers as one after the other).
+    let ((mu, mut metrics), (certificate, rounding)) = rayon::join(
+        || {
+            let mu = set_means(p.h, &cfg.labels);
+            let metrics = Metrics::compute_from_means(Spread::Samples(p.h), &mu, &cfg.labels, Some(p.w), Some(p.b));
+            (mu, metrics)
+        },
+        || (certify(obj, &sol.x, sol.objective), unholdable.is_none().then(|| obj.rounding_bound(&sol.x, sol.objective))),
+    );
     for t in &mut metrics.tag {
         if t.multiplicity == cfg.config.classes {
             t.note = Some("m = K: h_S = 0 is predicted, so angle and scale are 0/0; its norm is checked instead".into());
@@ -32,7 +48,6 @@ pub fn assess(cfg: &ValidConfig, obj: &UfmObjective, pred: &Prediction, seed: u6
             t.scale_pred = pred.scale.get(t.multiplicity - 1).copied().flatten();
         }
     }
-    let certificate = certify(obj, &sol.x, sol.objective);
     let objective_gap = (sol.objective - pred.objective) / pred.objective.abs();
     let alpha_rel_error = metrics.alpha.filter(|_| pred.alpha > 0.0).map(|a| rel_err(a, pred.alpha));
     let scale_rel_error: Vec<Option<f64>> = metrics
@@ -70,13 +85,9 @@ pub fn assess(cfg: &ValidConfig, obj: &UfmObjective, pred: &Prediction, seed: u6
             geometry.push((format!("scale s_{m} relative error"), e.unwrap_or(nan), Kind::Linear));
         }
     }
-    let solve_unresolved = if sol.stopped_by == StopReason::NotFinite {
-        Some(format!("the solve left what float64 (and the solver's float32 pairs) can hold: {}", sol.termination))
-    } else if !sol.objective.is_finite() || sol.x.iter().any(|v| !v.is_finite()) {
-        Some("the solve's point or objective is not finite in float64".to_string())
-    } else if let why @ Some(_) = scale_out_of_range(obj, &sol.x, pred.trivial) {
-        why
-    } else if let Some(r) = Some(obj.rounding_bound(&sol.x, sol.objective)).filter(|&r| !(r <= tol.objective / 10.0)) {
+    let solve_unresolved = if unholdable.is_some() {
+        unholdable
+    } else if let Some(r) = rounding.filter(|&r| !(r <= tol.objective / 10.0)) {
         Some(format!("float64 evaluates the objective only to {r:.1e} relative here (the losses are below the rounding of logits this large), short of the {:.0e} the verdict needs", tol.objective))
     } else {
         certificate
