@@ -5,8 +5,9 @@
 //! 1e-10 relative gap on a benchmark preset.
 //!
 //! ```text
-//! cargo run --release --example precond_lbfgs -- PRESET SEED [C0]
+//! cargo run --release --example precond_lbfgs -- PRESET SEED [C0 [BIAS [GAP]]]
 //! cargo run --release --example precond_lbfgs -- E 0 10
+//! cargo run --release --example precond_lbfgs -- C 0 0 approx 4e-12
 //! ```
 //!
 //! With `C0 > 0`, `H0 = diag(gamma_b) P` where `P` is the identity except on the features of
@@ -16,10 +17,23 @@
 //! `examples/hessian_spectrum.rs` finds, in H only (by Woodbury: `P_i v = v - B_i^T M_i B_i v`,
 //! `M_i = tau (I + tau A_i B_i B_i^T)^-1 A_i`). `gamma_b = s.y / y.P y` on each block.
 //!
+//! With `BIAS` (`exact`, `approx` or `rows`), the bias block's `gamma_1 I` becomes
+//! `gamma_1 P_b`, `P_b = (lb I + A_b)^-1` with `A_b` the loss's Hessian in b at the iterate:
+//! `exact`, `(1/N) sum_i c_i (diag p_i - p_i p_i^T)` (K^2 N work); `approx`, its diagonal
+//! `(1/N) sum_i c_i p_ik (1 - p_ik)` plus, per sample, only the products `p_a p_b` of its own
+//! labels, centred (`Pi A Pi` with `Pi = I - 1 1^T / K`, so that the direction 1, along which
+//! the softmax is flat, keeps the curvature lb); `rows`, as `approx` but with `c p_ik` on the
+//! diagonal outside the sample's labels (the row sums of the dual matrix G, which every
+//! evaluation has, plus a constant; only `sum_i |S_i|^2` more numbers per evaluation). `GAP` replaces the 1e-10 target (the
+//! certified stop ends E near 4e-12). `gamma_1 = s.y / y.P_b y` over b.
+//!
 //! Measured (docs/performance.md, "Where E's iterations go"): evaluations to the gap, seeds 0 to 5,
 //! E: median 146.5 without, 122 with C0 = 10; D: 124 and 115.5. The stiff directions then
 //! show up in W and b (`hessian_spectrum ... C0`). The solver now has this preconditioner,
-//! fused into its passes (`src/model/precond.rs`), where it is cheap enough to pay.
+//! fused into its passes (`src/model/precond.rs`), where it is cheap enough to pay. The bias
+//! block's metric, to a 4e-12 gap, seeds 0 to 5, evaluations (medians; docs/performance.md,
+//! "Where E stands"): B 123.5 without, 104 `approx`, 104 `rows`; C 91.5, 79.5, 81; D 115.5,
+//! 117 `approx`; E (C0 = 10) 125, 121.5, 128.
 use mlab_nc::commands::timing::preset;
 use mlab_nc::model::objective::{UfmEval, UfmObjective};
 use mlab_nc::solver::linesearch::{Action, MoreThuente, MoreThuenteParams};
@@ -27,7 +41,16 @@ use mlab_nc::solver::problem::FusedObjective;
 use mlab_nc::theory::prediction::predict;
 use nalgebra::{DMatrix, DVector};
 
-const USAGE: &str = "usage: precond_lbfgs PRESET SEED [C0]";
+const USAGE: &str = "usage: precond_lbfgs PRESET SEED [C0 [BIAS [GAP]]] (BIAS: none, exact, approx or rows)";
+
+/// The bias block's metric in H0.
+#[derive(Clone, Copy, PartialEq)]
+enum BiasMetric {
+    None,
+    Exact,
+    Approx,
+    Rows,
+}
 
 fn dot(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
@@ -39,16 +62,22 @@ struct Precond {
     d: usize,
     w: Vec<f64>,
     samples: Vec<Option<(Vec<usize>, DMatrix<f64>)>>,
+    /// `P_b`, when the bias block has one.
+    pb: Option<DMatrix<f64>>,
 }
 
 impl Precond {
-    fn at(obj: &UfmObjective, x: &[f64], c0: f64) -> Precond {
+    fn at(obj: &UfmObjective, x: &[f64], c0: f64, bias: BiasMetric) -> Precond {
         let (k, d, n) = (obj.k, obj.d, obj.n);
         let mut z = vec![0.0; k * n];
         obj.logits(x, &mut z);
+        let pb = (bias != BiasMetric::None).then(|| bias_metric(obj, &z, bias));
         let tau = 1.0 / (n as f64 * c0);
         let samples = (0..n)
             .map(|i| {
+                if c0 <= 0.0 {
+                    return None;
+                }
                 let set = &obj.labels.sets[obj.labels.set_of[i] as usize];
                 if set.len() < 2 {
                     return None;
@@ -64,12 +93,17 @@ impl Precond {
                 lhs.lu().solve(&(&a * tau)).map(|mm| (set.clone(), mm))
             })
             .collect();
-        Precond { k, d, w: x[..k * d].to_vec(), samples }
+        Precond { k, d, w: x[..k * d].to_vec(), samples, pb }
     }
 
     /// `v <- P v`.
     fn apply(&self, v: &mut [f64]) {
         let (k, d) = (self.k, self.d);
+        if let Some(pb) = &self.pb {
+            let at = v.len() - k;
+            let t = pb * DVector::from_column_slice(&v[at..]);
+            v[at..].copy_from_slice(t.as_slice());
+        }
         for (i, s) in self.samples.iter().enumerate() {
             let Some((set, mm)) = s else { continue };
             let h = &mut v[k * d + i * d..k * d + (i + 1) * d];
@@ -80,6 +114,51 @@ impl Precond {
             }
         }
     }
+}
+
+/// `P_b = (lb I + A_b)^-1` from the logits `z` (K x N, bias included).
+fn bias_metric(obj: &UfmObjective, z: &[f64], bias: BiasMetric) -> DMatrix<f64> {
+    let (k, n) = (obj.k, obj.n);
+    let mut a = DMatrix::<f64>::zeros(k, k);
+    for i in 0..n {
+        let set = &obj.labels.sets[obj.labels.set_of[i] as usize];
+        let c = obj.loss.weight(set.len()) / n as f64;
+        let zi = &z[i * k..(i + 1) * k];
+        let mx = zi.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let e: Vec<f64> = zi.iter().map(|v| (v - mx).exp()).collect();
+        let total: f64 = e.iter().sum();
+        let p: Vec<f64> = e.iter().map(|v| v / total).collect();
+        for r in 0..k {
+            a[(r, r)] += c * p[r];
+        }
+        match bias {
+            BiasMetric::Exact => {
+                for r in 0..k {
+                    for q in 0..k {
+                        a[(r, q)] -= c * p[r] * p[q];
+                    }
+                }
+            }
+            _ => {
+                // `approx`: every diagonal entry c p (1 - p); `rows`: that only for the
+                // sample's own labels (c p elsewhere: the row sums of G, which the
+                // evaluation has, plus a constant).
+                for r in (0..k).filter(|r| bias == BiasMetric::Approx || set.contains(r)) {
+                    a[(r, r)] -= c * p[r] * p[r];
+                }
+                for &r in set {
+                    for &q in set.iter().filter(|&&q| q != r) {
+                        a[(r, q)] -= c * p[r] * p[q];
+                    }
+                }
+            }
+        }
+    }
+    if bias != BiasMetric::Exact {
+        let pi = DMatrix::<f64>::identity(k, k) - DMatrix::<f64>::from_element(k, k, 1.0 / k as f64);
+        a = &pi * a * &pi;
+    }
+    (a + DMatrix::<f64>::identity(k, k) * obj.lb).try_inverse().expect("lb I + A_b is positive definite")
 }
 
 fn main() {
@@ -97,9 +176,23 @@ fn run() -> Result<(), String> {
         Some(s) => s.parse().map_err(|_| format!("C0: not a number; {USAGE}"))?,
         None => 0.0,
     };
+    let bias = match a.get(4).map(String::as_str) {
+        None | Some("none") => BiasMetric::None,
+        Some("exact") => BiasMetric::Exact,
+        Some("approx") => BiasMetric::Approx,
+        Some("rows") => BiasMetric::Rows,
+        Some(other) => return Err(format!("BIAS: {other:?} is not none, exact, approx or rows; {USAGE}")),
+    };
+    let gap: f64 = match a.get(5) {
+        Some(s) => s.parse().ok().filter(|g: &f64| *g > 0.0).ok_or_else(|| format!("GAP: not a positive number; {USAGE}"))?,
+        None => 1e-10,
+    };
+    if bias != BiasMetric::None && !(c0f >= 0.0) {
+        return Err(format!("C0: must be >= 0 with BIAS; {USAGE}"));
+    }
     let cfg = preset(name).map_err(|e| e.to_string())?.validate().map_err(|e| e.to_string())?;
     let pred = predict(&cfg);
-    let target = pred.objective * (1.0 + 1e-10);
+    let target = pred.objective * (1.0 + gap);
     let obj = UfmObjective::new(&cfg);
     let mut ev = UfmEval::new(obj.clone());
     let blocks = ev.block_ranges();
@@ -111,7 +204,7 @@ fn run() -> Result<(), String> {
     let (mut evals, mut iters) = (1usize, 0usize);
     let mut pairs: Vec<(Vec<f64>, Vec<f64>, f64)> = Vec::new();
     while f > target && iters < 3000 {
-        let pre = (c0f > 0.0).then(|| Precond::at(&obj, &x, c0f * cfg.config.lambda_h));
+        let pre = (c0f > 0.0 || bias != BiasMetric::None).then(|| Precond::at(&obj, &x, c0f * cfg.config.lambda_h, bias));
         let apply = |v: &mut [f64]| {
             if let Some(p) = &pre {
                 p.apply(v);
@@ -180,6 +273,12 @@ fn run() -> Result<(), String> {
         (x, g, f) = (xn, gn, f_new);
         iters += 1;
     }
-    println!("{name} seed {seed} C0 {c0f}: {iters} iterations, {evals} evaluations, gap {:.2e}", (f - pred.objective) / pred.objective);
+    let label = match bias {
+        BiasMetric::None => "none",
+        BiasMetric::Exact => "exact",
+        BiasMetric::Approx => "approx",
+        BiasMetric::Rows => "rows",
+    };
+    println!("{name} seed {seed} C0 {c0f} bias {label}: {iters} iterations, {evals} evaluations, gap {:.2e}", (f - pred.objective) / pred.objective);
     Ok(())
 }
