@@ -246,110 +246,50 @@ impl SamplePre<'_> {
         (set, s * self.d, self.layout.off[i] - self.layout.off[self.first])
     }
 
-    /// The projections of several vectors at once, for the chunk's samples `samples` (counted
-    /// from its first): `outs[0] = (B_i g_i)` and `outs[1 + u] = (B_i ys[u]_i)` for every
-    /// preconditioned one. Each vector is the chunk's range (d per sample; it may end after
-    /// the last of these samples), each output of [`proj_range`](Self::proj_range)'s length.
-    ///
-    /// Each projection is a sum of eight lanes over the sample's d entries, in order, then the
-    /// lanes and the tail; the vectors are taken in groups whose accumulators fit in
-    /// registers, so the rows of W are read once per sample and group instead of once per
-    /// vector (they come from L2, and were most of this pass's traffic). The numbers do not
-    /// depend on the grouping, nor on how the samples are split between calls.
-    pub fn project_samples(&self, samples: std::ops::Range<usize>, g: &[f64], ys: &[&[f32]], outs: &mut [&mut [f64]]) {
-        assert!(outs.len() == 1 + ys.len() && samples.end <= self.count, "one output per vector, samples of the chunk");
+    /// `out = (B_i v_i)` for every preconditioned sample of the chunk; `v` is the chunk's
+    /// range of a vector (d per sample), `out` has [`proj_range`](Self::proj_range)'s length.
+    pub fn project<T: LaneLoad>(&self, v: &[T], out: &mut [f64]) {
         self.isa.run(
             #[inline(always)]
-            || {
-                for i in self.first + samples.start..self.first + samples.end {
-                    // The rank as a constant, so that the accumulators live in registers.
-                    match self.layout.rank[i] {
-                        2 => self.project_sample::<2>(i, g, ys, outs),
-                        3 => self.project_sample::<3>(i, g, ys, outs),
-                        4 => self.project_sample::<4>(i, g, ys, outs),
-                        _ => {}
-                    }
-                }
-            },
+            || self.project_body(v, out),
         )
     }
 
-    /// [`project_samples`](Self::project_samples) for one sample of rank `R`: `g` with the first
-    /// f32 vectors, then the rest, at most `8 / R` vectors per group.
     #[inline(always)]
-    fn project_sample<const R: usize>(&self, i: usize, g: &[f64], ys: &[&[f32]], outs: &mut [&mut [f64]]) {
-        let (set, at, po) = self.rows(i);
-        let d = self.d;
-        let rows: [&[f64]; R] = std::array::from_fn(|q| &self.wt[set[q] * d..(set[q] + 1) * d]);
-        let cap = (8 / R).max(2);
-        let (ys0, rest) = ys.split_at(ys.len().min(cap - 1));
-        let (out_g, out_y) = outs.split_at_mut(1);
-        let (out0, out_rest) = out_y.split_at_mut(ys0.len());
-        match ys0.len() {
-            0 => self.project_group::<R, 0, true>(&rows, at, po, g, ys0, out_g[0], out0),
-            1 => self.project_group::<R, 1, true>(&rows, at, po, g, ys0, out_g[0], out0),
-            2 => self.project_group::<R, 2, true>(&rows, at, po, g, ys0, out_g[0], out0),
-            _ => self.project_group::<R, 3, true>(&rows, at, po, g, ys0, out_g[0], out0),
-        }
-        for (yc, oc) in rest.chunks(cap).zip(out_rest.chunks_mut(cap)) {
-            match yc.len() {
-                1 => self.project_group::<R, 1, false>(&rows, at, po, g, yc, &mut [], oc),
-                2 => self.project_group::<R, 2, false>(&rows, at, po, g, yc, &mut [], oc),
-                3 => self.project_group::<R, 3, false>(&rows, at, po, g, yc, &mut [], oc),
-                _ => self.project_group::<R, 4, false>(&rows, at, po, g, yc, &mut [], oc),
+    fn project_body<T: LaneLoad>(&self, v: &[T], out: &mut [f64]) {
+        for i in self.first..self.first + self.count {
+            // The rank as a constant, so that the accumulators live in registers.
+            match self.layout.rank[i] {
+                2 => self.project_sample::<2, T>(i, v, out),
+                3 => self.project_sample::<3, T>(i, v, out),
+                4 => self.project_sample::<4, T>(i, v, out),
+                _ => {}
             }
         }
     }
 
-    /// One group of [`project_sample`](Self::project_sample): `V` f32 vectors, and `g` when
-    /// `G`.
-    #[allow(clippy::too_many_arguments)]
+    /// [`project`](Self::project) for one sample of rank `R`.
     #[inline(always)]
-    fn project_group<const R: usize, const V: usize, const G: bool>(
-        &self,
-        rows: &[&[f64]; R],
-        at: usize,
-        po: usize,
-        g: &[f64],
-        ys: &[&[f32]],
-        out_g: &mut [f64],
-        out_y: &mut [&mut [f64]],
-    ) {
+    fn project_sample<const R: usize, T: LaneLoad>(&self, i: usize, v: &[T], out: &mut [f64]) {
         let d = self.d;
         let n8 = d / LANES * LANES;
-        let gv = if G { &g[at..at + d] } else { &[][..] };
-        let yv: [&[f32]; V] = std::array::from_fn(|u| &ys[u][at..at + d]);
-        let mut lg = [Lanes::default(); R];
-        let mut ly = [[Lanes::default(); R]; V];
+        let (set, at, po) = self.rows(i);
+        let rows: [&[f64]; R] = std::array::from_fn(|q| &self.wt[set[q] * d..(set[q] + 1) * d]);
+        let vs = &v[at..at + d];
+        // Every row against v in one pass, eight lanes per row, in a fixed order.
+        let mut l = [Lanes::default(); R];
         let mut j = 0;
         while j < n8 {
-            let rl: [Lanes; R] = std::array::from_fn(|q| Lanes::load(&rows[q][j..]));
-            if G {
-                let x = f64::lanes(&gv[j..]);
-                for q in 0..R {
-                    lg[q] = lg[q].add_mul(&rl[q], &x);
-                }
-            }
-            for u in 0..V {
-                let x = f32::lanes(&yv[u][j..]);
-                for q in 0..R {
-                    ly[u][q] = ly[u][q].add_mul(&rl[q], &x);
-                }
+            let x = T::lanes(&vs[j..]);
+            for q in 0..R {
+                l[q] = l[q].add_mul(&Lanes::load(&rows[q][j..]), &x);
             }
             j += LANES;
         }
-        let finish = |l: [Lanes; R], v: &dyn Fn(usize) -> f64, out: &mut [f64]| {
-            let sums = Lanes::hsums(l);
-            for q in 0..R {
-                let tail: f64 = (n8..d).map(|j| rows[q][j] * v(j)).sum();
-                out[po + q] = sums[q] + tail;
-            }
-        };
-        if G {
-            finish(lg, &|j| gv[j], out_g);
-        }
-        for u in 0..V {
-            finish(ly[u], &|j| f64::from(yv[u][j]), out_y[u]);
+        let sums = Lanes::hsums(l);
+        for q in 0..R {
+            let tail: f64 = (n8..d).map(|j| rows[q][j] * vs[j].into()).sum();
+            out[po + q] = sums[q] + tail;
         }
     }
 
@@ -487,11 +427,11 @@ impl RangePreconditioner for SamplePre<'_> {
     fn proj_range(&self) -> std::ops::Range<usize> {
         SamplePre::proj_range(self)
     }
-    fn sample_len(&self) -> usize {
-        self.d
+    fn project(&self, v: &[f64], out: &mut [f64]) {
+        SamplePre::project(self, v, out)
     }
-    fn project_samples(&self, samples: std::ops::Range<usize>, g: &[f64], ys: &[&[f32]], outs: &mut [&mut [f64]]) {
-        SamplePre::project_samples(self, samples, g, ys, outs)
+    fn project_f32(&self, v: &[f32], out: &mut [f64]) {
+        SamplePre::project(self, v, out)
     }
     fn quads(&self, a: &[&[f64]], idx: &[usize], stride: usize, out: &mut [f64]) {
         SamplePre::quads(self, a, idx, stride, out)
@@ -622,7 +562,8 @@ mod tests {
         let run = |isa: Isa| {
             let pre = cs.view(isa);
             let (mut pv, mut pw) = (vec![0.0; total], vec![0.0; total]);
-            pre.project_samples(0..n, &v, &[&v32], &mut [&mut pv, &mut pw]);
+            pre.project(&v, &mut pv);
+            pre.project(&v32, &mut pw);
             let mut q = vec![0.0; 4];
             pre.quads(&[&pv, &pw], &[0, 1], 2, &mut q);
             // correct: P applied to v32 (t = B v32), x moved by a = 0.5 times the change.
@@ -674,48 +615,6 @@ mod tests {
             assert_eq!(bits(&x), bits(&other.4), "{isa:?}");
             assert_eq!(dg.to_bits(), other.5.to_bits(), "{isa:?}");
         }
-    }
-
-    /// `project_samples` with more f32 vectors than a group holds (so every rank runs a first
-    /// group with g and further groups without it): every projection against the dense
-    /// product `B_i v`, and the same bits as the vector projected on its own, its samples in
-    /// two calls.
-    #[test]
-    fn projections_of_many_vectors_match_dense_products_and_one_at_a_time() {
-        let cs = case(Loss::Pal);
-        let (n, d, total) = (cs.labels.samples(), cs.d, cs.layout.total());
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
-        let g: Vec<f64> = (0..n * d).map(|_| rng.random::<f64>() - 0.5).collect();
-        let ys: Vec<Vec<f32>> = (0..7).map(|_| (0..n * d).map(|_| (rng.random::<f64>() - 0.5) as f32).collect()).collect();
-        let refs: Vec<&[f32]> = ys.iter().map(|y| &y[..]).collect();
-        let bits = |v: &[f64]| v.iter().map(|a| a.to_bits()).collect::<Vec<_>>();
-        let mut checked = 0;
-        for isa in Isa::available() {
-            let pre = cs.view(isa);
-            let mut all = vec![vec![0.0; total]; 1 + ys.len()];
-            pre.project_samples(0..n, &g, &refs, &mut all.iter_mut().map(|o| &mut o[..]).collect::<Vec<_>>());
-            for (u, y) in ys.iter().enumerate() {
-                // One vector at a time, and the samples split in two calls.
-                let (mut pg, mut py) = (vec![0.0; total], vec![0.0; total]);
-                pre.project_samples(0..n / 3, &g, &[y], &mut [&mut pg, &mut py]);
-                pre.project_samples(n / 3..n, &g, &[y], &mut [&mut pg, &mut py]);
-                assert_eq!(bits(&pg), bits(&all[0]), "{isa:?}, g beside vector {u}");
-                assert_eq!(bits(&py), bits(&all[1 + u]), "{isa:?}, vector {u}");
-            }
-            for i in (0..n).filter(|&i| cs.p_dense[i].is_some()) {
-                let (b, po, r) = (cs.b(i), cs.layout.off[i], cs.layout.rank[i] as usize);
-                let vecs = std::iter::once(DVector::from_column_slice(&g[i * d..(i + 1) * d]))
-                    .chain(ys.iter().map(|y| DVector::from_fn(d, |j, _| f64::from(y[i * d + j]))));
-                for (u, v) in vecs.enumerate() {
-                    let want = &b * v;
-                    for q in 0..r {
-                        assert!((all[u][po + q] - want[q]).abs() <= 1e-14 * (1.0 + want[q].abs()), "{isa:?}, sample {i}, vector {u}");
-                        checked += 1;
-                    }
-                }
-            }
-        }
-        assert!(checked > 0);
     }
 
     /// The cost rule: on for preset E (K = 100, two labels), off for D (K = 50, three labels)

@@ -622,25 +622,14 @@ impl ChunkHooks for PassHooks<'_> {
                 return;
             }
             let at = |v: usize| v * tot + pr.start..v * tot + pr.end;
-            let nys = 1 + self.old_ys.len();
-            let ys: [&[f32]; MAX_HISTORY + 1] = std::array::from_fn(|u| match u {
-                // SAFETY: y's range `r` was written above by this slot, and that slice has ended.
-                0 => unsafe { self.y.view(r.clone()) },
-                u if u < nys => &self.old_ys[u - 1].1[r.clone()],
-                _ => &[],
-            });
-            {
-                // SAFETY (the three blocks): `pr` is this slot's projection range, and the
-                // vectors m (g_new), t (the new y) and the kept y's have distinct slots, so
-                // these ranges are disjoint from each other and from every other slot's; the
-                // slices end with this block.
-                let mut outs: [&mut [f64]; MAX_HISTORY + 2] = std::array::from_fn(|u| match u {
-                    0 => unsafe { self.proj.slice(at(m)) },
-                    1 => unsafe { self.proj.slice(at(self.t)) },
-                    u if u <= nys => unsafe { self.proj.slice(at(self.old_ys[u - 2].0)) },
-                    _ => &mut [],
-                });
-                pre.project_samples(0..r.len() / pre.sample_len(), g_r, &ys[..nys], &mut outs[..1 + nys]);
+            // SAFETY: `pr` is this slot's projection range; y's range `r` was written above
+            // by this slot, and those slices have ended.
+            unsafe {
+                pre.project(g_r, self.proj.slice(at(m)));
+                pre.project_f32(self.y.view(r.clone()), self.proj.slice(at(self.t)));
+                for &(j, yv) in self.old_ys {
+                    pre.project_f32(&yv[r.clone()], self.proj.slice(at(j)));
+                }
             }
             let mut vs = [0usize; MAX_HISTORY + 2];
             let mut nvs = 0;

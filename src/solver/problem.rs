@@ -28,13 +28,10 @@ pub const QUAD_MAX: usize = MAX_HISTORY + 2;
 pub trait RangePreconditioner {
     /// This range's projections, as indices into a vector of `pre_total` numbers.
     fn proj_range(&self) -> Range<usize>;
-    /// Entries of the range per sample (the preconditioner works sample by sample).
-    fn sample_len(&self) -> usize;
-    /// `outs[0] = (B_i g)_i` and `outs[1 + u] = (B_i ys[u])_i` for the range's samples
-    /// `samples` (counted from its first): the projections of one vector stored in f64 and
-    /// of several stored in f32. Each vector is the range's slice, or at least its part up to
-    /// the end of these samples.
-    fn project_samples(&self, samples: Range<usize>, g: &[f64], ys: &[&[f32]], outs: &mut [&mut [f64]]);
+    /// `out = (B_i v)_i`, from a vector stored in f64.
+    fn project(&self, v: &[f64], out: &mut [f64]);
+    /// `out = (B_i v)_i`, from a vector stored in f32.
+    fn project_f32(&self, v: &[f32], out: &mut [f64]);
     /// `out[idx[u] stride + idx[v]] = sum_i a_u,i^T M_i a_v,i` for every pair of the
     /// projections `a` (at most [`QUAD_MAX`]).
     fn quads(&self, a: &[&[f64]], idx: &[usize], stride: usize, out: &mut [f64]);
