@@ -82,10 +82,8 @@ impl Precond {
                 if set.len() < 2 {
                     return None;
                 }
-                let zi = &z[i * k..(i + 1) * k];
-                let mx = zi.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-                let sum: f64 = zi.iter().map(|v| (v - mx).exp()).sum();
-                let p: Vec<f64> = set.iter().map(|&c| (zi[c] - mx).exp() / sum).collect();
+                let all = softmax(&z[i * k..(i + 1) * k]);
+                let p: Vec<f64> = set.iter().map(|&c| all[c]).collect();
                 let m = set.len();
                 let a = DMatrix::from_fn(m, m, |r, q| m as f64 * (if r == q { p[r] } else { 0.0 } - p[r] * p[q]));
                 let g = DMatrix::from_fn(m, m, |r, q| (0..d).map(|j| x[set[r] + k * j] * x[set[q] + k * j]).sum::<f64>());
@@ -116,6 +114,14 @@ impl Precond {
     }
 }
 
+/// The softmax of one column of logits.
+fn softmax(z: &[f64]) -> Vec<f64> {
+    let mx = z.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let e: Vec<f64> = z.iter().map(|v| (v - mx).exp()).collect();
+    let total: f64 = e.iter().sum();
+    e.iter().map(|v| v / total).collect()
+}
+
 /// `P_b = (lb I + A_b)^-1` from the logits `z` (K x N, bias included).
 fn bias_metric(obj: &UfmObjective, z: &[f64], bias: BiasMetric) -> DMatrix<f64> {
     let (k, n) = (obj.k, obj.n);
@@ -123,11 +129,7 @@ fn bias_metric(obj: &UfmObjective, z: &[f64], bias: BiasMetric) -> DMatrix<f64> 
     for i in 0..n {
         let set = &obj.labels.sets[obj.labels.set_of[i] as usize];
         let c = obj.loss.weight(set.len()) / n as f64;
-        let zi = &z[i * k..(i + 1) * k];
-        let mx = zi.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        let e: Vec<f64> = zi.iter().map(|v| (v - mx).exp()).collect();
-        let total: f64 = e.iter().sum();
-        let p: Vec<f64> = e.iter().map(|v| v / total).collect();
+        let p = softmax(&z[i * k..(i + 1) * k]);
         for r in 0..k {
             a[(r, r)] += c * p[r];
         }
