@@ -100,6 +100,17 @@ pub type LbfgsState = IterState<Vec<f64>, (), (), (), (), f64>;
 /// Most objective evaluations in one line search.
 const MAX_LINE_SEARCH_EVALS: usize = 30;
 
+/// The nonmonotone window: a first trial step is judged against the largest objective of the
+/// last this many iterates ([`InPlaceLbfgs::nonmonotone_accept`]). Grippo, Lampariello and
+/// Lucidi's value.
+const NONMONOTONE_WINDOW: usize = 10;
+
+/// The most a nonmonotone step may raise f, relative to |f|: enough for the small overshoots
+/// of a unit step near the optimum (E: 2e-10 to 5e-7 of f), too little to carry the iterate
+/// into another region of the landscape (measured: without it, a start of scale 9 on a wide
+/// hunt's problem rose from f = 0.44 to the saddle W = H = 0 at f = ln 2 and stalled there).
+const NONMONOTONE_RISE: f64 = 1e-6;
+
 /// A basis vector of the direction: a stored d, a stored y, or the current gradient.
 #[derive(Clone, Copy)]
 enum Basis {
@@ -193,6 +204,10 @@ pub struct InPlaceLbfgs {
     len: usize,
     /// Objective at `x`.
     pub f: f64,
+    /// The objective at the last [`NONMONOTONE_WINDOW`] iterates (the newest at
+    /// `recent_next - 1`, cyclically; NaN where none yet).
+    recent_f: [f64; NONMONOTONE_WINDOW],
+    recent_next: usize,
     /// Gradient norm at `x`.
     pub grad_norm: f64,
     curvature: f64,
@@ -296,6 +311,8 @@ impl InPlaceLbfgs {
             newest: 0,
             len: 0,
             f: f64::NAN,
+            recent_f: [f64::NAN; NONMONOTONE_WINDOW],
+            recent_next: 0,
             grad_norm: f64::NAN,
             curvature: 1.0,
             parts: Vec::new(),
@@ -380,6 +397,8 @@ impl InPlaceLbfgs {
 
     fn record(&mut self) {
         let point = HistoryPoint { iter: self.iter, objective: self.f, grad_norm: self.grad_norm };
+        self.recent_f[self.recent_next] = self.f;
+        self.recent_next = (self.recent_next + 1) % NONMONOTONE_WINDOW;
         self.history.push(point);
         if let Some(cb) = self.callback.as_mut() {
             cb(point.iter, &self.x, point.objective, point.grad_norm);
@@ -856,7 +875,23 @@ impl InPlaceLbfgs {
         f <= self.f + EPS_F * self.f.abs() && gd >= 0.9 * dg0 && gd <= -0.8 * dg0
     }
 
-    /// More-Thuente (strong Wolfe) first; any trial meeting approximate Wolfe is accepted too.
+    /// The nonmonotone test of a line search's first trial (Grippo, Lampariello and Lucidi,
+    /// SIAM J. Numer. Anal. 23, 1986): `phi(a) <= max_j f(x_{k-j}) + ftol a phi'(0)` over the
+    /// last [`NONMONOTONE_WINDOW`] iterates, `phi(a) <= phi(0) + NONMONOTONE_RISE |phi(0)|`,
+    /// and `phi'(a) > phi'(0)`, so that the new pair has `s . y = a (phi'(a) - phi'(0)) > 0`
+    /// and is stored. The reference is the largest of the recent values, so it never rises
+    /// from one window to the next. A unit step that overshoots the minimum along d a little
+    /// (f up by 1e-7 of f, `phi'(1)` between `-phi'(0)` and `-2.5 phi'(0)`, typical of E's
+    /// solve), or that lowers f but overshoots the strong-Wolfe curvature bound, is kept
+    /// instead of costing a second evaluation, and its pair teaches the model the curvature
+    /// it missed.
+    fn nonmonotone_accept(&self, dg0: f64, a: f64, f: f64, gd: f64) -> bool {
+        let reference = self.recent_f.iter().fold(self.f, |m, &v| m.max(v));
+        f.is_finite() && gd > dg0 && f <= reference + self.ls.ftol * a * dg0 && f - self.f <= NONMONOTONE_RISE * self.f.abs()
+    }
+
+    /// More-Thuente (strong Wolfe) first; any trial meeting approximate Wolfe is accepted too,
+    /// and so is a first trial meeting the nonmonotone test ([`Self::nonmonotone_accept`]).
     /// If More-Thuente stops (rounding), a derivative-only secant/bisection search on
     /// phi'(a) = 0 takes over. Returns (step, f, |g|^2) with x, g_new at that step.
     /// `at_first` is (f, phi', |g|^2) at `first`, evaluated with the direction pass.
@@ -877,7 +912,7 @@ impl InPlaceLbfgs {
                     };
                     evals += 1;
                     last = a;
-                    if self.approx_wolfe(dg0, f, gd) {
+                    if self.approx_wolfe(dg0, f, gd) || (evals == 1 && self.nonmonotone_accept(dg0, a, f, gd)) {
                         return Some((a, f, gg));
                     }
                     action = ls.next(f, gd);
@@ -1077,6 +1112,34 @@ mod tests {
         assert!(((a.objective - b.objective) / b.objective).abs() < 1e-12, "{} vs {}", a.objective, b.objective);
         // Not vacuous: the two runs took different paths.
         assert!(h2.len() != plain.len() || h2.iter().zip(&plain).any(|(p, q)| p.objective != q.objective));
+    }
+
+    /// The nonmonotone first trial (Grippo, Lampariello and Lucidi): every accepted objective
+    /// is below the largest of the [`NONMONOTONE_WINDOW`] before it (by `ftol a phi'(0) < 0`,
+    /// or by at most `EPS_F |f|` on the approximate-Wolfe route), so that largest value never
+    /// rises; no step raises f by more than [`NONMONOTONE_RISE`] of it; and the solve still
+    /// reaches the optimum. Not vacuous: on this problem some
+    /// accepted steps raise f by more than the approximate-Wolfe slack, which the monotone
+    /// search alone never does.
+    #[test]
+    fn nonmonotone_steps_keep_the_windowed_maximum_falling() {
+        let cfg = UfmConfig { classes: 10, max_labels: 2, dim: 16, per_set: vec![2], lambda_w: 2e-4, lambda_h: 2e-4, lambda_b: 2e-4, loss: Loss::Pal }
+            .validate()
+            .unwrap();
+        let obj = UfmObjective::new(&cfg);
+        let (h, _) = run(UfmEval::new(obj.clone()), obj.random_start(1, 0.1), 3000, 1e-8);
+        let mut ups = 0;
+        for k in 1..h.len() {
+            let window = &h[k.saturating_sub(NONMONOTONE_WINDOW)..k];
+            let top = window.iter().map(|p| p.objective).fold(f64::NEG_INFINITY, f64::max);
+            assert!(h[k].objective <= top + EPS_F * top.abs(), "iteration {k}: {} above the window's largest {top}", h[k].objective);
+            let (f0, f1) = (h[k - 1].objective, h[k].objective);
+            assert!(f1 - f0 <= NONMONOTONE_RISE.max(EPS_F) * f0.abs(), "iteration {k}: f rose from {f0} to {f1}");
+            ups += usize::from(f1 > f0 + EPS_F * f0.abs());
+        }
+        assert!(ups > 0, "no step raised f");
+        let (last, best) = (h.last().unwrap(), crate::theory::prediction::predict(&cfg).objective);
+        assert!(last.iter < 3000 && (last.objective - best) / best < 1e-10, "{} against the predicted {best}", last.objective);
     }
 
     /// Fusing the passes into the objective's chunk loop changes only the order in which the
