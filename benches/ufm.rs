@@ -10,7 +10,7 @@ use std::hint::black_box;
 
 use argmin::core::Executor;
 use criterion::{criterion_group, criterion_main, Criterion};
-use mlab_nc::bench::ThreeProducts;
+use mlab_nc::bench::{softmax_exps, ThreeProducts};
 use mlab_nc::commands::timing::{preset, time_to_gap};
 use mlab_nc::model::config::ValidConfig;
 use mlab_nc::model::objective::{UfmEval, UfmObjective, Workspace};
@@ -129,5 +129,26 @@ fn prediction(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, objective, fused_iteration, iterations, solves, prediction);
+/// The softmax's exponentials of one evaluation of E (K = 100, N = 10,100; arguments spread
+/// over [-12, 0] like logits minus their maximum), one thread: the portable lanes against the
+/// kernel each instruction set uses (on AVX-512 the table read by register permutation).
+fn exponentials(c: &mut Criterion) {
+    let mut g = c.benchmark_group("exp_shifted_sum");
+    let xs: Vec<f64> = (0..100 * 10_100).map(|i| -(((i * 7919) % 1000) as f64) * 0.012).collect();
+    let mut v = xs.clone();
+    for isa in Isa::available() {
+        for lanes in [true, false] {
+            let label = if lanes { "lanes" } else { "kernel" };
+            g.bench_function(format!("E/{}/{label}", isa.name()), |b| {
+                b.iter(|| {
+                    v.copy_from_slice(&xs);
+                    black_box(softmax_exps(isa, lanes, &mut v, 100))
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, objective, fused_iteration, iterations, solves, prediction, exponentials);
 criterion_main!(benches);

@@ -64,3 +64,22 @@ impl ThreeProducts {
 pub fn accumulator_with_matrixmultiply(classes: usize, dim: usize) -> Result<Accumulator> {
     Ok(Accumulator::new(classes, dim)?.with_isa(Isa::Portable))
 }
+
+/// The softmax's exponentials as the objective computes them for a K-entry column:
+/// `exp(v - max)` and their sum over each block of `k` entries of `v`, with the kernel the
+/// objective uses under `isa` (`lanes`: the portable lanes whatever `isa` is). Returns the
+/// total of the sums. `v` is overwritten.
+pub fn softmax_exps(isa: Isa, lanes: bool, v: &mut [f64], k: usize) -> f64 {
+    use crate::kernels::exp::ExpKernel;
+    let kernel = if lanes { ExpKernel::Lanes } else { ExpKernel::for_isa(isa) };
+    isa.run(
+        #[inline(always)]
+        || {
+            let mut total = 0.0;
+            for col in v.chunks_mut(k) {
+                total += kernel.shifted_sum(col, 0.0);
+            }
+            total
+        },
+    )
+}

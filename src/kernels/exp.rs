@@ -140,7 +140,13 @@ pub fn exp_shifted_sum(v: &mut [f64], shift: f64) -> f64 {
             *l += v;
         }
     }
-    let rest = c.into_remainder();
+    shifted_sum_rest(c.into_remainder(), shift, lanes)
+}
+
+/// The end of [`exp_shifted_sum`] after its blocks of eight: the rest's blocks of four into
+/// `lanes`, the last entries in order, and the documented combination.
+#[inline(always)]
+fn shifted_sum_rest(rest: &mut [f64], shift: f64, mut lanes: [f64; 4]) -> f64 {
     let n4 = rest.len() / 4 * 4;
     for q in rest[..n4].chunks_exact_mut(4) {
         for l in 0..4 {
@@ -154,6 +160,101 @@ pub fn exp_shifted_sum(v: &mut [f64], shift: f64) -> f64 {
         tail += *x;
     }
     ((lanes[0] + lanes[2]) + (lanes[1] + lanes[3])) + tail
+}
+
+/// Which code computes [`exp_shifted_sum`]: the portable lanes (compiled for the caller's
+/// instruction set), or, where AVX-512 is in use, the same arithmetic on 512-bit registers
+/// with the table read by a register permutation instead of gathers. `perf annotate` showed
+/// the portable form compiled to four `vgatherqpd` per eight entries, the largest part of its
+/// time; the permutation form takes 1.07 against 1.64 ns per entry
+/// (`cargo bench --bench ufm -- exp_shifted_sum`). The same bits either way (tested).
+#[derive(Clone, Copy, Debug)]
+pub enum ExpKernel {
+    /// [`exp_shifted_sum`] as written.
+    Lanes,
+    /// The 512-bit form; holding the token proves the CPU has AVX-512.
+    #[cfg(target_arch = "x86_64")]
+    Avx512(pulp::x86::V4),
+}
+
+impl ExpKernel {
+    /// The kernel for code compiled for `isa` ([`Isa::run`](super::cpu::Isa::run)).
+    pub fn for_isa(isa: super::cpu::Isa) -> ExpKernel {
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            super::cpu::Isa::Avx512 => pulp::x86::V4::try_new().map_or(ExpKernel::Lanes, ExpKernel::Avx512),
+            _ => ExpKernel::Lanes,
+        }
+    }
+
+    /// [`exp_shifted_sum`], bit for bit.
+    #[inline(always)]
+    pub fn shifted_sum(self, v: &mut [f64], shift: f64) -> f64 {
+        match self {
+            ExpKernel::Lanes => exp_shifted_sum(v, shift),
+            #[cfg(target_arch = "x86_64")]
+            ExpKernel::Avx512(simd) => avx512::shifted_sum(simd, v, shift),
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::*;
+    use core::arch::x86_64::{__m256d, __m512d, __m512i, _CMP_LT_OQ};
+    use pulp::x86::V4;
+
+    /// Entries `8 half .. 8 half + 8` of a table, as a register.
+    #[inline(always)]
+    fn table(t: &[f64; 16], half: usize) -> __m512d {
+        let mut a = [0.0f64; 8];
+        a.copy_from_slice(&t[8 * half..8 * half + 8]);
+        pulp::cast(a)
+    }
+
+    /// [`exp_nonpos`] on eight lanes: the same operations in the same order (no fused
+    /// multiply-add), with `T_HI[j]` and `T_LO[j]` read by `vpermt2pd` from two registers
+    /// each (it uses the low four bits of each index lane, which are `j`).
+    #[inline(always)]
+    fn exp8(simd: V4, x: __m512d) -> __m512d {
+        let f = simd.avx512f;
+        let min_x = f._mm512_set1_pd(MIN_X);
+        let below = f._mm512_cmp_pd_mask::<_CMP_LT_OQ>(x, min_x);
+        let xc = f._mm512_mask_blend_pd(below, x, min_x);
+        let magic = f._mm512_set1_pd(MAGIC);
+        let t = f._mm512_add_pd(f._mm512_mul_pd(xc, f._mm512_set1_pd(INV_STEP)), magic);
+        let kf = f._mm512_sub_pd(t, magic);
+        let r = f._mm512_sub_pd(f._mm512_sub_pd(xc, f._mm512_mul_pd(kf, f._mm512_set1_pd(STEP_HI))), f._mm512_mul_pd(kf, f._mm512_set1_pd(STEP_LO)));
+        let mut p = f._mm512_set1_pd(C[0]);
+        for &c in &C[1..] {
+            p = f._mm512_add_pd(f._mm512_mul_pd(p, r), f._mm512_set1_pd(c));
+        }
+        let q = f._mm512_mul_pd(p, r);
+        let tb: __m512i = pulp::cast(t);
+        let u = f._mm512_sub_epi64(tb, f._mm512_set1_epi64(MAGIC_BITS as i64));
+        let hi = f._mm512_permutex2var_pd(table(&T_HI, 0), u, table(&T_HI, 1));
+        let lo = f._mm512_permutex2var_pd(table(&T_LO, 0), u, table(&T_LO, 1));
+        let scale: __m512d = pulp::cast(f._mm512_slli_epi64::<52>(f._mm512_sub_epi64(f._mm512_srli_epi64::<4>(u), f._mm512_set1_epi64(1))));
+        let v = f._mm512_mul_pd(f._mm512_add_pd(hi, f._mm512_add_pd(lo, f._mm512_mul_pd(hi, q))), scale);
+        f._mm512_mask_blend_pd(below, v, f._mm512_setzero_pd())
+    }
+
+    /// [`exp_shifted_sum`](super::exp_shifted_sum) on 512-bit registers: the same lanes of
+    /// four (each block's low half, then its high half), then the same remainder.
+    #[inline(always)]
+    pub(super) fn shifted_sum(simd: V4, v: &mut [f64], shift: f64) -> f64 {
+        let f = simd.avx512f;
+        let s = f._mm512_set1_pd(shift);
+        let mut acc: __m256d = simd.avx._mm256_setzero_pd();
+        let (blocks, rest) = pulp::as_arrays_mut::<8, f64>(v);
+        for b in blocks {
+            let e = exp8(simd, f._mm512_sub_pd(pulp::cast(*b), s));
+            *b = pulp::cast(e);
+            acc = simd.avx._mm256_add_pd(acc, f._mm512_castpd512_pd256(e));
+            acc = simd.avx._mm256_add_pd(acc, f._mm512_extractf64x4_pd::<1>(e));
+        }
+        shifted_sum_rest(rest, shift, pulp::cast(acc))
+    }
 }
 
 #[cfg(test)]
@@ -237,6 +338,38 @@ mod tests {
                 assert_eq!(sum.to_bits(), expect.to_bits(), "{path:?} len {len}");
                 let plain: f64 = v.iter().map(|&x| (x - shift).exp()).sum();
                 assert!((sum - plain).abs() <= 1e-14 * plain);
+            }
+        }
+    }
+
+    /// Every [`ExpKernel`] this machine runs gives the bits of [`exp_shifted_sum`] (entries and
+    /// sum) on every length up to 40 and on arguments across the range, including values below
+    /// `MIN_X`, -inf, NaN and -0. Not vacuous on this machine: the AVX-512 kernel is one of them
+    /// where AVX-512 is present.
+    #[test]
+    fn every_exp_kernel_matches_the_lanes() {
+        let xs: Vec<f64> = (0..4000)
+            .map(|i| match i % 97 {
+                0 => f64::NEG_INFINITY,
+                1 => f64::NAN,
+                2 => -0.0,
+                3 => -800.0,
+                4 => MIN_X + 0.5,
+                _ => -((i * 7919) % 4001) as f64 * 0.013,
+            })
+            .collect();
+        let kernels: Vec<(Isa, ExpKernel)> = paths().into_iter().map(|p| (p, ExpKernel::for_isa(p))).collect();
+        for len in (0..=40).chain([97, 100, 1000, 4000]) {
+            for start in [0, 5] {
+                let v = &xs[start..(start + len).min(xs.len())];
+                let mut want = v.to_vec();
+                let want_sum = exp_shifted_sum(&mut want, 0.25);
+                for &(path, kernel) in &kernels {
+                    let mut got = v.to_vec();
+                    let sum = path.run(|| kernel.shifted_sum(&mut got, 0.25));
+                    assert_eq!(sum.to_bits(), want_sum.to_bits(), "{kernel:?} len {len}");
+                    assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "{kernel:?} len {len}");
+                }
             }
         }
     }

@@ -15,7 +15,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::kernels::exp::{exp_nonpos_in_place, exp_shifted_sum};
+use crate::kernels::exp::{exp_nonpos_in_place, exp_shifted_sum, ExpKernel};
 
 /// Which multi-label loss the UFM is trained with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -140,9 +140,10 @@ fn single_label_tail(e: &[f64], set: &[usize]) -> Option<f64> {
 /// The objective's per-sample step, fused into three passes over the column: adds the bias
 /// to the logits `u` (finding their maximum), evaluates the loss, overwrites `u` with
 /// `scale dL/du`, and adds that into `db`. The value and `u` are bit-identical to `u += bias`
-/// then [`loss_and_grad_in_place`]; `db` gets the same sum up to rounding.
+/// then [`loss_and_grad_in_place`]; `db` gets the same sum up to rounding. `exp` computes the
+/// exponentials (every kernel gives the same bits).
 #[inline(always)]
-pub fn loss_grad_bias_in_place(loss: Loss, u: &mut [f64], bias: &[f64], set: &[usize], scale: f64, db: &mut [f64]) -> f64 {
+pub fn loss_grad_bias_in_place(loss: Loss, u: &mut [f64], bias: &[f64], set: &[usize], scale: f64, db: &mut [f64], exp: ExpKernel) -> f64 {
     if loss == Loss::Bce {
         u.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
         let value = bce_and_grad_in_place(u, set, scale);
@@ -165,7 +166,7 @@ pub fn loss_grad_bias_in_place(loss: Loss, u: &mut [f64], bias: &[f64], set: &[u
     let m = set.len();
     let c = loss.weight(m);
     let in_set: f64 = set.iter().map(|&k| u[k]).sum();
-    let sum = exp_shifted_sum(u, mx);
+    let sum = exp.shifted_sum(u, mx);
     let a = c * scale / sum;
     match single_label_tail(u, set) {
         Some(t) => {
@@ -316,7 +317,7 @@ mod tests {
                 let b: Vec<f64> = (0..k).map(|i| ((i * 5) % 3) as f64 * 0.3 - 0.2).collect();
                 let set = [0usize, k - 1];
                 let (mut u1, mut db1) = (z.clone(), vec![0.1; k]);
-                let v1 = loss_grad_bias_in_place(loss, &mut u1, &b, &set, 0.25, &mut db1);
+                let v1 = loss_grad_bias_in_place(loss, &mut u1, &b, &set, 0.25, &mut db1, ExpKernel::Lanes);
                 let mut u2: Vec<f64> = z.iter().zip(&b).map(|(x, y)| x + y).collect();
                 let v2 = loss_and_grad_in_place(loss, &mut u2, &set, 0.25);
                 let db2: Vec<f64> = u2.iter().map(|g| 0.1 + g).collect();
@@ -386,7 +387,7 @@ mod tests {
                 let want_g0 = -tail / (1.0 + tail);
                 assert!((g[0] - want_g0).abs() <= 4e-15 * want_g0.abs(), "gap {gap}: {} vs {want_g0}", g[0]);
                 let (mut g2, mut db) = (u.to_vec(), vec![0.0; 3]);
-                let v2 = loss_grad_bias_in_place(loss, &mut g2, &[0.0; 3], &[0], 1.0, &mut db);
+                let v2 = loss_grad_bias_in_place(loss, &mut g2, &[0.0; 3], &[0], 1.0, &mut db, ExpKernel::Lanes);
                 assert_eq!((v2.to_bits(), g2[0].to_bits(), db[0].to_bits()), (v.to_bits(), g[0].to_bits(), g[0].to_bits()));
             }
         }

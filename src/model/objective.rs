@@ -17,6 +17,7 @@ use crate::model::labels::LabelSets;
 use rayon::prelude::*;
 
 use crate::kernels::cpu::Isa;
+use crate::kernels::exp::ExpKernel;
 use crate::kernels::products::ChunkProducts;
 use crate::kernels::shared::SharedMut;
 use crate::linalg::{gemm, Mat};
@@ -496,12 +497,13 @@ impl UfmObjective {
             let hc = Mat::new(hd, d, m);
             products.logits(w, hc, z);
             dbc.iter_mut().for_each(|v| *v = 0.0);
+            let exp = ExpKernel::for_isa(isa);
             let loss = isa.run(
                 #[inline(always)]
                 || {
                     let mut loss = 0.0;
                     for (col, &s) in z.chunks_exact_mut(k).zip(&self.labels.set_of[r.clone()]) {
-                        loss += loss_grad_bias_in_place(self.loss, col, b, &self.labels.sets[s as usize], inv_n, dbc);
+                        loss += loss_grad_bias_in_place(self.loss, col, b, &self.labels.sets[s as usize], inv_n, dbc, exp);
                     }
                     loss
                 },
