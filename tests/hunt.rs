@@ -1,8 +1,9 @@
 //! `hunt`: deterministic draws inside the preconditions, classification, resumability, and
 //! shrinking of precondition failures.
 
-use mlab_nc::commands::hunt::{classify, draw, hunt, shrink, Class, HuntParams};
-use mlab_nc::commands::verify::VerifyOptions;
+use mlab_nc::analysis::verdict::Verdict;
+use mlab_nc::commands::hunt::{classify, draw, draw_wide, hunt, shrink, Class, HuntParams};
+use mlab_nc::commands::verify::{verify, VerifyOptions};
 
 #[test]
 fn draws_are_deterministic_and_inside_the_stated_range() {
@@ -97,4 +98,18 @@ fn wide_hunt_finds_no_counterexample_and_states_every_unresolved_reason() {
     }
     assert!(hunt(&HuntParams { outside: true, ..p }, &out, &opts).is_err(), "--wide and --outside do not mix");
     std::fs::remove_file(&out).ok();
+}
+
+/// Draw 279 of `hunt --wide --seed 2026` (K = 2, weight decays 2e-7 and 1e-6, a start of
+/// scale 9.3), seed 2: with the line search's nonmonotone test allowed any rise below the
+/// window's largest f, this start climbed from f = 0.44 to the saddle W = H = 0 (f = ln 2) and
+/// ended not-converged; with the rise capped at 1e-6 |f| (`solver::lbfgs`) it is verified.
+#[test]
+fn a_large_start_does_not_climb_to_the_saddle() {
+    let (cfg, init_std) = draw_wide(2026, 279).unwrap();
+    assert_eq!(cfg.config.classes, 2, "the draw this test is about");
+    let mut opts = VerifyOptions::default();
+    opts.solve.init_std = init_std;
+    let r = verify(&cfg, &[2], &opts).unwrap();
+    assert_eq!(r.verdict, Verdict::Verified, "{:?}", r.runs[0].reasons);
 }
