@@ -472,7 +472,7 @@ impl UfmObjective {
         let tau = 1.0 / (n as f64 * PRE_C0 * self.lh);
         let layout = &self.pre;
         let products = &ws.products;
-        let isa = ws.isa;
+        let (isa, exp) = (ws.isa, ws.exp);
         let (zs, ghs, dws, dbs) = (SharedMut::new(&mut ws.z), SharedMut::new(gh), SharedMut::new(&mut ws.dw), SharedMut::new(&mut ws.db));
         let inv_n = 1.0 / n as f64;
         let body = |c: usize| -> [f64; 2] {
@@ -497,7 +497,6 @@ impl UfmObjective {
             let hc = Mat::new(hd, d, m);
             products.logits(w, hc, z);
             dbc.iter_mut().for_each(|v| *v = 0.0);
-            let exp = ExpKernel::for_isa(isa);
             let loss = isa.run(
                 #[inline(always)]
                 || {
@@ -702,6 +701,8 @@ pub struct Workspace {
     gram: Vec<f64>,
     neg_entropy: Vec<f64>,
     products: ChunkProducts,
+    /// The softmax's exponentials for `isa`.
+    exp: ExpKernel,
     isa: Isa,
     /// `(1/N) sum_i L_i` of the last evaluation.
     data_term: f64,
@@ -723,6 +724,7 @@ impl Workspace {
             gram: Vec::new(),
             neg_entropy: Vec::new(),
             products: ChunkProducts::new(Isa::detect()),
+            exp: ExpKernel::for_isa(Isa::detect()),
             isa: Isa::detect(),
             data_term: f64::NAN,
         }
@@ -738,6 +740,7 @@ impl Workspace {
     fn set_isa(&mut self, isa: Isa) {
         self.isa = isa;
         self.products = ChunkProducts::new(isa);
+        self.exp = ExpKernel::for_isa(isa);
     }
 
     /// The K x N matrix G = dL/dZ / N after an evaluation or a [`UfmObjective::dual_pass`].
