@@ -52,6 +52,10 @@ enum BiasMetric {
     Rows,
 }
 
+/// The BIAS argument's names.
+const BIAS_NAMES: [(&str, BiasMetric); 4] =
+    [("none", BiasMetric::None), ("exact", BiasMetric::Exact), ("approx", BiasMetric::Approx), ("rows", BiasMetric::Rows)];
+
 fn dot(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
@@ -178,12 +182,9 @@ fn run() -> Result<(), String> {
         Some(s) => s.parse().map_err(|_| format!("C0: not a number; {USAGE}"))?,
         None => 0.0,
     };
-    let bias = match a.get(4).map(String::as_str) {
-        None | Some("none") => BiasMetric::None,
-        Some("exact") => BiasMetric::Exact,
-        Some("approx") => BiasMetric::Approx,
-        Some("rows") => BiasMetric::Rows,
-        Some(other) => return Err(format!("BIAS: {other:?} is not none, exact, approx or rows; {USAGE}")),
+    let label = a.get(4).map_or("none", String::as_str);
+    let Some(&(_, bias)) = BIAS_NAMES.iter().find(|(n, _)| *n == label) else {
+        return Err(format!("BIAS: {label:?} is not none, exact, approx or rows; {USAGE}"));
     };
     let gap: f64 = match a.get(5) {
         Some(s) => s.parse().ok().filter(|g: &f64| *g > 0.0).ok_or_else(|| format!("GAP: not a positive number; {USAGE}"))?,
@@ -275,12 +276,6 @@ fn run() -> Result<(), String> {
         (x, g, f) = (xn, gn, f_new);
         iters += 1;
     }
-    let label = match bias {
-        BiasMetric::None => "none",
-        BiasMetric::Exact => "exact",
-        BiasMetric::Approx => "approx",
-        BiasMetric::Rows => "rows",
-    };
     println!("{name} seed {seed} C0 {c0f} bias {label}: {iters} iterations, {evals} evaluations, gap {:.2e}", (f - pred.objective) / pred.objective);
     Ok(())
 }
