@@ -8,10 +8,15 @@ use mlab_nc::commands::verify::{verify, VerifyOptions};
 use mlab_nc::model::config::{skewed_counts, SetCount, UfmConfig};
 use mlab_nc::model::loss::Loss;
 
+/// The weights to 1e-6 at a solve run to the gradient rule (the certified stop, at a 2e-11
+/// gap, leaves them within about 5e-6: inside the verdict's 1e-4, not this test's 1e-6).
 #[test]
 fn balanced_synthesis_weights_are_uniform_at_s_m_over_m() {
     let cfg = config(5, 3, 5, &[2, 1, 1], (5e-3, 5e-3, 5e-3), Loss::Pal);
-    let r = verify(&cfg, &[0], &VerifyOptions::default()).unwrap();
+    assert_eq!(verify(&cfg, &[0], &VerifyOptions::default()).unwrap().verdict, Verdict::Verified);
+    let mut opts = VerifyOptions::default();
+    opts.solve.tol_stop = 0.0;
+    let r = verify(&cfg, &[0], &opts).unwrap();
     assert_eq!(r.verdict, Verdict::Verified);
     let run = &r.runs[0];
     assert!(!run.synthesis.is_empty());

@@ -23,7 +23,7 @@ use crate::kernels::shared::SharedMut;
 use crate::linalg::{gemm, Mat};
 use crate::model::loss::{loss_and_grad_in_place, loss_grad_bias_in_place, loss_grad_entropy_in_place, Loss};
 use crate::model::precond::{sample_m, PreFactors, PreLayout, SamplePre, PRE_C0};
-use crate::solver::problem::{ChunkHooks, FusedObjective, RangePreconditioner};
+use crate::solver::problem::{CertifiedGap, ChunkHooks, FusedObjective, RangePreconditioner};
 use crate::solver::{IterCallback, Method, SolveParams, SolveResult};
 
 /// The regularised UFM objective for one configuration.
@@ -770,8 +770,9 @@ enum Features<'a> {
 /// point, its value, its gradient and the workspace of that evaluation (docs/theory.md §4;
 /// the solves use `theory::certificate::evaluated_gap`), for the stop tolerance `tol`. When
 /// `deep` is true it may take a costlier, tighter bound. Returns the gap, the tolerance it must
-/// meet (derived from `tol`), and whether the costlier bound was taken.
-pub type Certifier = fn(&UfmObjective, &[f64], f64, &[f64], &mut Workspace, f64, bool) -> Option<(f64, f64, bool)>;
+/// meet (derived from `tol`) and the prediction of the next check ([`CertifiedGap`]), and
+/// whether the costlier bound was taken.
+pub type Certifier = fn(&UfmObjective, &[f64], f64, &[f64], &mut Workspace, f64, bool) -> Option<(CertifiedGap, bool)>;
 
 /// The share of a solve each of the two certificates may cost (so at most a tenth together).
 const CERT_SHARE: f64 = 0.05;
@@ -868,20 +869,20 @@ unsafe impl FusedObjective for UfmEval {
     /// The scaled certificate, and the aligned one while its cost so far (about
     /// `K^2 N + 20 K N + 15 K^3` against an evaluation's `3 K d N` each time) stays within
     /// `CERT_SHARE` of the evaluations'.
-    fn certified_gap(&mut self, x: &[f64], f: f64, grad: &[f64], tol: f64) -> Option<(f64, f64)> {
+    fn certified_gap(&mut self, x: &[f64], f: f64, grad: &[f64], tol: f64) -> Option<CertifiedGap> {
         let c = self.certifier?;
         let o = &self.objective;
         let (k, d, n) = (o.k as f64, o.d as f64, o.n as f64);
         let deep_cost = (k * k * n + 20.0 * k * n + 15.0 * k * k * k) / (3.0 * k * d * n);
         let deep = (self.deep_runs + 1) as f64 * deep_cost <= CERT_SHARE * self.evals as f64;
-        let (gap, target, took) = c(&self.objective, x, f, grad, &mut self.ws, tol, deep)?;
+        let (checked, took) = c(&self.objective, x, f, grad, &mut self.ws, tol, deep)?;
         self.deep_runs += u64::from(took);
-        Some((gap, target))
+        Some(checked)
     }
     /// The scaled certificate costs the Gram matrix `G G^T` (K^2 N multiply-adds) and a K x K
     /// eigenvalue bound (about 10 K^3); an iteration about 1.3 evaluations of 3 K d N. Taken
-    /// every `ceil(ratio / CERT_SHARE)` iterations, it costs at most `CERT_SHARE` of the
-    /// solve.
+    /// on average at most once every `ceil(ratio / CERT_SHARE)` iterations, it costs at most
+    /// `CERT_SHARE` of the solve.
     fn certificate_period(&self) -> u64 {
         if self.certifier.is_none() {
             return 0;

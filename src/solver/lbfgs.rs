@@ -87,7 +87,7 @@
 use argmin::core::{Error as ArgminError, IterState, Problem, Solver, State, TerminationReason, TerminationStatus, KV};
 
 use super::linesearch::{Action, MoreThuente, MoreThuenteParams};
-use super::problem::{ChunkHooks, FusedObjective, RangePreconditioner, MAX_BLOCKS, MAX_HISTORY};
+use super::problem::{CertifiedGap, ChunkHooks, FusedObjective, RangePreconditioner, MAX_BLOCKS, MAX_HISTORY};
 use super::{HistoryPoint, IterCallback};
 use crate::error::Error;
 use crate::kernels::cpu::Isa;
@@ -238,8 +238,16 @@ pub struct InPlaceLbfgs {
     isa: Isa,
     /// Stop once the objective certifies a relative suboptimality of at most this (0: never).
     tol_stop: f64,
-    /// Iterations between certificate checks (0: never).
+    /// Iterations between certificate checks, on average at most (0: never).
     cert_period: u64,
+    /// The last check's iteration and gradient norm.
+    cert_last: Option<(u64, f64)>,
+    /// The last check's prediction: the next one is due once the gradient norm has fallen by
+    /// this factor (see [`CertifiedGap::next`]).
+    cert_next: Option<f64>,
+    /// Checks taken, and the iteration of the first.
+    cert_checks: u64,
+    cert_first: u64,
     /// The tolerance the last certified gap had to meet (the objective's, from `tol_stop`).
     cert_target: f64,
     /// The last certified relative suboptimality, and the iteration it was taken at.
@@ -252,6 +260,12 @@ pub struct InPlaceLbfgs {
 
 /// The certificate is checked once the relative gradient is below this many times its reach.
 const CERT_TRIGGER: f64 = 30.0;
+
+/// A check predicted by the last one waits at most this many certificate periods.
+const CERT_FALLBACK: u64 = 4;
+
+/// Predicted checks may run ahead of one per certificate period by this many.
+const CERT_BURST: u64 = 2;
 
 /// Largest gradient entry the f32 pairs take with room to spare (f32's range ends at 3.4e38;
 /// a gradient difference can be twice the gradient).
@@ -331,6 +345,10 @@ impl InPlaceLbfgs {
             isa: Isa::detect(),
             tol_stop: 0.0,
             cert_period: 0,
+            cert_last: None,
+            cert_next: None,
+            cert_checks: 0,
+            cert_first: 0,
             cert_target: 0.0,
             certified: None,
             exit: None,
@@ -339,8 +357,9 @@ impl InPlaceLbfgs {
     }
 
     /// The same solver, also stopping as soon as the objective certifies a relative
-    /// suboptimality of at most `tol_stop` ([`FusedObjective::certified_gap`], taken every
-    /// [`FusedObjective::certificate_period`] iterations). 0 turns it off.
+    /// suboptimality of at most `tol_stop` ([`FusedObjective::certified_gap`], taken on
+    /// average at most once every [`FusedObjective::certificate_period`] iterations; see
+    /// `certified_stop`). 0 turns it off.
     pub fn with_certified_stop(mut self, tol_stop: f64) -> Self {
         self.tol_stop = tol_stop;
         self
@@ -348,8 +367,16 @@ impl InPlaceLbfgs {
 
     /// Takes the certificate at the iterate (the last evaluated point) when it is due; true
     /// when it proves the stop tolerance.
+    ///
+    /// The first check comes at a multiple of the period once the gradient allows it (below).
+    /// Each check predicts how far
+    /// the gradient norm must fall before the next can meet its target (a second-order bound
+    /// falls like its square; [`CertifiedGap::next`]), and the next is taken there, or after
+    /// [`CERT_FALLBACK`] periods at the latest; without a prediction, after one period. Checks
+    /// ahead of the period are taken only while they average at most one per period (plus
+    /// [`CERT_BURST`]), so the cost bound of the period holds.
     fn certified_stop<O: FusedObjective>(&mut self, obj: &mut O) -> bool {
-        if self.tol_stop <= 0.0 || self.cert_period == 0 || !self.iter.is_multiple_of(self.cert_period) {
+        if self.tol_stop <= 0.0 || self.cert_period == 0 {
             return false;
         }
         // A scaled certificate is first order, like the relative gradient (measured: within a
@@ -360,9 +387,27 @@ impl InPlaceLbfgs {
         if self.grad_norm > CERT_TRIGGER * reach * (2.0 * self.curvature * self.f.abs()).sqrt() {
             return false;
         }
-        let Some((gap, target)) = obj.certified_gap(&self.x, self.f, &self.g, self.tol_stop) else { return false };
+        let due = match (self.cert_last, self.cert_next) {
+            (None, _) => self.iter.is_multiple_of(self.cert_period),
+            (Some((at, _)), None) => self.iter - at >= self.cert_period,
+            (Some((at, grad)), Some(fall)) => {
+                self.iter - at >= CERT_FALLBACK * self.cert_period
+                    || (self.grad_norm <= fall * grad && self.cert_checks < (self.iter - self.cert_first) / self.cert_period + CERT_BURST)
+            }
+        };
+        if !due {
+            return false;
+        }
+        if self.cert_last.is_none() {
+            self.cert_first = self.iter;
+        }
+        self.cert_checks += 1;
+        self.cert_last = Some((self.iter, self.grad_norm));
+        self.cert_next = None;
+        let Some(CertifiedGap { gap, target, next }) = obj.certified_gap(&self.x, self.f, &self.g, self.tol_stop) else { return false };
         self.certified = Some((self.iter, gap));
         self.cert_target = target;
+        self.cert_next = next.filter(|v| *v > 0.0 && *v < 1.0);
         // A gap below -target means float64 cannot evaluate the objective or the bound here:
         // it proves nothing, so the solve goes on.
         gap.abs() <= self.cert_target
@@ -1112,6 +1157,64 @@ mod tests {
         assert!(((a.objective - b.objective) / b.objective).abs() < 1e-12, "{} vs {}", a.objective, b.objective);
         // Not vacuous: the two runs took different paths.
         assert!(h2.len() != plain.len() || h2.iter().zip(&plain).any(|(p, q)| p.objective != q.objective));
+    }
+
+    /// `1 + sum_i c_i x_i^2 / 2` with a synthetic second-order certificate: the gap is the
+    /// square of the relative gradient `||g|| / sqrt(2 |f|)` (curvature scale 1), and each check
+    /// predicts the fall of the gradient norm after which the next meets the target. Records
+    /// the objective value of every check.
+    struct SquareGap {
+        c: Vec<f64>,
+        checked: Vec<f64>,
+    }
+
+    // SAFETY: the trait's default `eval_hooked` (one range, slot 0) keeps the contract.
+    unsafe impl FusedObjective for SquareGap {
+        fn dim(&self) -> usize {
+            self.c.len()
+        }
+        fn eval(&mut self, x: &[f64], grad: &mut [f64]) -> f64 {
+            grad.iter_mut().zip(x.iter().zip(&self.c)).for_each(|(g, (x, c))| *g = c * x);
+            1.0 + 0.5 * x.iter().zip(&self.c).map(|(x, c)| c * x * x).sum::<f64>()
+        }
+        fn curvature_scale(&self) -> f64 {
+            1.0
+        }
+        fn certified_gap(&mut self, _x: &[f64], f: f64, grad: &[f64], tol: f64) -> Option<CertifiedGap> {
+            self.checked.push(f);
+            let gap = grad.iter().map(|g| g * g).sum::<f64>() / (2.0 * f.abs());
+            Some(CertifiedGap { gap, target: tol, next: Some((tol / gap).sqrt()) })
+        }
+        fn certificate_period(&self) -> u64 {
+            5
+        }
+    }
+
+    /// The certificate schedule (`certified_stop`): with a bound whose prediction is exact, the
+    /// solve stops at the first iteration whose gap meets the target (computed here from the
+    /// recorded gradient norms), not at the next multiple of the period; and the checks stay
+    /// within one per period on average plus [`CERT_BURST`].
+    #[test]
+    fn predicted_checks_stop_at_the_first_iteration_that_meets_the_target() {
+        let n = 40;
+        let c: Vec<f64> = (0..n).map(|i| 10f64.powf(3.0 * i as f64 / (n - 1) as f64)).collect();
+        let tol = 1e-14;
+        let solver = InPlaceLbfgs::new(vec![1.0; n], 3, 1e-13, None).unwrap().with_certified_stop(tol);
+        let res = Executor::new(SquareGap { c, checked: Vec::new() }, solver).configure(|s| s.max_iters(5000)).ctrlc(false).run().unwrap();
+        let (solver, obj) = (&res.solver, res.problem.problem.as_ref().unwrap());
+        assert_eq!(solver.exit, Some(Exit::Certified));
+        let h = &solver.history;
+        let rel2 = |p: &HistoryPoint| p.grad_norm * p.grad_norm / (2.0 * p.objective.abs());
+        let crossing = h.iter().find(|p| rel2(p) <= tol).expect("the target is met").iter;
+        let (stop, _) = solver.certified.unwrap();
+        assert_eq!(stop, crossing, "stopped at {stop}, the gap met the target first at {crossing}");
+        // The iterations of the checks, from their objective values.
+        let at: Vec<u64> = obj.checked.iter().map(|f| h.iter().find(|p| p.objective.to_bits() == f.to_bits()).unwrap().iter).collect();
+        assert_eq!(*at.last().unwrap(), stop);
+        assert!(at.len() as u64 <= (stop - at[0]) / 5 + CERT_BURST, "checks at {at:?}");
+        // Not vacuous: checks every 5 iterations from the first would have stopped later.
+        let periodic = h.iter().find(|p| p.iter >= at[0] && (p.iter - at[0]).is_multiple_of(5) && rel2(p) <= tol);
+        assert!(periodic.is_none(), "checks every 5 iterations would have stopped by {stop}");
     }
 
     /// The nonmonotone first trial (Grippo, Lampariello and Lucidi): every accepted objective

@@ -17,6 +17,18 @@ pub const MAX_BLOCKS: usize = 3;
 /// `y`, and the gradient.
 pub const QUAD_MAX: usize = MAX_HISTORY + 2;
 
+/// What a certificate check found ([`FusedObjective::certified_gap`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CertifiedGap {
+    /// A certified upper bound on the relative suboptimality `(f - min f) / |f|`.
+    pub gap: f64,
+    /// The tolerance `gap` must meet for the solve to stop there.
+    pub target: f64,
+    /// How far the gradient norm should fall (a factor below 1) before another check can meet
+    /// the target, when the bound's order predicts it; `None`: no prediction.
+    pub next: Option<f64>,
+}
+
 /// A preconditioner of block 0 of the form `P = I - sum_i B_i^T M_i B_i`, seen over the
 /// variables of one hook range: each term acts on a few variables of that range (for the
 /// UFM, the features of one sample), through a few projections `B_i v`.
@@ -101,15 +113,15 @@ pub unsafe trait FusedObjective {
     }
     /// A certified upper bound on the relative suboptimality `(f - min f) / |f|` of the point
     /// the last evaluation was at (`x`, with value `f` and gradient `grad`), when the objective
-    /// has one, and the tolerance it must meet for the solve to stop there (derived from the
+    /// has one, the tolerance it must meet for the solve to stop there (derived from the
     /// stop tolerance `tol`: an objective may ask for less, or accept more from a bound it
-    /// knows to be pessimistic, and may spend more on a tighter bound near it). The default
-    /// has none.
-    fn certified_gap(&mut self, _x: &[f64], _f: f64, _grad: &[f64], _tol: f64) -> Option<(f64, f64)> {
+    /// knows to be pessimistic, and may spend more on a tighter bound near it), and when the
+    /// next check could succeed. The default has none.
+    fn certified_gap(&mut self, _x: &[f64], _f: f64, _grad: &[f64], _tol: f64) -> Option<CertifiedGap> {
         None
     }
-    /// Take [`certified_gap`](Self::certified_gap) every this many iterations (0: never), so
-    /// that it costs at most a tenth of the solve.
+    /// Take [`certified_gap`](Self::certified_gap) on average at most once every this many
+    /// iterations (0: never), so that it costs at most a tenth of the solve.
     fn certificate_period(&self) -> u64 {
         0
     }

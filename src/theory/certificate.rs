@@ -44,6 +44,7 @@ use crate::error::Result;
 use crate::linalg::{eigenvalue_upper_bound, gemm, Mat};
 use crate::model::loss::{binary_neg_entropy, neg_entropy, Loss};
 use crate::model::objective::{Certifier, UfmObjective, Workspace, SAMPLE_CHUNK};
+use crate::solver::problem::CertifiedGap;
 use crate::solver::{IterCallback, SolveParams, SolveResult};
 
 /// Relative safety margin on the spectral norm, on top of its rigorous upper bound.
@@ -218,11 +219,12 @@ fn certify_evaluated_with(obj: &UfmObjective, x: &[f64], f: f64, grad: &[f64], w
 /// First the scaled bound of
 /// [`certify_evaluated`]; then, when `deep` allows it, the scaled gap is above the target and
 /// its square within `DEEP_REACH` times the target, also the [`aligned_bound`] of the same `G`.
-/// Returns the smaller gap, the target, and whether the aligned bound was taken.
+/// Returns the smaller gap, the target, the prediction of the next check ([`next_check`]),
+/// and whether the aligned bound was taken.
 ///
 /// The scaled bound alone may also stop the solve, at `SCALED_ROUTE tol`: it is first order,
 /// so when it proves that much the objective's true error is about its square.
-pub fn evaluated_gap(obj: &UfmObjective, x: &[f64], f: f64, grad: &[f64], ws: &mut Workspace, tol: f64, deep: bool) -> Option<(f64, f64, bool)> {
+pub fn evaluated_gap(obj: &UfmObjective, x: &[f64], f: f64, grad: &[f64], ws: &mut Workspace, tol: f64, deep: bool) -> Option<(CertifiedGap, bool)> {
     if !f.is_finite() || !ws.data_term().is_finite() {
         return None;
     }
@@ -230,7 +232,7 @@ pub fn evaluated_gap(obj: &UfmObjective, x: &[f64], f: f64, grad: &[f64], ws: &m
     let gram = obj.dual_gram(ws);
     let scaled = certify_evaluated_with(obj, x, f, grad, ws, gram.clone(), g1.clone()).relative_gap?;
     if scaled.abs() <= SCALED_ROUTE * tol {
-        return Some((scaled, SCALED_ROUTE * tol, false));
+        return Some((CertifiedGap { gap: scaled, target: SCALED_ROUTE * tol, next: None }, false));
     }
     // The distance condition binds only where DIST2 R / |f| < tol; only then are the trivial
     // regime and the gradient consulted (two passes over x and the gradient).
@@ -240,11 +242,35 @@ pub fn evaluated_gap(obj: &UfmObjective, x: &[f64], f: f64, grad: &[f64], ws: &m
         obj.trivial_threshold().is_some_and(|mu_c| (obj.lw * obj.lh).sqrt() >= mu_c) || norm(grad) / obj.curvature_scale() <= DIST2.sqrt() * norm(x)
     };
     let target = if !(by_distance < tol) || exempt() { tol } else { by_distance };
-    if deep && scaled > target && scaled * scaled <= DEEP_REACH * target {
-        let aligned = aligned_bound(obj, ws.dual(), gram, &g1).map(|d| (f - d) / f.abs());
-        return Some((aligned.map_or(scaled, |a| a.min(scaled)), target, true));
+    let reachable = scaled > target && scaled * scaled <= DEEP_REACH * target;
+    if deep && reachable {
+        let aligned = aligned_bound(obj, ws.dual(), gram, &g1).map(|d| (f - d) / f.abs()).filter(|&a| a < scaled);
+        let gap = aligned.unwrap_or(scaled);
+        let next = next_check(scaled, aligned, target, tol, true);
+        return Some((CertifiedGap { gap, target, next }, true));
     }
-    Some((scaled, target, false))
+    // The aligned bound was due but over its budget: check again after a period.
+    let next = if reachable { None } else { next_check(scaled, None, target, tol, false) };
+    Some((CertifiedGap { gap: scaled, target, next }, false))
+}
+
+/// The factor by which the gradient norm should fall before the next check can succeed
+/// (`None`: no prediction; the solver then checks again after a period). Along whole solves
+/// the scaled gap stays within a factor of 2 of the relative gradient, and the aligned gap
+/// within 0.3 to 3 times its square (`examples/cert_trace.rs`; docs/theory.md §6). So after an
+/// aligned gap `a` the next check can meet the target `t` once the gradient has fallen by
+/// `sqrt(t / a)`; after a scaled gap `s` alone, the scaled route can once it has fallen by
+/// `SCALED_ROUTE tol / s`, and the aligned bound can be taken once by `sqrt(DEEP_REACH t) / s`.
+/// An aligned bound no better than the scaled one predicts nothing.
+fn next_check(scaled: f64, aligned: Option<f64>, target: f64, tol: f64, took_aligned: bool) -> Option<f64> {
+    if let Some(a) = aligned.filter(|&a| a > 0.0) {
+        return Some((target / a).sqrt());
+    }
+    if took_aligned || !(scaled > 0.0) {
+        return None;
+    }
+    let fall = (SCALED_ROUTE * tol / scaled).max((DEEP_REACH * target).sqrt() / scaled);
+    (fall < 1.0).then_some(fall)
 }
 
 /// Solves the UFM from the seeded start, stopping as soon as the certificate proves the
@@ -472,6 +498,25 @@ mod tests {
         let l = obj.data_term_and_dual(&mut g);
         let inner: f64 = g.iter().zip(&u).map(|(a, b)| a * b).sum();
         (l, g, inner)
+    }
+
+    /// The next check's predicted fall of the gradient (the aligned gap falls like its square,
+    /// the scaled one like it), worked by hand.
+    #[test]
+    fn next_check_predicts_the_fall_from_the_bounds_order() {
+        let close = |a: Option<f64>, b: f64| a.is_some_and(|a| (a - b).abs() <= 1e-12 * b);
+        // Aligned 4e-11 against 1e-11: the gradient must halve.
+        assert!(close(next_check(1e-5, Some(4e-11), 1e-11, 1e-11, true), 0.5));
+        // Scaled 1e-3 alone, target 2e-11: the aligned bound becomes worth taking at a scaled
+        // gap of sqrt(10 x 2e-11) = 1.414e-5 (the scaled route only at 500 x 2e-11 = 1e-8).
+        assert!(close(next_check(1e-3, None, 2e-11, 2e-11, false), 2e-10f64.sqrt() / 1e-3));
+        // Where the scaled route is nearer: tolerance 1e-7, target 1e-12 (5e-5 > 3.2e-6).
+        assert!(close(next_check(1e-3, None, 1e-12, 1e-7, false), 500.0 * 1e-7 / 1e-3));
+        // An aligned bound taken but no better than the scaled one, or a fall of 1 or more, or
+        // a gap that is not positive: no prediction.
+        assert_eq!(next_check(1e-5, None, 2e-11, 2e-11, true), None);
+        assert_eq!(next_check(1e-6, None, 2e-11, 2e-11, false), None);
+        assert_eq!(next_check(-1e-6, None, 2e-11, 2e-11, false), None);
     }
 
     /// Fenchel-Young equality l(U) + l*(G) = <G, U> at G = grad l(U): checks the conjugate.
