@@ -219,7 +219,7 @@ fn certify_evaluated_with(obj: &UfmObjective, x: &[f64], f: f64, grad: &[f64], w
 /// First the scaled bound of
 /// [`certify_evaluated`]; then, when `deep` allows it, the scaled gap is above the target and
 /// its square within `DEEP_REACH` times the target, also the [`aligned_bound`] of the same `G`.
-/// Returns the smaller gap, the target, the prediction of the next check ([`next_check`]),
+/// Returns the smaller gap, the target, the prediction of the next check (`next_check`),
 /// and whether the aligned bound was taken.
 ///
 /// The scaled bound alone may also stop the solve, at `SCALED_ROUTE tol`: it is first order,
