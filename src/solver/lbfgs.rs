@@ -369,12 +369,12 @@ impl InPlaceLbfgs {
     /// when it proves the stop tolerance.
     ///
     /// The first check comes at a multiple of the period once the gradient allows it (below).
-    /// Each check predicts how far
-    /// the gradient norm must fall before the next can meet its target (a second-order bound
-    /// falls like its square; [`CertifiedGap::next`]), and the next is taken there, or after
-    /// [`CERT_FALLBACK`] periods at the latest; without a prediction, after one period. Checks
-    /// ahead of the period are taken only while they average at most one per period (plus
-    /// [`CERT_BURST`]), so the cost bound of the period holds.
+    /// Each check predicts how far the gradient norm must fall before the next can meet its
+    /// target (a second-order bound falls like its square; [`CertifiedGap::next`]), and the
+    /// next is taken there, or after [`CERT_FALLBACK`] periods at the latest; without a
+    /// prediction, after one period. Checks ahead of the period are taken only while they
+    /// average at most one per period (plus [`CERT_BURST`]), so the cost bound of the period
+    /// holds.
     fn certified_stop<O: FusedObjective>(&mut self, obj: &mut O) -> bool {
         if self.tol_stop <= 0.0 || self.cert_period == 0 {
             return false;
