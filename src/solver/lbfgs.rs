@@ -373,8 +373,8 @@ impl InPlaceLbfgs {
     /// target (a second-order bound falls like its square; [`CertifiedGap::next`]), and the
     /// next is taken there, or after [`CERT_FALLBACK`] periods at the latest; without a
     /// prediction, after one period. Checks ahead of the period are taken only while they
-    /// average at most one per period (plus [`CERT_BURST`]), so the cost bound of the period
-    /// holds.
+    /// number at most one per period since the first, plus [`CERT_BURST`], so they cost at
+    /// most that many checks more than the periodic schedule.
     fn certified_stop<O: FusedObjective>(&mut self, obj: &mut O) -> bool {
         if self.tol_stop <= 0.0 || self.cert_period == 0 {
             return false;
