@@ -214,9 +214,10 @@ mod avx512 {
 
     /// [`exp_nonpos`] on eight lanes: the same operations in the same order (no fused
     /// multiply-add), with `T_HI[j]` and `T_LO[j]` read by `vpermt2pd` from two registers
-    /// each (it uses the low four bits of each index lane, which are `j`).
+    /// each (it uses the low four bits of each index lane, which are `j`). `tabs` holds the
+    /// two halves of `T_HI`, then of `T_LO` ([`table`]), formed once per call of the caller.
     #[inline(always)]
-    fn exp8(simd: V4, x: __m512d) -> __m512d {
+    fn exp8(simd: V4, tabs: &[__m512d; 4], x: __m512d) -> __m512d {
         let f = simd.avx512f;
         let min_x = f._mm512_set1_pd(MIN_X);
         let below = f._mm512_cmp_pd_mask::<_CMP_LT_OQ>(x, min_x);
@@ -232,8 +233,8 @@ mod avx512 {
         let q = f._mm512_mul_pd(p, r);
         let tb: __m512i = pulp::cast(t);
         let u = f._mm512_sub_epi64(tb, f._mm512_set1_epi64(MAGIC_BITS as i64));
-        let hi = f._mm512_permutex2var_pd(table(&T_HI, 0), u, table(&T_HI, 1));
-        let lo = f._mm512_permutex2var_pd(table(&T_LO, 0), u, table(&T_LO, 1));
+        let hi = f._mm512_permutex2var_pd(tabs[0], u, tabs[1]);
+        let lo = f._mm512_permutex2var_pd(tabs[2], u, tabs[3]);
         let scale: __m512d = pulp::cast(f._mm512_slli_epi64::<52>(f._mm512_sub_epi64(f._mm512_srli_epi64::<4>(u), f._mm512_set1_epi64(1))));
         let v = f._mm512_mul_pd(f._mm512_add_pd(hi, f._mm512_add_pd(lo, f._mm512_mul_pd(hi, q))), scale);
         f._mm512_mask_blend_pd(below, v, f._mm512_setzero_pd())
@@ -246,9 +247,10 @@ mod avx512 {
         let f = simd.avx512f;
         let s = f._mm512_set1_pd(shift);
         let mut acc: __m256d = simd.avx._mm256_setzero_pd();
+        let tabs = [table(&T_HI, 0), table(&T_HI, 1), table(&T_LO, 0), table(&T_LO, 1)];
         let (blocks, rest) = pulp::as_arrays_mut::<8, f64>(v);
         for b in blocks {
-            let e = exp8(simd, f._mm512_sub_pd(pulp::cast(*b), s));
+            let e = exp8(simd, &tabs, f._mm512_sub_pd(pulp::cast(*b), s));
             *b = pulp::cast(e);
             acc = simd.avx._mm256_add_pd(acc, f._mm512_castpd512_pd256(e));
             acc = simd.avx._mm256_add_pd(acc, f._mm512_extractf64x4_pd::<1>(e));
