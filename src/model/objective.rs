@@ -712,6 +712,7 @@ impl Workspace {
     /// Scratch sized for `obj`.
     pub fn new(obj: &UfmObjective) -> Self {
         let chunks = obj.n.div_ceil(SAMPLE_CHUNK).max(1);
+        let isa = Isa::detect();
         Workspace {
             z: vec![0.0; obj.k * obj.n],
             pre: [PreFactors::default(), PreFactors::default()],
@@ -723,9 +724,9 @@ impl Workspace {
             parts: vec![[0.0; 2]; chunks],
             gram: Vec::new(),
             neg_entropy: Vec::new(),
-            products: ChunkProducts::new(Isa::detect()),
-            exp: ExpKernel::for_isa(Isa::detect()),
-            isa: Isa::detect(),
+            products: ChunkProducts::new(isa),
+            exp: ExpKernel::for_isa(isa),
+            isa,
             data_term: f64::NAN,
         }
     }
