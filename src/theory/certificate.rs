@@ -246,12 +246,9 @@ pub fn evaluated_gap(obj: &UfmObjective, x: &[f64], f: f64, grad: &[f64], ws: &m
     if deep && reachable {
         let aligned = aligned_bound(obj, ws.dual(), gram, &g1).map(|d| (f - d) / f.abs()).filter(|&a| a < scaled);
         let gap = aligned.unwrap_or(scaled);
-        let next = next_check(scaled, aligned, target, tol, true);
-        return Some((CertifiedGap { gap, target, next }, true));
+        return Some((CertifiedGap { gap, target, next: next_check(scaled, aligned, target, tol, reachable) }, true));
     }
-    // The aligned bound was due but over its budget: check again after a period.
-    let next = if reachable { None } else { next_check(scaled, None, target, tol, false) };
-    Some((CertifiedGap { gap: scaled, target, next }, false))
+    Some((CertifiedGap { gap: scaled, target, next: next_check(scaled, None, target, tol, reachable) }, false))
 }
 
 /// The factor by which the gradient norm should fall before the next check can succeed
@@ -261,12 +258,13 @@ pub fn evaluated_gap(obj: &UfmObjective, x: &[f64], f: f64, grad: &[f64], ws: &m
 /// aligned gap `a` the next check can meet the target `t` once the gradient has fallen by
 /// `sqrt(t / a)`; after a scaled gap `s` alone, the scaled route can once it has fallen by
 /// `SCALED_ROUTE tol / s`, and the aligned bound can be taken once by `sqrt(DEEP_REACH t) / s`.
-/// An aligned bound no better than the scaled one predicts nothing.
-fn next_check(scaled: f64, aligned: Option<f64>, target: f64, tol: f64, took_aligned: bool) -> Option<f64> {
+/// When the aligned bound was due (`aligned_due`) but gave nothing better than the scaled one,
+/// or was over its budget, nothing is predicted.
+fn next_check(scaled: f64, aligned: Option<f64>, target: f64, tol: f64, aligned_due: bool) -> Option<f64> {
     if let Some(a) = aligned.filter(|&a| a > 0.0) {
         return Some((target / a).sqrt());
     }
-    if took_aligned || !(scaled > 0.0) {
+    if aligned_due || !(scaled > 0.0) {
         return None;
     }
     let fall = (SCALED_ROUTE * tol / scaled).max((DEEP_REACH * target).sqrt() / scaled);
@@ -512,8 +510,8 @@ mod tests {
         assert!(close(next_check(1e-3, None, 2e-11, 2e-11, false), 2e-10f64.sqrt() / 1e-3));
         // Where the scaled route is nearer: tolerance 1e-7, target 1e-12 (5e-5 > 3.2e-6).
         assert!(close(next_check(1e-3, None, 1e-12, 1e-7, false), 500.0 * 1e-7 / 1e-3));
-        // An aligned bound taken but no better than the scaled one, or a fall of 1 or more, or
-        // a gap that is not positive: no prediction.
+        // An aligned bound due but no better than the scaled one (or over its budget), a fall
+        // of 1 or more, or a gap that is not positive: no prediction.
         assert_eq!(next_check(1e-5, None, 2e-11, 2e-11, true), None);
         assert_eq!(next_check(1e-6, None, 2e-11, 2e-11, false), None);
         assert_eq!(next_check(-1e-6, None, 2e-11, 2e-11, false), None);
