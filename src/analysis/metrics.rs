@@ -17,6 +17,7 @@
 //!   off-span residual `||mu_S - fit|| / ||mu_S||`.
 
 use nalgebra::{DMatrix, DVector};
+use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::linalg::{gemm, jacobi, Mat};
@@ -393,22 +394,26 @@ pub fn geometry(w: Mat, mu: &DMatrix<f64>, labels: &LabelSets) -> Geometry {
 /// Least-squares synthesis weights for every multi-label set whose tags all have a
 /// multiplicity-1 mean, from the label-set means `mu` ([`set_means`]).
 pub fn synthesis(mu: &DMatrix<f64>, labels: &LabelSets) -> Vec<Synthesis> {
-    let mut out = Vec::new();
-    for (j, set) in labels.sets.iter().enumerate() {
-        if set.len() < 2 || labels.counts[j] == 0 {
-            continue;
-        }
-        let tags: Option<Vec<usize>> = set.iter().map(|&c| labels.singleton(c).filter(|&s| labels.counts[s] > 0)).collect();
-        let Some(tags) = tags else { continue };
-        let mut a = DMatrix::<f64>::zeros(mu.nrows(), tags.len());
-        for (c, &t) in tags.iter().enumerate() {
-            a.set_column(c, &mu.column(t));
-        }
-        let y: DVector<f64> = mu.column(j).into_owned();
-        let Some(svd) = jacobi::svd(&a) else { continue };
-        let c = svd.solve(&y, 1e-12 * svd.max());
-        let residual = (&y - &a * &c).norm() / y.norm().max(f64::MIN_POSITIVE);
-        out.push(Synthesis { set: set.clone(), weights: c.iter().copied().collect(), residual });
-    }
-    out
+    // One small least-squares problem per set, independent: solved in parallel, collected
+    // in the sets' order (the same result on any thread count).
+    labels
+        .sets
+        .par_iter()
+        .enumerate()
+        .filter_map(|(j, set)| {
+            if set.len() < 2 || labels.counts[j] == 0 {
+                return None;
+            }
+            let tags: Vec<usize> = set.iter().map(|&c| labels.singleton(c).filter(|&s| labels.counts[s] > 0)).collect::<Option<_>>()?;
+            let mut a = DMatrix::<f64>::zeros(mu.nrows(), tags.len());
+            for (c, &t) in tags.iter().enumerate() {
+                a.set_column(c, &mu.column(t));
+            }
+            let y: DVector<f64> = mu.column(j).into_owned();
+            let svd = jacobi::svd(&a)?;
+            let c = svd.solve(&y, 1e-12 * svd.max());
+            let residual = (&y - &a * &c).norm() / y.norm().max(f64::MIN_POSITIVE);
+            Some(Synthesis { set: set.clone(), weights: c.iter().copied().collect(), residual })
+        })
+        .collect()
 }
