@@ -25,7 +25,9 @@
 //! labels, centred (`Pi A Pi` with `Pi = I - 1 1^T / K`, so that the direction 1, along which
 //! the softmax is flat, keeps the curvature lb); `rows`, as `approx` but with `c p_ik` on the
 //! diagonal outside the sample's labels (the row sums of the dual matrix G, which every
-//! evaluation has, plus a constant; only `sum_i |S_i|^2` more numbers per evaluation). `GAP` replaces the 1e-10 target (the
+//! evaluation has, plus a constant; only `sum_i |S_i|^2` more numbers per evaluation); `diag`,
+//! as `rows` without the off-diagonal products of the sample's own labels; `plain`, that
+//! diagonal without the centring. `GAP` replaces the 1e-10 target (the
 //! certified stop ends E near 4e-12); `cert` instead stops where the certificate (the better of
 //! the scaled and aligned bounds, `theory::certificate::certify`, taken at every iteration and
 //! not counted) proves the solver's default 2e-11. `gamma_1 = s.y / y.P_b y` over b.
@@ -37,7 +39,8 @@
 //! block's metric, to a 4e-12 gap, seeds 0 to 5, evaluations (medians; docs/performance.md,
 //! "Where E stands"): B 123.5 without, 104 `approx`, 104 `rows`; C 91.5, 79.5, 81; D 115.5,
 //! 117 `approx`; E (C0 = 10) 125, 121.5, 128. To the certified stop (`cert`; C0 = 10 on E, 0
-//! elsewhere), without and `approx`: B 123, 104; C 92.5, 78.5; D 118, 117.5; E 127, 124 (`rows` 128).
+//! elsewhere), without and `approx`: B 123, 104; C 92.5, 78.5; D 118, 117.5; E 127, 124 (`rows` 128);
+//! B and C with `rows`, `diag` and `plain`: 104, 105, 130 and 79, 80.5, 120.5.
 use mlab_nc::commands::timing::preset;
 use mlab_nc::model::objective::{UfmEval, UfmObjective};
 use mlab_nc::solver::linesearch::{Action, MoreThuente, MoreThuenteParams};
@@ -47,7 +50,7 @@ use mlab_nc::theory::certificate::certify;
 use mlab_nc::theory::prediction::predict;
 use nalgebra::{DMatrix, DVector};
 
-const USAGE: &str = "usage: precond_lbfgs PRESET SEED [C0 [BIAS [GAP]]] (BIAS: none, exact, approx or rows; GAP: a number > 0, or cert)";
+const USAGE: &str = "usage: precond_lbfgs PRESET SEED [C0 [BIAS [GAP]]] (BIAS: none, exact, approx, rows, diag or plain; GAP: a number > 0, or cert)";
 
 /// The bias block's metric in H0.
 #[derive(Clone, Copy, PartialEq)]
@@ -56,11 +59,19 @@ enum BiasMetric {
     Exact,
     Approx,
     Rows,
+    Diag,
+    Plain,
 }
 
 /// The BIAS argument's names.
-const BIAS_NAMES: [(&str, BiasMetric); 4] =
-    [("none", BiasMetric::None), ("exact", BiasMetric::Exact), ("approx", BiasMetric::Approx), ("rows", BiasMetric::Rows)];
+const BIAS_NAMES: [(&str, BiasMetric); 6] = [
+    ("none", BiasMetric::None),
+    ("exact", BiasMetric::Exact),
+    ("approx", BiasMetric::Approx),
+    ("rows", BiasMetric::Rows),
+    ("diag", BiasMetric::Diag),
+    ("plain", BiasMetric::Plain),
+];
 
 fn dot(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
@@ -158,6 +169,9 @@ fn bias_metric(obj: &UfmObjective, z: &[f64], bias: BiasMetric) -> DMatrix<f64> 
                 for r in (0..k).filter(|r| bias == BiasMetric::Approx || set.contains(r)) {
                     a[(r, r)] -= c * p[r] * p[r];
                 }
+                if matches!(bias, BiasMetric::Diag | BiasMetric::Plain) {
+                    continue;
+                }
                 for &r in set {
                     for &q in set.iter().filter(|&&q| q != r) {
                         a[(r, q)] -= c * p[r] * p[q];
@@ -166,7 +180,7 @@ fn bias_metric(obj: &UfmObjective, z: &[f64], bias: BiasMetric) -> DMatrix<f64> 
             }
         }
     }
-    if bias != BiasMetric::Exact {
+    if !matches!(bias, BiasMetric::Exact | BiasMetric::Plain) {
         let pi = DMatrix::<f64>::identity(k, k) - DMatrix::<f64>::from_element(k, k, 1.0 / k as f64);
         a = &pi * a * &pi;
     }
@@ -190,7 +204,7 @@ fn run() -> Result<(), String> {
     };
     let label = a.get(4).map_or("none", String::as_str);
     let Some(&(_, bias)) = BIAS_NAMES.iter().find(|(n, _)| *n == label) else {
-        return Err(format!("BIAS: {label:?} is not none, exact, approx or rows; {USAGE}"));
+        return Err(format!("BIAS: {label:?} is not none, exact, approx, rows, diag or plain; {USAGE}"));
     };
     let (gap, cert): (f64, bool) = match a.get(5).map(String::as_str) {
         Some("cert") => (0.0, true),

@@ -101,8 +101,9 @@ impl PreLayout {
     /// `8 r d + 30 r^3` flops per sample of rank r (projections of the gradient and the stored
     /// y's, the correction, and the `r x r` factors), is at most [`PRE_MAX_COST`] of the
     /// products' `6 K d` per sample. Measured: on preset E (K = 100, two labels; 3%) it saves
-    /// 16% of the time; on D (K = 50, three labels; 12%) the 17% fewer evaluations were
-    /// eaten by the extra work per evaluation.
+    /// 16% of the time; on D (K = 50, three labels; 12%) it cuts the evaluations by a fifth
+    /// (medians of seeds 0 to 7: 130.5 to 103.5) but costs 40% more per evaluation (10.4 to
+    /// 14.6 ms), and on C (41%) 85 to 78 evaluations at 0.51 to 0.93 ms each: slower on both.
     pub fn worth_it(&self, k: usize, d: usize) -> bool {
         if !self.active() {
             return false;
