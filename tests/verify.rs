@@ -126,6 +126,13 @@ fn same_seed_same_numbers_whatever_the_thread_count() {
     for (x, y) in a.runs.iter().zip(&b.runs) {
         assert_eq!(x.objective.to_bits(), y.objective.to_bits());
         assert_eq!(x.iterations, y.iterations);
+        // The syntheses are solved in parallel: the same sets in the same order, the same bits.
+        assert_eq!(x.synthesis.len(), 10, "every pair of the 5 classes");
+        for (p, q) in x.synthesis.iter().zip(&y.synthesis) {
+            assert_eq!(p.set, q.set);
+            assert!(p.weights.iter().zip(&q.weights).all(|(u, v)| u.to_bits() == v.to_bits()));
+            assert_eq!(p.residual.to_bits(), q.residual.to_bits());
+        }
     }
 }
 
