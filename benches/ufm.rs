@@ -2,7 +2,7 @@
 //! AVX-512 kernels against matrixmultiply), one L-BFGS iteration with its passes fused into the
 //! evaluation against the evaluation alone (on every instruction set), 20 iterations
 //! (in-place against argmin), full solves of A to C to a 1e-10 gap, the certificate against
-//! one evaluation, and the prediction.
+//! one evaluation, the prediction, and the small SVDs of the tag-wise syntheses.
 //!
 //! `cargo bench --bench ufm` (add `-- objective` etc. to filter). Results: docs/performance.md.
 
@@ -150,5 +150,27 @@ fn exponentials(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, objective, fused_iteration, iterations, solves, prediction, exponentials);
+/// Small SVDs through one-sided Jacobi against the checked nalgebra SVD, on either side of
+/// `jacobi::NARROW`, and preset C's 1,330 tag-wise syntheses (the label-set means of a
+/// random start), which go through Jacobi.
+fn small_svds(c: &mut Criterion) {
+    use mlab_nc::analysis::metrics::{set_means, synthesis};
+    use mlab_nc::linalg::{jacobi, Mat};
+    use nalgebra::DMatrix;
+    let mut g = c.benchmark_group("svd");
+    for (m, n) in [(32, 3), (32, 6), (32, 8), (32, 20)] {
+        let a = DMatrix::from_fn(m, n, |i, j| ((i * 7 + j * 13) % 17) as f64 / 17.0 - 0.5 + 1e-3 * (i * j) as f64);
+        g.bench_function(format!("{m}x{n}/jacobi"), |b| b.iter(|| black_box(jacobi::svd_jacobi(&a))));
+        g.bench_function(format!("{m}x{n}/checked_nalgebra"), |b| b.iter(|| black_box(jacobi::checked_nalgebra_svd(&a))));
+    }
+    let cfg = cfg("C");
+    let obj = UfmObjective::new(&cfg);
+    let x = obj.random_start(0, 0.1);
+    let h = &x[obj.k * obj.d..obj.k * obj.d + obj.d * obj.n];
+    let mu = set_means(Mat::new(h, obj.d, obj.n), &cfg.labels);
+    g.bench_function("synthesis/C", |b| b.iter(|| black_box(synthesis(&mu, &cfg.labels).len())));
+    g.finish();
+}
+
+criterion_group!(benches, objective, fused_iteration, iterations, solves, prediction, exponentials, small_svds);
 criterion_main!(benches);
