@@ -113,3 +113,31 @@ fn a_large_start_does_not_climb_to_the_saddle() {
     let r = verify(&cfg, &[2], &opts).unwrap();
     assert_eq!(r.verdict, Verdict::Verified, "{:?}", r.runs[0].reasons);
 }
+
+/// Draw 147 of `hunt --wide --seed 2026` (K = 2, d = 1, lambda_w = 3.3e-7 against lambda_h =
+/// 0.14, PAL-mean), seed 1: a line search found no step meeting a curvature condition, and
+/// so did the line search after each of the three restarts, and the start ended
+/// not-converged. With the best sufficient-decrease step taken instead (`solver::lbfgs`) it
+/// is verified.
+#[test]
+fn a_line_search_without_a_wolfe_step_takes_a_sufficient_decrease() {
+    let (cfg, init_std) = draw_wide(2026, 147).unwrap();
+    assert_eq!((cfg.config.classes, cfg.config.dim), (2, 1), "the draw this test is about");
+    let mut opts = VerifyOptions::default();
+    opts.solve.init_std = init_std;
+    let r = verify(&cfg, &[1], &opts).unwrap();
+    assert_eq!(r.verdict, Verdict::Verified, "{:?} {}", r.runs[0].reasons, r.runs[0].termination);
+}
+
+/// A start a million times the default scale (K = 3, M = 2): the logits reach 1e12, where the
+/// softmax saturates and the loss is piecewise linear in float64, so phi' jumps across zero
+/// and no step meets a curvature condition. Sufficient-decrease steps carry the solve back
+/// to the optimum, which the verdict compares with the reduced problem's prediction.
+#[test]
+fn a_start_of_scale_1e6_reaches_the_optimum() {
+    let cfg = mlab_nc::model::config::UfmConfig::new(3, 2).validate().unwrap();
+    let mut opts = VerifyOptions::default();
+    opts.solve.init_std = 1e6;
+    let r = verify(&cfg, &[0], &opts).unwrap();
+    assert_eq!(r.verdict, Verdict::Verified, "{:?} {}", r.runs[0].reasons, r.runs[0].termination);
+}

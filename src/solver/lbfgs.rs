@@ -938,13 +938,24 @@ impl InPlaceLbfgs {
     /// More-Thuente (strong Wolfe) first; any trial meeting approximate Wolfe is accepted too,
     /// and so is a first trial meeting the nonmonotone test ([`Self::nonmonotone_accept`]).
     /// If More-Thuente stops (rounding), a derivative-only secant/bisection search on
-    /// phi'(a) = 0 takes over. Returns (step, f, |g|^2) with x, g_new at that step.
+    /// phi'(a) = 0 takes over. If no trial meets a curvature condition, the trial with the
+    /// lowest f that meets sufficient decrease is taken (evaluated again, so x, g_new and the
+    /// pending pair are its own). Returns (step, f, |g|^2) with x, g_new at that step.
     /// `at_first` is (f, phi', |g|^2) at `first`, evaluated with the direction pass.
     fn line_search<O: FusedObjective>(&mut self, obj: &mut O, dg0: f64, first: f64, at_first: (f64, f64, f64)) -> Option<(f64, f64, f64)> {
         let mut at_first = Some(at_first);
         let (mut ls, mut action) = MoreThuente::start(self.ls, self.f, dg0, first);
         let mut last = f64::NAN;
         let mut evals = 0;
+        // The trial with the lowest f that meets the sufficient decrease `f <= f0 + ftol a
+        // phi'(0)`: the step taken if no trial meets a curvature condition.
+        let mut armijo: Option<(f64, f64)> = None;
+        let (f0, ftol) = (self.f, self.ls.ftol);
+        let mut note = |a: f64, f: f64| {
+            if f.is_finite() && f <= f0 + ftol * a * dg0 && armijo.is_none_or(|(_, fb)| f < fb) {
+                armijo = Some((a, f));
+            }
+        };
         while evals < MAX_LINE_SEARCH_EVALS {
             match action {
                 Action::Evaluate(a) if a != last => {
@@ -957,6 +968,7 @@ impl InPlaceLbfgs {
                     };
                     evals += 1;
                     last = a;
+                    note(a, f);
                     if self.approx_wolfe(dg0, f, gd) || (evals == 1 && self.nonmonotone_accept(dg0, a, f, gd)) {
                         return Some((a, f, gg));
                     }
@@ -976,6 +988,7 @@ impl InPlaceLbfgs {
         while evals < 2 * MAX_LINE_SEARCH_EVALS {
             let (_, f, gd, gg) = self.trial(obj, a, Fill::Step);
             evals += 1;
+            note(a, f);
             if self.approx_wolfe(dg0, f, gd) {
                 return Some((a, f, gg));
             }
@@ -1002,7 +1015,12 @@ impl InPlaceLbfgs {
                 break;
             }
         }
-        None
+        // No curvature condition met (phi' may jump across zero, as on a loss that is
+        // piecewise linear in float64 where the softmax saturates): take the best sufficient
+        // decrease.
+        let (a, _) = armijo?;
+        let (_, f, _, gg) = self.trial(obj, a, Fill::Step);
+        (f.is_finite() && f <= self.f + self.ls.ftol * a * dg0).then_some((a, f, gg))
     }
 }
 
