@@ -113,3 +113,16 @@ fn time_limit_stops_a_long_solve_and_keeps_its_report() {
     assert!(secs < 10.0, "{secs} s");
     std::fs::remove_file(&path).ok();
 }
+
+/// A class skew that rounds away (one sample per set: every count is max(1, round(w)) = 1) is
+/// said on stderr, and the run goes on with the balanced problem; a skew that bites is not.
+#[test]
+fn a_skew_that_changes_nothing_is_said() {
+    let (code, out, err) = run(&["predict", "-K", "4", "-M", "2", "--class-skew", "1e300"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("note: the class skew leaves every multiplicity's counts equal"), "{err}");
+    assert!(out.contains("per-set=[1, 1]") || out.contains("N=10"), "{out}");
+    let (code, _, err) = run(&["predict", "-K", "4", "-M", "2", "--per-set", "100", "--class-skew", "4"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("note:"), "{err}");
+}

@@ -13,7 +13,7 @@ use mlab_nc::analysis::measure::{measure_inputs, Inputs, Names};
 use mlab_nc::analysis::report::PredictionReport;
 use mlab_nc::analysis::verdict::Tolerances;
 use mlab_nc::commands::verify::VerifyOptions;
-use mlab_nc::model::config::{skewed_counts, UfmConfig};
+use mlab_nc::model::config::{skew_vanishes, skewed_counts, UfmConfig, SKEW_VANISHES};
 use mlab_nc::model::loss::Loss;
 use mlab_nc::solver::{Method, SolveParams};
 use numpy::{PyArray1, PyArray2, PyArrayDescrMethods, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArray, PyUntypedArrayMethods};
@@ -297,7 +297,13 @@ fn config(
                 return Err(PyValueError::new_err(format!("class_skew must be a finite number > 0 (got {rho})")));
             }
             let v = base.clone().validate().map_err(value_error)?;
-            base.validate_with_counts(skewed_counts(&v.config, rho, singletons))
+            let counts = skewed_counts(&v.config, rho, singletons);
+            if rho != 1.0 && skew_vanishes(&counts) {
+                Python::attach(|py| {
+                    PyErr::warn(py, &py.get_type::<pyo3::exceptions::PyUserWarning>(), &std::ffi::CString::new(SKEW_VANISHES).unwrap_or_default(), 1)
+                })?;
+            }
+            base.validate_with_counts(counts)
         }
     }
     .map_err(value_error)

@@ -5,6 +5,7 @@ import threading
 import time
 
 import mlab_nc
+import pytest
 from conftest import assert_close
 
 
@@ -46,3 +47,10 @@ def test_ufm_releases_the_gil():
     elapsed = time.perf_counter() - start
     # With the GIL held for the whole solve, this thread could not tick until it ended.
     assert elapsed > 0.1 and len(ticks) >= 20, (elapsed, len(ticks))
+
+
+def test_a_skew_that_rounds_away_warns():
+    # One sample per set: every count is max(1, round(w)) = 1, so the skew changes nothing.
+    with pytest.warns(UserWarning, match="the problem is the balanced one"):
+        r = mlab_nc.predict(4, 2, class_skew=1e300)
+    assert r["samples"] == 10

@@ -113,6 +113,17 @@ pub fn skewed_counts(c: &UfmConfig, rho: f64, singletons_only: bool) -> Vec<SetC
     out
 }
 
+/// What the front ends say when [`skew_vanishes`].
+pub const SKEW_VANISHES: &str =
+    "the class skew leaves every multiplicity's counts equal (each is max(1, round(n prod w_k))): the problem is the balanced one; raise the samples per set to skew it";
+
+/// Whether skewed counts ([`skewed_counts`]) came out equal within every multiplicity: then
+/// the skew changed nothing (with small `per_set`, every `n w` rounds to the same count, or
+/// to 0 and is lifted to 1), and the problem is the balanced one.
+pub fn skew_vanishes(counts: &[SetCount]) -> bool {
+    counts.iter().all(|a| counts.iter().filter(|b| b.set.len() == a.set.len()).all(|b| b.count == a.count))
+}
+
 impl UfmConfig {
     /// K classes and label sets of up to M labels, with the defaults of `mlab-nc ufm`: d = K,
     /// one sample per label set, every weight decay 5e-3, the PAL loss. Change any field, then
@@ -251,6 +262,20 @@ mod tests {
 
     fn base() -> UfmConfig {
         UfmConfig { classes: 4, max_labels: 2, dim: 4, per_set: vec![1], lambda_w: 5e-3, lambda_h: 5e-3, lambda_b: 5e-3, loss: Loss::Pal }
+    }
+
+    /// K = 4: weights rho^(-k/3). At one sample per set and rho = 1e300 every product rounds
+    /// to 0 or 1 and is lifted to 1, so the counts stay balanced; at 100 per set and rho = 4
+    /// the singletons get 100, 63, 40 and 25 (100 x 4^(-1/3) = 63.0, 100 x 4^(-2/3) = 39.7).
+    #[test]
+    fn a_skew_that_rounds_away_is_recognised() {
+        assert!(skew_vanishes(&skewed_counts(&base(), 1e300, false)));
+        let c = UfmConfig { per_set: vec![100], ..base() };
+        let counts = skewed_counts(&c, 4.0, false);
+        let singles: Vec<usize> = counts.iter().filter(|s| s.set.len() == 1).map(|s| s.count).collect();
+        assert_eq!(singles, vec![100, 63, 40, 25]);
+        assert!(!skew_vanishes(&counts));
+        assert!(skew_vanishes(&skewed_counts(&c, 1.0, false)), "rho = 1 is no skew at all");
     }
 
     #[test]
