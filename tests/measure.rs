@@ -338,3 +338,22 @@ fn missing_singletons_still_get_nc1_free_metrics_and_a_note() {
     assert!(r.metrics.tag[0].note.as_deref().unwrap_or("").contains("class 2"));
     std::fs::remove_dir_all(&dd).ok();
 }
+
+/// The ETF distance does not depend on the scale (it compares G / ||G||_F), so features of
+/// 1e300 or 1e-300 must give the distance they give at 1. Their Gram matrix formed directly
+/// overflows (or underflows) and the distance comes out NaN; `etf_distance_of` scales both
+/// factors by powers of two first.
+#[test]
+fn the_etf_distance_survives_extreme_scales() {
+    use mlab_nc::analysis::metrics::{etf_distance, etf_distance_of};
+    let cm = DMatrix::from_row_slice(3, 3, &[1.0, 0.2, -0.5, 0.1, 1.0, 0.3, 0.0, -0.4, 1.0]);
+    let at_one = etf_distance(&(cm.transpose() * &cm));
+    assert!(at_one.is_finite() && at_one > 0.1, "{at_one}");
+    for c in [1e300, 1e-300, 3e-310] {
+        let m = &cm * c;
+        let d = etf_distance_of(&m.transpose(), &m);
+        assert!((d - at_one).abs() <= 1e-13 * at_one, "scale {c:e}: {d} against {at_one}");
+    }
+    let big = &cm * 1e300;
+    assert!(etf_distance(&(big.transpose() * &big)).is_nan(), "the direct Gram overflows");
+}

@@ -105,6 +105,27 @@ pub fn etf_distance(g: &DMatrix<f64>) -> f64 {
     (g / g.norm() - e).norm()
 }
 
+/// `etf_distance(a b)`, with a and b first scaled by powers of two so that their largest
+/// entries lie in [1, 2): the distance does not depend on the scale, the scaling is exact, and
+/// the product cannot overflow (features of 1e300 gave an infinite Gram matrix and a NaN).
+pub fn etf_distance_of(a: &DMatrix<f64>, b: &DMatrix<f64>) -> f64 {
+    etf_distance(&(pow2_normalised(a) * pow2_normalised(b)))
+}
+
+/// `m 2^-e` with `2^e <= max |m_ij| < 2^(e+1)`; m itself if it is zero or not finite.
+fn pow2_normalised(m: &DMatrix<f64>) -> DMatrix<f64> {
+    let top = m.iter().fold(0.0f64, |a, v| a.max(v.abs()));
+    if !(top > 0.0 && top.is_finite()) {
+        return m.clone();
+    }
+    // e is clamped to [-1022, 1023], where 2^-e is representable (2^-1023 as a subnormal); the
+    // products by it are exact unless an entry falls below the normal range, far below the
+    // largest one.
+    let e = (top.log2().floor() as i32).clamp(-1022, 1023);
+    let s = if e > 0 { 0.5f64.powi(e) } else { 2.0f64.powi(-e) };
+    m * s
+}
+
 /// Mean feature of every label set (d x #sets, column j = mu of set j; empty sets are zero).
 ///
 /// Two passes: the plain mean, then the mean of the deviations from it, which removes the
@@ -175,7 +196,7 @@ impl Metrics {
         let singleton: Vec<Option<usize>> = (0..k).map(|c| labels.singleton(c).filter(|&j| labels.counts[j] > 0)).collect();
         let missing: Vec<usize> = (0..k).filter(|&c| singleton[c].is_none()).collect();
         let w_mat = w.map(|w| w.to_dmatrix());
-        let nc2_w = w_mat.as_ref().map(|w| etf_distance(&(w * w.transpose())));
+        let nc2_w = w_mat.as_ref().map(|w| etf_distance_of(w, &w.transpose()));
         let alpha = w_mat.as_ref().map(|w| w.norm_squared() / (k - 1) as f64);
         let bias_norm = b.map(|b| b.iter().map(|v| v * v).sum::<f64>().sqrt());
 
@@ -191,8 +212,8 @@ impl Metrics {
                 col -= &mu_g;
             }
             nc1 = nc1_value(spread, labels, mu, &cm);
-            nc2_h = Some(etf_distance(&(cm.transpose() * &cm)));
-            nc3 = w_mat.as_ref().map(|w| etf_distance(&(w * &cm)));
+            nc2_h = Some(etf_distance_of(&cm.transpose(), &cm));
+            nc3 = w_mat.as_ref().map(|w| etf_distance_of(w, &cm));
         } else {
             let present: Vec<usize> = singleton.iter().flatten().copied().collect();
             if present.len() >= 2 {
@@ -384,7 +405,7 @@ pub fn geometry(w: Mat, mu: &DMatrix<f64>, labels: &LabelSets) -> Geometry {
     Geometry {
         classifier_norms: norms,
         classifier_cosines: cos,
-        etf_distance: etf_distance(&(&wm * wm.transpose())),
+        etf_distance: etf_distance_of(&wm, &wm.transpose()),
         classifier_singular_values: sv,
         classifier_rank: rank,
         synthesis_all: all,
