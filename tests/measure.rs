@@ -357,3 +357,51 @@ fn the_etf_distance_survives_extreme_scales() {
     let big = &cm * 1e300;
     assert!(etf_distance(&(big.transpose() * &big)).is_nan(), "the direct Gram overflows");
 }
+
+/// Every metric but alpha is invariant to the scale of the features and the classifier (NC1 a
+/// ratio of variabilities, NC2/NC3 normalised Gram matrices, the tag-wise angles and scale
+/// ratios), so features and a classifier of 1e300 or 1e-300 must give what they give at 1.
+/// alpha = ||W||_F^2 / (K - 1) is then 1e600 or 1e-600, outside float64: reported as absent.
+#[test]
+fn metrics_do_not_depend_on_the_scale_even_at_the_ends_of_float64() {
+    use mlab_nc::analysis::metrics::Metrics;
+    use mlab_nc::linalg::Mat;
+    let labels = LabelSets::balanced(3, 2, &[20, 20]).unwrap();
+    let (k, d, n) = (3, 8, labels.samples());
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let means: Vec<f64> = (0..k * d).map(|_| rng.random_range(-1.0..1.0)).collect();
+    let w: Vec<f64> = (0..k * d).map(|_| rng.random_range(-1.0..1.0)).collect();
+    let mut h = vec![0.0; d * n];
+    for (i, &s) in labels.set_of.iter().enumerate() {
+        for &c in &labels.sets[s as usize] {
+            for r in 0..d {
+                h[i * d + r] += means[c * d + r];
+            }
+        }
+        for r in 0..d {
+            h[i * d + r] += 0.01 * rng.random_range(-1.0..1.0);
+        }
+    }
+    let at = |c: f64| {
+        let (hs, ws): (Vec<f64>, Vec<f64>) = (h.iter().map(|v| v * c).collect(), w.iter().map(|v| v * c).collect());
+        Metrics::compute(Mat::new(&hs, d, n), &labels, Some(Mat::new(&ws, k, d)), None)
+    };
+    let one = at(1.0);
+    let tag = |m: &Metrics| (m.tag[0].max_angle_deg.unwrap(), m.tag[0].scale_mean.unwrap());
+    assert!(one.alpha.is_some_and(|a| a > 0.0));
+    for c in [1e300, 1e-300] {
+        let m = at(c);
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-10 * b.abs();
+        for (name, a, b) in [
+            ("nc1", m.nc1.unwrap(), one.nc1.unwrap()),
+            ("nc2_w", m.nc2_w.unwrap(), one.nc2_w.unwrap()),
+            ("nc2_h", m.nc2_h.unwrap(), one.nc2_h.unwrap()),
+            ("nc3", m.nc3.unwrap(), one.nc3.unwrap()),
+            ("angle", tag(&m).0, tag(&one).0),
+            ("scale", tag(&m).1, tag(&one).1),
+        ] {
+            assert!(close(a, b), "scale {c:e}: {name} {a} against {b}");
+        }
+        assert_eq!(m.alpha, None, "scale {c:e}");
+    }
+}

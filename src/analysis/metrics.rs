@@ -197,7 +197,11 @@ impl Metrics {
         let missing: Vec<usize> = (0..k).filter(|&c| singleton[c].is_none()).collect();
         let w_mat = w.map(|w| w.to_dmatrix());
         let nc2_w = w_mat.as_ref().map(|w| etf_distance_of(w, &w.transpose()));
-        let alpha = w_mat.as_ref().map(|w| w.norm_squared() / (k - 1) as f64);
+        // None when ||W||^2 lies outside float64 (an overflow, or an underflow of a nonzero W).
+        let alpha = w_mat.as_ref().and_then(|w| {
+            let a = w.norm_squared() / (k - 1) as f64;
+            (a.is_finite() && (a > 0.0 || w.iter().all(|&v| v == 0.0))).then_some(a)
+        });
         let bias_norm = b.map(|b| b.iter().map(|v| v * v).sum::<f64>().sqrt());
 
         let (mut nc1, mut nc2_h, mut nc3, mut note) = (None, None, None, None);
@@ -301,6 +305,10 @@ fn nc1_value(spread: Spread, labels: &LabelSets, mu: &DMatrix<f64>, cm: &DMatrix
 }
 
 fn tag_metrics(labels: &LabelSets, mu: &DMatrix<f64>, singleton: &[Option<usize>]) -> (Vec<TagMetric>, Option<f64>) {
+    // Angles and ratios of norms do not depend on the means' scale: taken on means scaled by
+    // a power of two (exact), so that means of 1e300 or 1e-300 cannot overflow or underflow
+    // the squared norms (they gave an angle of 0 and no scale).
+    let mu = &pow2_normalised(mu);
     let mut out = Vec::new();
     let (mut sum_tag, mut sum_own, mut n_tag, mut n_own) = (0.0, 0.0, 0usize, 0usize);
     for m in 2..=labels.max_labels {
