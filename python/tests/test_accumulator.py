@@ -84,6 +84,8 @@ def test_a_bad_batch_leaves_the_accumulator_unchanged():
         acc.update(x[:, :3], y)
     with pytest.raises(ValueError, match="classes = 4"):
         acc.update(x, y[:, :3])
+    with pytest.raises(ValueError, match="multiply them by a constant"):
+        acc.update(x * 1e-200, y)  # its squared deviations would underflow to 0
     assert acc.result() == before and acc.samples == 100
 
 

@@ -153,6 +153,22 @@ impl Accumulator {
             };
             slot.push(s);
         }
+        // The scatter is a sum of squared deviations: float64 features far from 1 in size
+        // would over- or underflow it (features of 1e-200 gave NC1 = 0). The metrics do not
+        // depend on the features' scale, so such a batch is refused with that advice. (No
+        // float32 value can leave the range.)
+        if let Values::F64(_) = features.values() {
+            let mut top = 0.0f64;
+            features.for_each(|_, _, v| top = top.max(v.abs()));
+            if top.is_finite() && (top > FEATURE_RANGE.1 || (top > 0.0 && top < FEATURE_RANGE.0)) {
+                bail!(
+                    "{}: the largest |entry| is {top:.1e}, outside [{:.0e}, {:.0e}], where the streamed sums of squares stay inside float64; the metrics do not depend on the features' scale, so multiply them by a constant",
+                    names.features,
+                    FEATURE_RANGE.0,
+                    FEATURE_RANGE.1
+                );
+            }
+        }
         let b = batch_sets.len();
         let mut count = vec![0u64; b];
         slot.iter().for_each(|&s| count[s] += 1);
@@ -261,6 +277,11 @@ impl Accumulator {
         Ok(report(&labels, &mu, Spread::Scatter(Mat::new(&sw, d, d)), classifier, bias))
     }
 }
+
+/// The range of a float64 batch's largest |entry| that [`Accumulator::update`] takes: its
+/// squares, times up to 1e12 samples, and the squares of deviations 1e-4 of its size, stay
+/// normal float64 numbers.
+pub const FEATURE_RANGE: (f64, f64) = (1e-100, 1e100);
 
 /// Rows per task of [`set_sums`]: fixed, so that the sums do not depend on the thread count.
 const CHUNK_ROWS: usize = 512;
@@ -475,5 +496,30 @@ mod tests {
         let e3 = acc.update(&Array2::row_major(&x[..20], 10, 2).unwrap(), &Array2::row_major(&y[..40], 10, 4).unwrap(), &names).unwrap_err();
         assert!(e3.to_string().contains("dim = 3"), "{e3}");
         assert_eq!(serde_json::to_string(&acc.result(None, None, &names).unwrap()).unwrap(), before);
+    }
+
+    /// Features of 1e-200 would underflow every squared deviation (NC1 came out 0), and of
+    /// 1e200 overflow them: such a batch is refused, and the state is left as it was; the same
+    /// features at 1e90 and 1e-90 give what they give at 1 (NC1 is scale-free).
+    #[test]
+    fn features_whose_squares_leave_float64_are_refused() {
+        let names = Names::ARGUMENTS;
+        let (x, y) = data(60, 3, 0.0, false);
+        let ya = Array2::row_major(&y, 60, 4).unwrap();
+        let nc1 = |c: f64| {
+            let xs: Vec<f64> = x.iter().map(|v| v * c).collect();
+            let mut acc = Accumulator::new(4, 3).unwrap();
+            acc.update(&Array2::row_major(&xs, 60, 3).unwrap(), &ya, &names).map(|_| acc.result(None, None, &names).unwrap().metrics.nc1.unwrap())
+        };
+        let one = nc1(1.0).unwrap();
+        assert!(one > 0.0);
+        for c in [1e90, 1e-90] {
+            let v = nc1(c).unwrap();
+            assert!((v - one).abs() <= 1e-12 * one, "scale {c:e}: {v} against {one}");
+        }
+        for c in [1e200, 1e-200] {
+            let e = nc1(c).unwrap_err().to_string();
+            assert!(e.contains("multiply them by a constant"), "{e}");
+        }
     }
 }
