@@ -430,8 +430,8 @@ impl ProblemArgs {
             (None, Some(rho)) => {
                 let v = base.clone().validate()?;
                 let counts = crate::model::config::skewed_counts(&v.config, rho, self.skew_singletons_only);
-                if rho != 1.0 && crate::model::config::skew_vanishes(&counts) {
-                    eprintln!("note: {}", crate::model::config::SKEW_VANISHES);
+                if let Some(note) = crate::model::config::skew_note(rho, &counts) {
+                    eprintln!("note: {note}");
                 }
                 base.validate_with_counts(counts)
             }

@@ -13,7 +13,7 @@ use mlab_nc::analysis::measure::{measure_inputs, Inputs, Names};
 use mlab_nc::analysis::report::PredictionReport;
 use mlab_nc::analysis::verdict::Tolerances;
 use mlab_nc::commands::verify::VerifyOptions;
-use mlab_nc::model::config::{skew_vanishes, skewed_counts, UfmConfig, SKEW_VANISHES};
+use mlab_nc::model::config::{skew_note, skewed_counts, UfmConfig};
 use mlab_nc::model::loss::Loss;
 use mlab_nc::solver::{Method, SolveParams};
 use numpy::{PyArray1, PyArray2, PyArrayDescrMethods, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArray, PyUntypedArrayMethods};
@@ -298,10 +298,8 @@ fn config(
             }
             let v = base.clone().validate().map_err(value_error)?;
             let counts = skewed_counts(&v.config, rho, singletons);
-            if rho != 1.0 && skew_vanishes(&counts) {
-                Python::attach(|py| {
-                    PyErr::warn(py, &py.get_type::<pyo3::exceptions::PyUserWarning>(), &std::ffi::CString::new(SKEW_VANISHES).unwrap_or_default(), 1)
-                })?;
+            if let Some(note) = skew_note(rho, &counts) {
+                Python::attach(|py| PyErr::warn(py, &py.get_type::<pyo3::exceptions::PyUserWarning>(), &std::ffi::CString::new(note).unwrap_or_default(), 1))?;
             }
             base.validate_with_counts(counts)
         }

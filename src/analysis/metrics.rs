@@ -105,25 +105,17 @@ pub fn etf_distance(g: &DMatrix<f64>) -> f64 {
     (g / g.norm() - e).norm()
 }
 
-/// `etf_distance(a b)`, with a and b first scaled by powers of two so that their largest
-/// entries lie in [1, 2): the distance does not depend on the scale, the scaling is exact, and
+/// `etf_distance(a b)`, with a and b first divided by powers of two that bring their largest
+/// entries into (1/2, 1]: the distance does not depend on the scale, the scaling is exact, and
 /// the product cannot overflow (features of 1e300 gave an infinite Gram matrix and a NaN).
 pub fn etf_distance_of(a: &DMatrix<f64>, b: &DMatrix<f64>) -> f64 {
-    etf_distance(&(pow2_normalised(a) * pow2_normalised(b)))
+    etf_distance(&(unit_scaled(a) * unit_scaled(b)))
 }
 
-/// `m 2^-e` with `2^e <= max |m_ij| < 2^(e+1)`; m itself if it is zero or not finite.
-fn pow2_normalised(m: &DMatrix<f64>) -> DMatrix<f64> {
-    let top = m.iter().fold(0.0f64, |a, v| a.max(v.abs()));
-    if !(top > 0.0 && top.is_finite()) {
-        return m.clone();
-    }
-    // e is clamped to [-1022, 1023], where 2^-e is representable (2^-1023 as a subnormal); the
-    // products by it are exact unless an entry falls below the normal range, far below the
-    // largest one.
-    let e = (top.log2().floor() as i32).clamp(-1022, 1023);
-    let s = if e > 0 { 0.5f64.powi(e) } else { 2.0f64.powi(-e) };
-    m * s
+/// `m` divided exactly by the power of two above its largest |entry|
+/// ([`pow2_scaled`](crate::linalg::pow2_scaled)); `m` itself if an entry is not finite.
+fn unit_scaled(m: &DMatrix<f64>) -> DMatrix<f64> {
+    crate::linalg::pow2_scaled(m).map_or_else(|| m.clone(), |(b, _)| b)
 }
 
 /// Mean feature of every label set (d x #sets, column j = mu of set j; empty sets are zero).
@@ -308,7 +300,7 @@ fn tag_metrics(labels: &LabelSets, mu: &DMatrix<f64>, singleton: &[Option<usize>
     // Angles and ratios of norms do not depend on the means' scale: taken on means scaled by
     // a power of two (exact), so that means of 1e300 or 1e-300 cannot overflow or underflow
     // the squared norms (they gave an angle of 0 and no scale).
-    let mu = &pow2_normalised(mu);
+    let mu = &unit_scaled(mu);
     let mut out = Vec::new();
     let (mut sum_tag, mut sum_own, mut n_tag, mut n_own) = (0.0, 0.0, 0usize, 0usize);
     for m in 2..=labels.max_labels {

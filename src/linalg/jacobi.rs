@@ -34,7 +34,7 @@
 
 use nalgebra::{DMatrix, DVector};
 
-use super::{gemm, Mat};
+use super::{gemm, pow2_scaled, Mat};
 
 /// Sweeps before giving up (convergence is quadratic; a few sweeps suffice in practice).
 const MAX_SWEEPS: usize = 60;
@@ -76,30 +76,11 @@ pub const NARROW: usize = 6;
 /// Iterations nalgebra's SVD may take before it gives up (its own default is unbounded).
 const NALGEBRA_MAX_ITERS: usize = 1000;
 
-/// `a / 2^e` with `2^e` the power of two nearest above the largest |entry| (1 for a zero
-/// matrix), and `2^e`; `None` if an entry is not finite. Dividing by a power of two is exact.
-fn scaled(a: &DMatrix<f64>) -> Option<(DMatrix<f64>, f64)> {
-    let mut big = 0.0f64;
-    for &x in a.iter() {
-        if !x.is_finite() {
-            return None;
-        }
-        big = big.max(x.abs());
-    }
-    if big == 0.0 {
-        return Some((a.clone(), 1.0));
-    }
-    // An exponent in the normal range, so that 2^e is exact (entries below 2^-1020 are
-    // subnormal and far from overflowing anyway).
-    let scale = 2f64.powi((big.log2().ceil() as i32).clamp(-1020, 1020));
-    Some((a / scale, scale))
-}
-
 /// Thin SVD: [`svd_jacobi`] for a matrix with at most [`NARROW`] columns or rows; else
 /// nalgebra's if it passes the checks in the module docs, else [`svd_jacobi`]. `None` if an
 /// entry of `a` is not finite.
 pub fn svd(a: &DMatrix<f64>) -> Option<Svd> {
-    let (b, scale) = scaled(a)?;
+    let (b, scale) = pow2_scaled(a)?;
     let mut d = if a.nrows().min(a.ncols()) <= NARROW { svd_jacobi(&b) } else { checked_nalgebra_svd(&b).unwrap_or_else(|| svd_jacobi(&b)) };
     d.singular_values *= scale;
     d.singular_values.iter().all(|x| x.is_finite()).then_some(d)
@@ -219,7 +200,7 @@ fn rotate_columns(m: &mut DMatrix<f64>, p: usize, q: usize, c: f64, s: f64) {
 pub fn sym_eigenvalues(m: &DMatrix<f64>) -> Option<Vec<f64>> {
     assert!(m.is_square(), "sym_eigenvalues: matrix is not square");
     let n = m.nrows();
-    let (m, scale) = scaled(m)?;
+    let (m, scale) = pow2_scaled(m)?;
     let mut a = (&m + m.transpose()) * 0.5;
     // An entry is negligible once it is below rounding relative to its diagonal pair
     // (|a_pq| <= eps sqrt|a_pp a_qq|, the criterion of Demmel and Veselic), or below
@@ -276,7 +257,7 @@ pub fn eigenvalue_upper_bound(a: &DMatrix<f64>) -> Option<f64> {
     if n == 0 {
         return Some(0.0);
     }
-    let (b, scale) = scaled(a)?;
+    let (b, scale) = pow2_scaled(a)?;
     let b = (&b + b.transpose()) * 0.5;
     let est = b.clone().try_symmetric_eigen(f64::EPSILON, NALGEBRA_MAX_ITERS).map(|e| e.eigenvalues.max()).filter(|l| l.is_finite()).unwrap_or(0.0);
     let floor = 4.0 * n as f64 * f64::EPSILON;

@@ -111,6 +111,25 @@ pub fn norm(x: &[f64]) -> f64 {
     x.iter().map(|v| v * v).sum::<f64>().sqrt()
 }
 
+/// `a / 2^e` with `2^e` the power of two nearest above the largest |entry| (1 for a zero
+/// matrix), and `2^e`; `None` if an entry is not finite. Dividing by a power of two is exact.
+pub fn pow2_scaled(a: &DMatrix<f64>) -> Option<(DMatrix<f64>, f64)> {
+    let mut big = 0.0f64;
+    for &x in a.iter() {
+        if !x.is_finite() {
+            return None;
+        }
+        big = big.max(x.abs());
+    }
+    if big == 0.0 {
+        return Some((a.clone(), 1.0));
+    }
+    // An exponent in the normal range, so that 2^e is exact (entries below 2^-1020 are
+    // subnormal and far from overflowing anyway).
+    let scale = 2f64.powi((big.log2().ceil() as i32).clamp(-1020, 1020));
+    Some((a / scale, scale))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -119,9 +119,23 @@ pub const SKEW_VANISHES: &str =
 
 /// Whether skewed counts ([`skewed_counts`]) came out equal within every multiplicity: then
 /// the skew changed nothing (with small `per_set`, every `n w` rounds to the same count, or
-/// to 0 and is lifted to 1), and the problem is the balanced one.
+/// to 0 and is lifted to 1), and the problem is the balanced one. One pass: each count
+/// against the first of its multiplicity.
 pub fn skew_vanishes(counts: &[SetCount]) -> bool {
-    counts.iter().all(|a| counts.iter().filter(|b| b.set.len() == a.set.len()).all(|b| b.count == a.count))
+    let mut first: Vec<Option<usize>> = Vec::new();
+    counts.iter().all(|c| {
+        let m = c.set.len();
+        if first.len() <= m {
+            first.resize(m + 1, None);
+        }
+        *first[m].get_or_insert(c.count) == c.count
+    })
+}
+
+/// The note the front ends give for a skew `rho` that produced `counts`: [`SKEW_VANISHES`]
+/// when a real skew (`rho != 1`) left every multiplicity balanced.
+pub fn skew_note(rho: f64, counts: &[SetCount]) -> Option<&'static str> {
+    (rho != 1.0 && skew_vanishes(counts)).then_some(SKEW_VANISHES)
 }
 
 impl UfmConfig {
