@@ -184,9 +184,17 @@ fn direct(feats: &[f64], n: usize, d: usize, l: &LabelSets, w: &DMatrix<f64>) ->
     Direct { nc1, nc2_w: dist(w * w.transpose()), nc2_h: dist(cm.transpose() * &cm), nc3: dist(w * &cm), angles, scales, weights }
 }
 
+/// At 3 samples per set (42 samples) and at 200 (2,800: NC1's deviations are taken in blocks
+/// of 2,048 samples, so two blocks, the second partial).
 #[test]
 fn noisy_features_agree_with_a_direct_computation() {
-    let (k, m, d, per) = (4, 3, 7, 3);
+    for per in [3, 200] {
+        noisy_features_agree_at(per);
+    }
+}
+
+fn noisy_features_agree_at(per: usize) {
+    let (k, m, d) = (4, 3, 7);
     let (l, y) = layout(k, m, per);
     let n = l.samples();
     let mut rng = ChaCha8Rng::seed_from_u64(11);
@@ -228,6 +236,16 @@ fn noisy_features_agree_with_a_direct_computation() {
         }
         std::fs::remove_dir_all(&dd).ok();
     }
+    // The same features in a Fortran-order file (placed row-major as they are read).
+    let dd = dir(&format!("noisyF{per}"));
+    let files = write_all(&dd, &feats, n, d, &y, k, &w_row, &vec![0.1; k], false);
+    let col_major: Vec<f64> = (0..d).flat_map(|j| (0..n).map(move |i| (i, j))).map(|(i, j)| feats[i * d + j]).collect();
+    write_npy(&files.f, "<f8", &[n, d], true, &f64_bytes(&col_major));
+    let r = measure_files(&files.f, &files.y, Some(&files.w), Some(&files.b)).unwrap();
+    let rel = |a: f64, b: f64| (a - b).abs() / b.abs();
+    assert!(rel(r.metrics.nc1.unwrap(), dref.nc1) < 1e-9, "Fortran order: nc1 {} vs {}", r.metrics.nc1.unwrap(), dref.nc1);
+    assert!(rel(r.metrics.nc2_h.unwrap(), dref.nc2_h) < 1e-9 && rel(r.metrics.nc3.unwrap(), dref.nc3) < 1e-9);
+    std::fs::remove_dir_all(&dd).ok();
 }
 
 #[test]

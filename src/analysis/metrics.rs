@@ -124,26 +124,33 @@ fn unit_scaled(m: &DMatrix<f64>) -> DMatrix<f64> {
 /// first pass's rounding when the features sit far from the origin (a common offset of 1e4
 /// with a spread of 1 would otherwise cost about four digits of every difference of means).
 pub fn set_means(h: Mat, labels: &LabelSets) -> DMatrix<f64> {
-    let mut mu = DMatrix::<f64>::zeros(h.rows, labels.sets.len());
-    for (i, &s) in labels.set_of.iter().enumerate() {
-        let mut col = mu.column_mut(s as usize);
-        col.iter_mut().zip(h.col(i)).for_each(|(m, v)| *m += v);
-    }
-    let scale = |mu: &mut DMatrix<f64>| {
+    let d = h.rows;
+    let sets = labels.sets.len();
+    // Column j of a d x #sets column-major buffer.
+    let col = |j: usize| j * d..(j + 1) * d;
+    let scale = |v: &mut [f64]| {
         for (j, &c) in labels.counts.iter().enumerate() {
             if c > 0 {
-                mu.column_mut(j).scale_mut(1.0 / c as f64);
+                let r = 1.0 / c as f64;
+                let cr = col(j);
+                v[cr].iter_mut().for_each(|x| *x *= r);
             }
         }
     };
-    scale(&mut mu);
-    let mut fix = DMatrix::<f64>::zeros(h.rows, labels.sets.len());
+    let mut mu = vec![0.0; d * sets];
     for (i, &s) in labels.set_of.iter().enumerate() {
-        let (m, mut col) = (mu.column(s as usize), fix.column_mut(s as usize));
-        col.iter_mut().zip(h.col(i)).zip(m.iter()).for_each(|((f, v), m)| *f += v - m);
+        let cr = col(s as usize);
+        mu[cr].iter_mut().zip(h.col(i)).for_each(|(m, v)| *m += v);
+    }
+    scale(&mut mu);
+    let mut fix = vec![0.0; d * sets];
+    for (i, &s) in labels.set_of.iter().enumerate() {
+        let cr = col(s as usize);
+        fix[cr.clone()].iter_mut().zip(h.col(i)).zip(&mu[cr]).for_each(|((f, v), m)| *f += v - m);
     }
     scale(&mut fix);
-    mu + fix
+    mu.iter_mut().zip(&fix).for_each(|(m, f)| *m += f);
+    DMatrix::from_vec(d, sets, mu)
 }
 
 /// The within-label-set spread behind NC1: the features themselves, or the pooled
@@ -275,16 +282,22 @@ fn nc1_value(spread: Spread, labels: &LabelSets, mu: &DMatrix<f64>, cm: &DMatrix
     let proj = Mat::new(proj.as_slice(), d, keep.len());
     let sum_sq = match spread {
         Spread::Samples(h) => {
-            let mut dev = vec![0.0; d * n];
-            for (i, &s) in labels.set_of.iter().enumerate() {
-                let m = mu.column(s as usize);
-                for (j, v) in h.col(i).iter().enumerate() {
-                    dev[i * d + j] = v - m[j];
+            // The deviations a block of samples at a time (the whole d x N matrix of them
+            // doubled the peak memory of `measure`), their squares summed in sample order.
+            const BLOCK: usize = 2048;
+            let (mut dev, mut p) = (vec![0.0; d * BLOCK.min(n)], vec![0.0; keep.len() * BLOCK.min(n)]);
+            let mut sum = 0.0;
+            for start in (0..n).step_by(BLOCK) {
+                let m = BLOCK.min(n - start);
+                for (c, out) in dev.chunks_exact_mut(d).take(m).enumerate() {
+                    let mean = mu.column(labels.set_of[start + c] as usize);
+                    out.iter_mut().zip(h.col(start + c)).zip(mean.iter()).for_each(|((o, v), mj)| *o = v - mj);
                 }
+                let pb = &mut p[..keep.len() * m];
+                gemm(1.0, proj, true, Mat::new(&dev[..d * m], d, m), false, 0.0, pb);
+                sum = pb.iter().fold(sum, |acc, v| acc + v * v);
             }
-            let mut p = vec![0.0; keep.len() * n];
-            gemm(1.0, proj, true, Mat::new(&dev, d, n), false, 0.0, &mut p);
-            p.iter().map(|v| v * v).sum::<f64>()
+            sum
         }
         Spread::Scatter(sw) => {
             let mut sp = vec![0.0; d * keep.len()];

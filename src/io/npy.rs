@@ -27,70 +27,93 @@ fn err(path: &str, msg: impl std::fmt::Display) -> Error {
     Error::new(format!("{path}: {msg}"))
 }
 
-fn read_as<T: npyz::Deserialize>(path: &str, npy: NpyFile<&[u8]>, conv: impl Fn(T) -> f64) -> Result<Vec<f64>> {
-    let v: Vec<T> = npy.into_vec().map_err(|e| err(path, format!("cannot read the data (truncated or corrupt file?): {e}")))?;
-    Ok(v.into_iter().map(conv).collect())
+/// The data as f64 in row-major order, converted and placed element by element as it is read
+/// (from a buffered file): no copy of the whole file, none in its own dtype, and none to
+/// transpose a Fortran-order file. `measure` on a float32 file of 205 MB peaked at 846 MB in C
+/// order and 1 GB in Fortran order; now at 440 MB, the f64 features themselves
+/// (docs/performance.md). `rows cols` is the count the header's shape gives, already checked
+/// against the file's size.
+fn read_as<T: npyz::Deserialize, R: std::io::Read>(
+    path: &str,
+    npy: NpyFile<R>,
+    (rows, cols): (usize, usize),
+    fortran: bool,
+    conv: impl Fn(T) -> f64,
+) -> Result<Vec<f64>> {
+    let bad = |e: &dyn std::fmt::Display| err(path, format!("cannot read the data (truncated or corrupt file?): {e}"));
+    let values = rows * cols;
+    let mut out = vec![0.0; values];
+    let mut count = 0;
+    for v in npy.data::<T>().map_err(|e| bad(&e))? {
+        let at = if fortran { (count % rows) * cols + count / rows } else { count };
+        *out.get_mut(at).ok_or_else(|| err(path, format!("data has more values than the shape {rows} x {cols} needs")))? = conv(v.map_err(|e| bad(&e))?);
+        count += 1;
+    }
+    if count != values {
+        return Err(err(path, format!("data has {count} values but the shape {rows} x {cols} needs {values}")));
+    }
+    Ok(out)
 }
 
-/// Reads a 1-D or 2-D `.npy` file; `allow_ints` also accepts bool and integer dtypes.
+/// Reads a 1-D or 2-D `.npy` file; `allow_ints` also accepts bool and integer dtypes. The file
+/// is read through a buffer, not whole into memory first.
 pub fn read(path: &Path, ndim: usize, allow_ints: bool) -> Result<Array> {
     let name = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|e| err(&name, format!("cannot open: {e}")))?;
-    parse(&bytes, &name, ndim, allow_ints)
+    let open = |e: std::io::Error| err(&name, format!("cannot open: {e}"));
+    let file = std::fs::File::open(path).map_err(open)?;
+    let len = file.metadata().map_err(open)?.len();
+    parse_from(std::io::BufReader::with_capacity(1 << 16, file), len, &name, ndim, allow_ints)
 }
 
 /// Parses the bytes of a 1-D or 2-D `.npy` file named `path` (for messages). Any byte string
 /// gives an array or an error, never a panic.
 pub fn parse(bytes: &[u8], path: &str, ndim: usize, allow_ints: bool) -> Result<Array> {
-    if !bytes.starts_with(b"\x93NUMPY") {
+    parse_from(bytes, bytes.len() as u64, path, ndim, allow_ints)
+}
+
+/// [`parse`] from a reader of `len` bytes.
+fn parse_from<R: std::io::Read>(mut r: R, len: u64, path: &str, ndim: usize, allow_ints: bool) -> Result<Array> {
+    let mut magic = [0u8; 6];
+    let got = match r.read_exact(&mut magic) {
+        Ok(()) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => false,
+        Err(e) => return Err(err(path, format!("cannot read: {e}"))),
+    };
+    if !got || &magic != b"\x93NUMPY" {
         return Err(err(path, "not a .npy file (missing the \\x93NUMPY magic)"));
     }
-    let npy = NpyFile::new(bytes).map_err(|e| err(path, format!("bad .npy header: {e}")))?;
+    let npy = NpyFile::new(std::io::Read::chain(&magic[..], r)).map_err(|e| err(path, format!("bad .npy header: {e}")))?;
     let shape: Vec<u64> = npy.shape().to_vec();
     if shape.len() != ndim {
         return Err(err(path, format!("expected a {ndim}-D array, got shape {shape:?}")));
     }
     let (rows, cols) = if ndim == 1 { (shape[0], 1) } else { (shape[0], shape[1]) };
     // The data must fit in the file: a header claiming more is refused before any allocation.
-    let values =
-        rows.checked_mul(cols).filter(|&v| v <= bytes.len() as u64).ok_or_else(|| err(path, format!("shape {shape:?} needs more data than the file holds")))?;
+    rows.checked_mul(cols).filter(|&v| v <= len).ok_or_else(|| err(path, format!("shape {shape:?} needs more data than the file holds")))?;
     let (rows, cols) = (rows as usize, cols as usize);
-    let fortran = npy.order() == Order::Fortran;
+    // A 1-D array reads the same in either order.
+    let fortran = npy.order() == Order::Fortran && ndim == 2;
     let DType::Plain(ts) = npy.dtype() else {
         return Err(err(path, "unsupported dtype (structured or nested array)"));
     };
     let dtype = ts.to_string();
     let size = ts.size_field();
     let data = match (ts.type_char(), size) {
-        (TypeChar::Float, 4) => read_as::<f32>(path, npy, f64::from)?,
-        (TypeChar::Float, 8) => read_as::<f64>(path, npy, |v| v)?,
-        (TypeChar::Bool, 1) if allow_ints => read_as::<bool>(path, npy, |v| if v { 1.0 } else { 0.0 })?,
-        (TypeChar::Int, 1) if allow_ints => read_as::<i8>(path, npy, f64::from)?,
-        (TypeChar::Int, 2) if allow_ints => read_as::<i16>(path, npy, f64::from)?,
-        (TypeChar::Int, 4) if allow_ints => read_as::<i32>(path, npy, f64::from)?,
-        (TypeChar::Int, 8) if allow_ints => read_as::<i64>(path, npy, |v| v as f64)?,
-        (TypeChar::Uint, 1) if allow_ints => read_as::<u8>(path, npy, f64::from)?,
-        (TypeChar::Uint, 2) if allow_ints => read_as::<u16>(path, npy, f64::from)?,
-        (TypeChar::Uint, 4) if allow_ints => read_as::<u32>(path, npy, f64::from)?,
-        (TypeChar::Uint, 8) if allow_ints => read_as::<u64>(path, npy, |v| v as f64)?,
+        (TypeChar::Float, 4) => read_as::<f32, _>(path, npy, (rows, cols), fortran, f64::from)?,
+        (TypeChar::Float, 8) => read_as::<f64, _>(path, npy, (rows, cols), fortran, |v| v)?,
+        (TypeChar::Bool, 1) if allow_ints => read_as::<bool, _>(path, npy, (rows, cols), fortran, |v| if v { 1.0 } else { 0.0 })?,
+        (TypeChar::Int, 1) if allow_ints => read_as::<i8, _>(path, npy, (rows, cols), fortran, f64::from)?,
+        (TypeChar::Int, 2) if allow_ints => read_as::<i16, _>(path, npy, (rows, cols), fortran, f64::from)?,
+        (TypeChar::Int, 4) if allow_ints => read_as::<i32, _>(path, npy, (rows, cols), fortran, f64::from)?,
+        (TypeChar::Int, 8) if allow_ints => read_as::<i64, _>(path, npy, (rows, cols), fortran, |v| v as f64)?,
+        (TypeChar::Uint, 1) if allow_ints => read_as::<u8, _>(path, npy, (rows, cols), fortran, f64::from)?,
+        (TypeChar::Uint, 2) if allow_ints => read_as::<u16, _>(path, npy, (rows, cols), fortran, f64::from)?,
+        (TypeChar::Uint, 4) if allow_ints => read_as::<u32, _>(path, npy, (rows, cols), fortran, f64::from)?,
+        (TypeChar::Uint, 8) if allow_ints => read_as::<u64, _>(path, npy, (rows, cols), fortran, |v| v as f64)?,
         _ => {
             let allowed = if allow_ints { "float32, float64, bool, int or uint" } else { "float32 or float64" };
             return Err(err(path, format!("unsupported dtype {dtype} (expected {allowed})")));
         }
-    };
-    if data.len() as u64 != values {
-        return Err(err(path, format!("data has {} values but the shape {shape:?} needs {values}", data.len())));
-    }
-    let data = if fortran && ndim == 2 {
-        let mut t = vec![0.0; rows * cols];
-        for i in 0..rows {
-            for j in 0..cols {
-                t[i * cols + j] = data[i + j * rows];
-            }
-        }
-        t
-    } else {
-        data
     };
     Ok(Array { rows, cols, data, dtype })
 }
