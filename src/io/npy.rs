@@ -41,16 +41,43 @@ fn read_as<T: npyz::Deserialize, R: std::io::Read>(
     conv: impl Fn(T) -> f64,
 ) -> Result<Vec<f64>> {
     let bad = |e: &dyn std::fmt::Display| err(path, format!("cannot read the data (truncated or corrupt file?): {e}"));
+    // A Fortran-order file holds the columns one after another: they are gathered PANEL at a
+    // time and written out row by row, a cache line per row rather than one per value.
+    const PANEL: usize = 8;
     let values = rows * cols;
     let mut out = vec![0.0; values];
+    let mut panel = Vec::with_capacity(if fortran { PANEL * rows } else { 0 });
     let mut count = 0;
+    let flush = |panel: &mut Vec<f64>, out: &mut [f64], first_col: usize| {
+        let w = panel.len() / rows.max(1);
+        for i in 0..rows {
+            for c in 0..w {
+                out[i * cols + first_col + c] = panel[c * rows + i];
+            }
+        }
+        panel.clear();
+    };
     for v in npy.data::<T>().map_err(|e| bad(&e))? {
-        let at = if fortran { (count % rows) * cols + count / rows } else { count };
-        *out.get_mut(at).ok_or_else(|| err(path, format!("data has more values than the shape {rows} x {cols} needs")))? = conv(v.map_err(|e| bad(&e))?);
+        if count == values {
+            return Err(err(path, format!("data has more values than the shape {rows} x {cols} needs")));
+        }
+        let x = conv(v.map_err(|e| bad(&e))?);
+        if fortran {
+            panel.push(x);
+            if panel.len() == PANEL * rows {
+                flush(&mut panel, &mut out, (count + 1) / rows - PANEL);
+            }
+        } else {
+            out[count] = x;
+        }
         count += 1;
     }
     if count != values {
         return Err(err(path, format!("data has {count} values but the shape {rows} x {cols} needs {values}")));
+    }
+    if !panel.is_empty() {
+        let w = panel.len() / rows;
+        flush(&mut panel, &mut out, cols - w);
     }
     Ok(out)
 }
@@ -174,6 +201,15 @@ mod tests {
         assert_eq!((c.rows, c.cols), (2, 3));
         assert_eq!(c.data, f.data);
         assert!(parse(&file(&[6], false, &[0.0; 6]), "x", 2, false).unwrap_err().0.contains("2-D"));
+        // Columns are placed a panel of 8 at a time: shapes with whole panels, a partial
+        // last one, and a single row or column.
+        for (rows, cols) in [(5, 8), (3, 17), (1, 9), (9, 1), (4, 3)] {
+            let value = |i: usize, j: usize| (i * 100 + j) as f64;
+            let col_major: Vec<f64> = (0..cols).flat_map(|j| (0..rows).map(move |i| value(i, j))).collect();
+            let a = parse(&file(&[rows, cols], true, &col_major), "f", 2, false).unwrap();
+            let row_major: Vec<f64> = (0..rows).flat_map(|i| (0..cols).map(move |j| value(i, j))).collect();
+            assert_eq!(a.data, row_major, "{rows} x {cols}");
+        }
     }
 
     proptest! {
