@@ -172,18 +172,7 @@ fn softmax(z: &[f64]) -> Vec<f64> {
 /// (`P_W X = U (sc .* (U^T X V)) V^T`); with `konst`, every `sc` is that constant instead.
 fn w_metric(obj: &UfmObjective, x: &[f64], z: &[f64], cw: f64, konst: Option<f64>) -> (DMatrix<f64>, DMatrix<f64>, DMatrix<f64>) {
     let (k, d, n) = (obj.k, obj.d, obj.n);
-    let mut a = DMatrix::<f64>::zeros(k, k);
-    for i in 0..n {
-        let set = &obj.labels.sets[obj.labels.set_of[i] as usize];
-        let c = obj.loss.weight(set.len()) / n as f64;
-        let p = softmax(&z[i * k..(i + 1) * k]);
-        for r in 0..k {
-            a[(r, r)] += c * p[r];
-            for q in 0..k {
-                a[(r, q)] -= c * p[r] * p[q];
-            }
-        }
-    }
+    let a = mean_loss_hessian(obj, z, |_| true);
     let h = DMatrix::from_column_slice(d, n, &x[k * d..k * d + d * n]);
     let sh = (&h * h.transpose()) / n as f64;
     let ea = a.symmetric_eigen();
@@ -192,8 +181,9 @@ fn w_metric(obj: &UfmObjective, x: &[f64], z: &[f64], cw: f64, konst: Option<f64
     (ea.eigenvectors, es.eigenvectors, sc)
 }
 
-/// `P_b = (lb I + A_b)^-1` from the logits `z` (K x N, bias included).
-fn bias_metric(obj: &UfmObjective, z: &[f64], bias: BiasMetric) -> DMatrix<f64> {
+/// `(1/N) sum_i c_i (diag p_i - p_i p_i^T)` from the logits `z` (K x N), keeping of each
+/// `p_i p_i^T` only the entries `(r, q)` that `keep(i, r, q)` allows.
+fn mean_loss_hessian(obj: &UfmObjective, z: &[f64], keep: impl Fn((usize, usize, usize)) -> bool) -> DMatrix<f64> {
     let (k, n) = (obj.k, obj.n);
     let mut a = DMatrix::<f64>::zeros(k, k);
     for i in 0..n {
@@ -203,32 +193,31 @@ fn bias_metric(obj: &UfmObjective, z: &[f64], bias: BiasMetric) -> DMatrix<f64> 
         for r in 0..k {
             a[(r, r)] += c * p[r];
         }
-        match bias {
-            BiasMetric::Exact => {
-                for r in 0..k {
-                    for q in 0..k {
-                        a[(r, q)] -= c * p[r] * p[q];
-                    }
-                }
-            }
-            _ => {
-                // `approx`: every diagonal entry c p (1 - p); `rows`: that only for the
-                // sample's own labels (c p elsewhere: the row sums of G, which the
-                // evaluation has, plus a constant).
-                for r in (0..k).filter(|r| bias == BiasMetric::Approx || set.contains(r)) {
-                    a[(r, r)] -= c * p[r] * p[r];
-                }
-                if matches!(bias, BiasMetric::Diag | BiasMetric::Plain) {
-                    continue;
-                }
-                for &r in set {
-                    for &q in set.iter().filter(|&&q| q != r) {
-                        a[(r, q)] -= c * p[r] * p[q];
-                    }
+        for r in 0..k {
+            for q in 0..k {
+                if keep((i, r, q)) {
+                    a[(r, q)] -= c * p[r] * p[q];
                 }
             }
         }
     }
+    a
+}
+
+/// `P_b = (lb I + A_b)^-1` from the logits `z` (K x N, bias included).
+fn bias_metric(obj: &UfmObjective, z: &[f64], bias: BiasMetric) -> DMatrix<f64> {
+    let k = obj.k;
+    let set = |i: usize| &obj.labels.sets[obj.labels.set_of[i] as usize];
+    let mut a = mean_loss_hessian(obj, z, |(i, r, q)| match bias {
+        BiasMetric::Exact => true,
+        // `approx`: every diagonal entry c p (1 - p); `rows`, `diag` and `plain`: that only
+        // for the sample's own labels (c p elsewhere: the row sums of G, which the evaluation
+        // has, plus a constant). `approx` and `rows` also keep the products of the sample's
+        // own labels off the diagonal.
+        _ if r == q => bias == BiasMetric::Approx || set(i).contains(&r),
+        BiasMetric::Diag | BiasMetric::Plain => false,
+        _ => set(i).contains(&r) && set(i).contains(&q),
+    });
     if !matches!(bias, BiasMetric::Exact | BiasMetric::Plain) {
         let pi = DMatrix::<f64>::identity(k, k) - DMatrix::<f64>::from_element(k, k, 1.0 / k as f64);
         a = &pi * a * &pi;
