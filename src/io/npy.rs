@@ -46,7 +46,8 @@ fn read_as<T: npyz::Deserialize, R: std::io::Read>(
     const PANEL: usize = 8;
     let values = rows * cols;
     let mut out = vec![0.0; values];
-    let mut panel = Vec::with_capacity(if fortran { PANEL * rows } else { 0 });
+    // At most the data's own size: a header may claim any number of rows when it has no columns.
+    let mut panel = Vec::with_capacity(if fortran { PANEL.saturating_mul(rows).min(values) } else { 0 });
     let mut count = 0;
     let flush = |panel: &mut Vec<f64>, out: &mut [f64], first_col: usize| {
         let w = panel.len() / rows.max(1);
@@ -209,6 +210,11 @@ mod tests {
             let a = parse(&file(&[rows, cols], true, &col_major), "f", 2, false).unwrap();
             let row_major: Vec<f64> = (0..rows).flat_map(|i| (0..cols).map(move |j| value(i, j))).collect();
             assert_eq!(a.data, row_major, "{rows} x {cols}");
+        }
+        // No columns: any number of rows holds no data, and reserves nothing.
+        for fortran in [false, true] {
+            let a = parse(&file(&[1 << 60, 0], fortran, &[]), "empty", 2, false).unwrap();
+            assert_eq!((a.rows, a.cols, a.data.len()), (1 << 60, 0, 0));
         }
     }
 
