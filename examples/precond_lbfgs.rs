@@ -47,11 +47,12 @@
 //! `cw = CW lambda_w`, `S = H H^T / N`, `A = (1/N) sum_i c_i (diag p_i - p_i p_i^T)`, a
 //! Kronecker-factored (K-FAC-like) stand-in for the inverse of the loss's curvature in W,
 //! recomputed every `EVERY` iterations (default 1). `CW = const=KAPPA` puts `P_W = KAPPA I`
-//! instead (W rescaled against H), and `split` gives W and H separate `gamma`s (three
-//! blocks). Measured (docs/performance.md, "The classifier block's metric"), to the certified
+//! instead (W rescaled against H), `CW = proj=CW` the projector form ([`WForm::Proj`]), and
+//! `split` gives W and H separate `gamma`s (three blocks). Measured (docs/performance.md, "The classifier block's metric"), to the certified
 //! stop, E with C0 = 10, seeds 0 to 5, median evaluations: 127 without; CW = 0.3: 104, every
 //! 10th iteration 107.5, every 20th 114.5, every 40th 117.5; CW = 0.1: 104.5; CW = 1: 114.5;
-//! `const=0.3` (seeds 0 to 3): 124.5; `split`: 156.5. Without C0 it hurts: B 123 -> 210.5 at
+//! `const=0.3` (seeds 0 to 3): 124.5; `split`: 156.5; `proj=0.3`: 118; `proj=1`, `proj=3`,
+//! `proj=10` (seeds 0 to 3): 113, 123.5, 127. Without C0 it hurts: B 123 -> 210.5 at
 //! 0.3, C 92.5 -> 112, D (seeds 0 to 3) 118 -> 138; with C0 = 10 (seeds 0 to 3) it
 //! helps: C 88.5 -> 79.5, D 105.5 -> 99.
 use mlab_nc::commands::timing::preset;
@@ -63,7 +64,7 @@ use mlab_nc::theory::certificate::certify;
 use mlab_nc::theory::prediction::predict;
 use nalgebra::{DMatrix, DVector};
 
-const USAGE: &str = "usage: precond_lbfgs PRESET SEED [C0 [BIAS [GAP [CW [EVERY [split]]]]]] (BIAS: none, exact, approx, rows, diag or plain; GAP: a number > 0, or cert; CW: a number >= 0, or const=KAPPA; EVERY: an integer >= 1)";
+const USAGE: &str = "usage: precond_lbfgs PRESET SEED [C0 [BIAS [GAP [CW [EVERY [split]]]]]] (BIAS: none, exact, approx, rows, diag or plain; GAP: a number > 0, or cert; CW: a number >= 0, const=KAPPA or proj=CW; EVERY: an integer >= 1)";
 
 /// The bias block's metric in H0.
 #[derive(Clone, Copy, PartialEq)]
@@ -105,11 +106,11 @@ struct Precond {
 type WMetric = (DMatrix<f64>, DMatrix<f64>, DMatrix<f64>);
 
 impl Precond {
-    fn at(obj: &UfmObjective, x: &[f64], c0: f64, bias: BiasMetric, (cw, konst): (f64, Option<f64>), old: Option<WMetric>) -> Precond {
+    fn at(obj: &UfmObjective, x: &[f64], c0: f64, bias: BiasMetric, (cw, form): (f64, WForm), old: Option<WMetric>) -> Precond {
         let (k, d, n) = (obj.k, obj.d, obj.n);
         let mut z = vec![0.0; k * n];
         obj.logits(x, &mut z);
-        let pw = old.or_else(|| (cw > 0.0).then(|| w_metric(obj, x, &z, cw * obj.lw, konst)));
+        let pw = old.or_else(|| (cw > 0.0).then(|| w_metric(obj, x, &z, cw * obj.lw, form)));
         let pb = (bias != BiasMetric::None).then(|| bias_metric(obj, &z, bias));
         let tau = 1.0 / (n as f64 * c0);
         let samples = (0..n)
@@ -167,17 +168,41 @@ fn softmax(z: &[f64]) -> Vec<f64> {
     e.iter().map(|v| v / total).collect()
 }
 
-/// K-FAC-style metric of W's block: `P_W = (I + (S_h kron A) / cw)^-1`, `S_h = H H^T / N`,
+/// The form of W's metric (the CW argument).
+#[derive(Clone, Copy, PartialEq)]
+enum WForm {
+    /// `P_W = (I + (S_h kron A) / cw)^-1`.
+    Kfac,
+    /// `P_W = KAPPA I`.
+    Const(f64),
+    /// The K-FAC form with A and S_h replaced by multiples of projectors: `a Pi` (`Pi = I -
+    /// 1 1^T / K`, `a = tr A / (K - 1)`) and `s R` (`R` the projector on W's row space, `s =
+    /// tr(R S_h R) / tr R`), the shape both take late in a solve.
+    Proj,
+}
+
+/// W's metric: `P_W = (I + (S_h kron A) / cw)^-1`, `S_h = H H^T / N`,
 /// `A = (1/N) sum_i c_i (diag p_i - p_i p_i^T)`, through the eigendecompositions of both
-/// (`P_W X = U (sc .* (U^T X V)) V^T`); with `konst`, every `sc` is that constant instead.
-fn w_metric(obj: &UfmObjective, x: &[f64], z: &[f64], cw: f64, konst: Option<f64>) -> (DMatrix<f64>, DMatrix<f64>, DMatrix<f64>) {
+/// (`P_W X = U (sc .* (U^T X V)) V^T`), or one of the other forms of [`WForm`].
+fn w_metric(obj: &UfmObjective, x: &[f64], z: &[f64], cw: f64, form: WForm) -> (DMatrix<f64>, DMatrix<f64>, DMatrix<f64>) {
     let (k, d, n) = (obj.k, obj.d, obj.n);
-    let a = mean_loss_hessian(obj, z, |_| true);
+    let mut a = mean_loss_hessian(obj, z, |_| true);
     let h = DMatrix::from_column_slice(d, n, &x[k * d..k * d + d * n]);
-    let sh = (&h * h.transpose()) / n as f64;
+    let mut sh = (&h * h.transpose()) / n as f64;
+    if form == WForm::Proj {
+        let pi = DMatrix::<f64>::identity(k, k) - DMatrix::<f64>::from_element(k, k, 1.0 / k as f64);
+        a = pi * (a.trace() / (k - 1) as f64);
+        let w = DMatrix::from_column_slice(k, d, &x[..k * d]);
+        let r = w.transpose() * (&w * w.transpose()).pseudo_inverse(1e-12).expect("a pseudo-inverse") * &w;
+        let s = (&r * &sh * &r).trace() / r.trace();
+        sh = r * s;
+    }
     let ea = a.symmetric_eigen();
     let es = sh.symmetric_eigen();
-    let sc = DMatrix::from_fn(k, d, |i, j| konst.unwrap_or_else(|| 1.0 / (1.0 + ea.eigenvalues[i].max(0.0) * es.eigenvalues[j].max(0.0) / cw)));
+    let sc = DMatrix::from_fn(k, d, |i, j| match form {
+        WForm::Const(kappa) => kappa,
+        _ => 1.0 / (1.0 + ea.eigenvalues[i].max(0.0) * es.eigenvalues[j].max(0.0) / cw),
+    });
     (ea.eigenvectors, es.eigenvectors, sc)
 }
 
@@ -249,13 +274,16 @@ fn run() -> Result<(), String> {
         Some(s) => (s.parse().ok().filter(|g: &f64| *g > 0.0).ok_or_else(|| format!("GAP: not a positive number or cert; {USAGE}"))?, false),
         None => (1e-10, false),
     };
-    // CW: the classifier metric's cw / lambda_w, or `const=KAPPA` for P_W = KAPPA I.
-    let (cw, konst): (f64, Option<f64>) = match a.get(6).map(String::as_str) {
-        Some(s) => match s.strip_prefix("const=") {
-            Some(k) => (1.0, Some(k.parse().ok().filter(|k: &f64| *k > 0.0).ok_or_else(|| format!("CW: const= needs a positive number; {USAGE}"))?)),
-            None => (s.parse().ok().filter(|c: &f64| *c >= 0.0).ok_or_else(|| format!("CW: not a number >= 0; {USAGE}"))?, None),
+    // CW: the classifier metric's cw / lambda_w, `const=KAPPA` for P_W = KAPPA I, or
+    // `proj=CW` for the projector form.
+    let number = |s: &str| s.parse().ok().filter(|c: &f64| *c >= 0.0).ok_or_else(|| format!("CW: not a number >= 0; {USAGE}"));
+    let (cw, form): (f64, WForm) = match a.get(6).map(String::as_str) {
+        Some(s) => match (s.strip_prefix("const="), s.strip_prefix("proj=")) {
+            (Some(k), _) => (1.0, WForm::Const(number(k).ok().filter(|k| *k > 0.0).ok_or_else(|| format!("CW: const= needs a positive number; {USAGE}"))?)),
+            (_, Some(c)) => (number(c)?, WForm::Proj),
+            _ => (number(s)?, WForm::Kfac),
         },
-        None => (0.0, None),
+        None => (0.0, WForm::Kfac),
     };
     let every: usize = match a.get(7) {
         Some(s) => s.parse().ok().filter(|e: &usize| *e >= 1).ok_or_else(|| format!("EVERY: not an integer >= 1; {USAGE}"))?,
@@ -291,7 +319,7 @@ fn run() -> Result<(), String> {
     let done = |x: &[f64], f: f64| if cert { certify(&obj, x, f).relative_gap.is_some_and(|g| g <= TOL_STOP) } else { f <= target };
     while !done(&x, f) && iters < 3000 {
         let old = if iters % every == 0 { None } else { wm.clone() };
-        let pre = (c0f > 0.0 || bias != BiasMetric::None || cw > 0.0).then(|| Precond::at(&obj, &x, c0f * cfg.config.lambda_h, bias, (cw, konst), old));
+        let pre = (c0f > 0.0 || bias != BiasMetric::None || cw > 0.0).then(|| Precond::at(&obj, &x, c0f * cfg.config.lambda_h, bias, (cw, form), old));
         wm = pre.as_ref().and_then(|p| p.pw.clone());
         let apply = |v: &mut [f64]| {
             if let Some(p) = &pre {
@@ -361,7 +389,11 @@ fn run() -> Result<(), String> {
         (x, g, f) = (xn, gn, f_new);
         iters += 1;
     }
-    let cws = konst.map_or(cw.to_string(), |k| format!("const={k}"));
+    let cws = match form {
+        WForm::Kfac => cw.to_string(),
+        WForm::Const(k) => format!("const={k}"),
+        WForm::Proj => format!("proj={cw}"),
+    };
     println!(
         "{name} seed {seed} C0 {c0f} bias {label} CW {cws} every {every}{}: {iters} iterations, {evals} evaluations, gap {:.2e}",
         if split { " split" } else { "" },
