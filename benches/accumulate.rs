@@ -42,6 +42,8 @@ fn stream(c: &mut Criterion) {
     let f = Array2::new(Values::F32(&x), N, D, Order::RowMajor).unwrap();
     let l = Array2::row_major(&y, N, K).unwrap();
     let dev: Vec<f64> = x.iter().map(|&v| v as f64 - 3.0).collect();
+    let x64: Vec<f64> = x.iter().map(|&v| v as f64).collect();
+    let f64_batch = Array2::new(Values::F64(&x64), N, D, Order::RowMajor).unwrap();
     let mut g = c.benchmark_group("accumulate");
     g.sample_size(10);
     for threads in [0usize, 1] {
@@ -50,6 +52,10 @@ fn stream(c: &mut Criterion) {
         g.bench_function(format!("update_10000x512_f32/{tag}"), |b| {
             let mut acc = Accumulator::new(K, D).unwrap();
             b.iter(|| pool.install(|| acc.update(&f, &l, &Names::ARGUMENTS).unwrap()))
+        });
+        g.bench_function(format!("update_10000x512_f64/{tag}"), |b| {
+            let mut acc = Accumulator::new(K, D).unwrap();
+            b.iter(|| pool.install(|| acc.update(&f64_batch, &l, &Names::ARGUMENTS).unwrap()))
         });
         g.bench_function(format!("update_10000x512_f32_matrixmultiply_blocks/{tag}"), |b| {
             let mut acc = mlab_nc::bench::accumulator_with_matrixmultiply(K, D).unwrap();
