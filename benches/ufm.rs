@@ -167,7 +167,7 @@ fn small_svds(c: &mut Criterion) {
     let obj = UfmObjective::new(&cfg);
     let x = obj.random_start(0, 0.1);
     let h = &x[obj.k * obj.d..obj.k * obj.d + obj.d * obj.n];
-    let mu = set_means(Mat::new(h, obj.d, obj.n), &cfg.labels);
+    let mu = set_means(Mat::new(h, obj.d, obj.n).into(), &cfg.labels);
     g.bench_function("synthesis/C", |b| b.iter(|| black_box(synthesis(&mu, &cfg.labels).len())));
     g.finish();
 }

@@ -236,6 +236,20 @@ fn noisy_features_agree_at(per: usize) {
         }
         std::fs::remove_dir_all(&dd).ok();
     }
+    // float32 files, C and Fortran order, kept in float32 and widened a row at a time: the
+    // report of the float64 file holding the same rounded values, bit for bit.
+    let rounded: Vec<f64> = feats.iter().map(|&v| f64::from(v as f32)).collect();
+    let dd = dir(&format!("noisy32exact{per}"));
+    let files = write_all(&dd, &rounded, n, d, &y, k, &w_row, &vec![0.1; k], false);
+    let report = |f: &Path| serde_json::to_string(&measure_files(f, &files.y, Some(&files.w), Some(&files.b)).unwrap()).unwrap();
+    let want = report(&files.f);
+    let (c32, f32_) = (dd.join("c32.npy"), dd.join("f32.npy"));
+    write_npy(&c32, "<f4", &[n, d], false, &f32_bytes(&rounded));
+    let col_major: Vec<f64> = (0..d).flat_map(|j| (0..n).map(move |i| (i, j))).map(|(i, j)| rounded[i * d + j]).collect();
+    write_npy(&f32_, "<f4", &[n, d], true, &f32_bytes(&col_major));
+    assert_eq!(report(&c32), want, "float32, C order");
+    assert_eq!(report(&f32_), want, "float32, Fortran order");
+    std::fs::remove_dir_all(&dd).ok();
     // The same features in a Fortran-order file (placed row-major as they are read).
     let dd = dir(&format!("noisyF{per}"));
     let files = write_all(&dd, &feats, n, d, &y, k, &w_row, &vec![0.1; k], false);

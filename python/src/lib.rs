@@ -163,9 +163,6 @@ fn measure(
         let w = classifier.map(|c| array2(py, c, "classifier", false)).transpose()?;
         let b = bias.map(|b| vector(py, b, "bias")).transpose()?;
         let inp = Inputs { features: f.view(), labels: y.view(), classifier: w.as_ref().map(Held::view), bias: b.as_deref() };
-        if !inp.features.is_row_major_f64() {
-            COPIES.fetch_add(1, Ordering::Relaxed);
-        }
         let report = py.detach(|| measure_inputs(&inp, &Names::ARGUMENTS)).map_err(value_error)?;
         to_dict(py, &report)
     })

@@ -7,6 +7,7 @@ use std::borrow::Cow;
 
 use crate::bail;
 use crate::error::Result;
+use crate::linalg::Mat;
 
 /// The elements, in memory order.
 #[derive(Debug, Clone, Copy)]
@@ -93,6 +94,24 @@ impl<'a> Array2<'a> {
         Cow::Owned(out)
     }
 
+    /// Row `i` as float64: borrowed when the array is row-major float64, else widened or
+    /// gathered into `buf` (at least `cols` long). Lets the metrics read any layout sample by
+    /// sample, with no float64 copy of the whole array.
+    pub fn row<'s>(&self, i: usize, buf: &'s mut [f64]) -> &'s [f64]
+    where
+        'a: 's,
+    {
+        let (rows, cols) = (self.rows, self.cols);
+        let out = &mut buf[..cols];
+        match (self.values, self.order) {
+            (Values::F64(v), Order::RowMajor) => return &v[i * cols..(i + 1) * cols],
+            (Values::F32(v), Order::RowMajor) => out.iter_mut().zip(&v[i * cols..(i + 1) * cols]).for_each(|(o, &x)| *o = f64::from(x)),
+            (Values::F64(v), Order::ColMajor) => out.iter_mut().enumerate().for_each(|(j, o)| *o = v[i + j * rows]),
+            (Values::F32(v), Order::ColMajor) => out.iter_mut().enumerate().for_each(|(j, o)| *o = f64::from(v[i + j * rows])),
+        }
+        out
+    }
+
     /// Calls `f(row, col, value)` for every element, in memory order.
     pub fn for_each(&self, f: impl FnMut(usize, usize, f64)) {
         match self.values {
@@ -110,6 +129,14 @@ impl<'a> Array2<'a> {
             }
         });
         found
+    }
+}
+
+/// The column-major d x N matrix of a solver (one column per sample) is the row-major N x d
+/// array of the same memory.
+impl<'a> From<Mat<'a>> for Array2<'a> {
+    fn from(h: Mat<'a>) -> Self {
+        Array2 { values: Values::F64(h.data), rows: h.cols, cols: h.rows, order: Order::RowMajor }
     }
 }
 
@@ -151,7 +178,14 @@ mod tests {
         ];
         for a in &arrays {
             assert_eq!(&*a.row_major_f64(), &c64[..]);
+            let mut buf = [f64::NAN; 3];
+            assert_eq!(a.row(0, &mut buf), &c64[..3]);
+            assert_eq!(a.row(1, &mut buf), &c64[3..]);
         }
+        // A solver's d x N matrix (here 3 x 2, column-major) is the N x d array of its memory.
+        let h = Array2::from(Mat::new(&c64, 3, 2));
+        assert_eq!((h.rows(), h.cols(), h.order()), (2, 3, Order::RowMajor));
+        assert_eq!(h.row(1, &mut [0.0; 3]), &c64[3..]);
         assert!(matches!(arrays[0].row_major_f64(), Cow::Borrowed(_)), "row-major float64 is never copied");
         assert!(arrays[1..].iter().all(|a| matches!(a.row_major_f64(), Cow::Owned(_))));
         assert!(Array2::new(Values::F64(&c64), 2, 2, Order::RowMajor).is_err());

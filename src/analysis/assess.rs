@@ -35,8 +35,8 @@ pub fn assess(cfg: &ValidConfig, obj: &UfmObjective, pred: &Prediction, seed: u6
     // side by side (the same numbers as one after the other).
     let ((mu, mut metrics), (certificate, rounding)) = rayon::join(
         || {
-            let mu = set_means(p.h, &cfg.labels);
-            let metrics = Metrics::compute_from_means(Spread::Samples(p.h), &mu, &cfg.labels, Some(p.w), Some(p.b));
+            let mu = set_means(p.h.into(), &cfg.labels);
+            let metrics = Metrics::compute_from_means(Spread::Samples(p.h.into()), &mu, &cfg.labels, Some(p.w), Some(p.b));
             (mu, metrics)
         },
         || (certify(obj, &sol.x, sol.objective), unholdable.is_none().then(|| obj.rounding_bound(&sol.x, sol.objective))),

@@ -2,8 +2,8 @@
 //! memory.
 //!
 //! Features are N x d (one row per sample, PyTorch layout), labels N x K multi-hot, the
-//! classifier K x d (`nn.Linear.weight`), the bias K. Row-major N x d is exactly the
-//! column-major d x N layout that [`Metrics::compute`] takes, so features are used as read;
+//! classifier K x d (`nn.Linear.weight`), the bias K. The features are read a row at a time
+//! in the caller's layout and precision (float32 rows widened exactly), never copied whole;
 //! the classifier is transposed into column-major K x d. The metrics come from the same code
 //! as `ufm`.
 
@@ -150,10 +150,9 @@ pub fn measure_inputs(inp: &Inputs, names: &Names) -> Result<MeasureReport> {
         bail!("{}: entry ({i}, {j}) is {v} (NaN or infinite values are not allowed)", names.features);
     }
     let labels = label_sets(&y.row_major_f64(), y.cols(), names.labels)?;
-    let features = f.row_major_f64();
-    let h = Mat::new(&features, f.cols(), f.rows());
-    let mu = set_means(h, &labels);
-    Ok(report(&labels, &mu, Spread::Samples(h), inp.classifier.as_ref(), inp.bias))
+    // The features as the caller holds them, read a row at a time: no float64 copy.
+    let mu = set_means(*f, &labels);
+    Ok(report(&labels, &mu, Spread::Samples(*f), inp.classifier.as_ref(), inp.bias))
 }
 
 /// The report from the label sets, their means (d x #sets), the within-set spread and the

@@ -20,6 +20,7 @@ use nalgebra::{DMatrix, DVector};
 use rayon::prelude::*;
 use serde::Serialize;
 
+use crate::analysis::arrays::Array2;
 use crate::linalg::{gemm, jacobi, Mat};
 use crate::model::labels::LabelSets;
 
@@ -123,8 +124,10 @@ fn unit_scaled(m: &DMatrix<f64>) -> DMatrix<f64> {
 /// Two passes: the plain mean, then the mean of the deviations from it, which removes the
 /// first pass's rounding when the features sit far from the origin (a common offset of 1e4
 /// with a spread of 1 would otherwise cost about four digits of every difference of means).
-pub fn set_means(h: Mat, labels: &LabelSets) -> DMatrix<f64> {
-    let d = h.rows;
+/// `h` is N x d, one row per sample, in any layout ([`Array2::row`]).
+pub fn set_means(h: Array2, labels: &LabelSets) -> DMatrix<f64> {
+    let d = h.cols();
+    let mut buf = vec![0.0; d];
     let sets = labels.sets.len();
     // Column j of a d x #sets column-major buffer.
     let col = |j: usize| j * d..(j + 1) * d;
@@ -140,13 +143,13 @@ pub fn set_means(h: Mat, labels: &LabelSets) -> DMatrix<f64> {
     let mut mu = vec![0.0; d * sets];
     for (i, &s) in labels.set_of.iter().enumerate() {
         let cr = col(s as usize);
-        mu[cr].iter_mut().zip(h.col(i)).for_each(|(m, v)| *m += v);
+        mu[cr].iter_mut().zip(h.row(i, &mut buf)).for_each(|(m, v)| *m += v);
     }
     scale(&mut mu);
     let mut fix = vec![0.0; d * sets];
     for (i, &s) in labels.set_of.iter().enumerate() {
         let cr = col(s as usize);
-        fix[cr.clone()].iter_mut().zip(h.col(i)).zip(&mu[cr]).for_each(|((f, v), m)| *f += v - m);
+        fix[cr.clone()].iter_mut().zip(h.row(i, &mut buf)).zip(&mu[cr]).for_each(|((f, v), m)| *f += v - m);
     }
     scale(&mut fix);
     mu.iter_mut().zip(&fix).for_each(|(m, f)| *m += f);
@@ -157,8 +160,9 @@ pub fn set_means(h: Mat, labels: &LabelSets) -> DMatrix<f64> {
 /// within-set scatter that a stream keeps ([`crate::analysis::accumulate`]).
 #[derive(Debug, Clone, Copy)]
 pub enum Spread<'a> {
-    /// d x N features, one column per sample (`labels.set_of` names each one's set).
-    Samples(Mat<'a>),
+    /// N x d features, one row per sample (`labels.set_of` names each one's set), in any
+    /// layout and float32 or float64 (a solver's d x N matrix converts with `into`).
+    Samples(Array2<'a>),
     /// `sum_i (h_i - mu_{S_i})(h_i - mu_{S_i})^T` over the N samples: d x d, column-major.
     Scatter(Mat<'a>),
 }
@@ -166,13 +170,15 @@ pub enum Spread<'a> {
 impl Spread<'_> {
     fn dim(&self) -> usize {
         match self {
-            Spread::Samples(h) | Spread::Scatter(h) => h.rows,
+            Spread::Samples(h) => h.cols(),
+            Spread::Scatter(h) => h.rows,
         }
     }
 
     fn finite(&self) -> bool {
         match self {
-            Spread::Samples(h) | Spread::Scatter(h) => h.data.iter().all(|x| x.is_finite()),
+            Spread::Samples(h) => h.first_non_finite().is_none(),
+            Spread::Scatter(h) => h.data.iter().all(|x| x.is_finite()),
         }
     }
 }
@@ -180,7 +186,7 @@ impl Spread<'_> {
 impl Metrics {
     /// Computes every metric that the inputs allow. `h` is d x N, `w` K x d, `b` length K.
     pub fn compute(h: Mat, labels: &LabelSets, w: Option<Mat>, b: Option<&[f64]>) -> Metrics {
-        Self::compute_from_means(Spread::Samples(h), &set_means(h, labels), labels, w, b)
+        Self::compute_from_means(Spread::Samples(h.into()), &set_means(h.into(), labels), labels, w, b)
     }
 
     /// [`Metrics::compute`] from the label-set means ([`set_means`]) and the within-set
@@ -286,12 +292,13 @@ fn nc1_value(spread: Spread, labels: &LabelSets, mu: &DMatrix<f64>, cm: &DMatrix
             // doubled the peak memory of `measure`), their squares summed in sample order.
             const BLOCK: usize = 2048;
             let (mut dev, mut p) = (vec![0.0; d * BLOCK.min(n)], vec![0.0; keep.len() * BLOCK.min(n)]);
+            let mut buf = vec![0.0; d];
             let mut sum = 0.0;
             for start in (0..n).step_by(BLOCK) {
                 let m = BLOCK.min(n - start);
                 for (c, out) in dev.chunks_exact_mut(d).take(m).enumerate() {
                     let mean = mu.column(labels.set_of[start + c] as usize);
-                    out.iter_mut().zip(h.col(start + c)).zip(mean.iter()).for_each(|((o, v), mj)| *o = v - mj);
+                    out.iter_mut().zip(h.row(start + c, &mut buf)).zip(mean.iter()).for_each(|((o, v), mj)| *o = v - mj);
                 }
                 let pb = &mut p[..keep.len() * m];
                 gemm(1.0, proj, true, Mat::new(&dev[..d * m], d, m), false, 0.0, pb);

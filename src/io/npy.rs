@@ -1,4 +1,5 @@
-//! Reading `.npy` arrays exported from PyTorch/NumPy (via the `npyz` crate) into f64.
+//! Reading `.npy` arrays exported from PyTorch/NumPy (via the `npyz` crate) into f64, or, for
+//! features, in their own precision.
 //!
 //! Accepted dtypes: float32/float64 (any matrix), and for labels also bool, int8..int64 and
 //! uint8..uint64. Both C (row-major) and Fortran (column-major) order are accepted; the
@@ -23,6 +24,28 @@ pub struct Array {
     pub dtype: String,
 }
 
+/// Float values in their own precision.
+#[derive(Debug, Clone)]
+pub enum Floats {
+    /// float32.
+    F32(Vec<f32>),
+    /// float64.
+    F64(Vec<f64>),
+}
+
+/// A 2-D float array in row-major order, in its own precision ([`read_features`]).
+#[derive(Debug, Clone)]
+pub struct Features {
+    /// Rows.
+    pub rows: usize,
+    /// Columns.
+    pub cols: usize,
+    /// Row-major data.
+    pub data: Floats,
+    /// Original dtype, e.g. "<f4".
+    pub dtype: String,
+}
+
 fn err(path: &str, msg: impl std::fmt::Display) -> Error {
     Error::new(format!("{path}: {msg}"))
 }
@@ -33,23 +56,23 @@ fn err(path: &str, msg: impl std::fmt::Display) -> Error {
 /// order and 1 GB in Fortran order; now at 440 MB, the f64 features themselves
 /// (docs/performance.md). `rows cols` is the count the header's shape gives, already checked
 /// against the file's size.
-fn read_as<T: npyz::Deserialize, R: std::io::Read>(
+fn read_as<T: npyz::Deserialize, O: Copy + Default, R: std::io::Read>(
     path: &str,
     npy: NpyFile<R>,
     (rows, cols): (usize, usize),
     fortran: bool,
-    conv: impl Fn(T) -> f64,
-) -> Result<Vec<f64>> {
+    conv: impl Fn(T) -> O,
+) -> Result<Vec<O>> {
     let bad = |e: &dyn std::fmt::Display| err(path, format!("cannot read the data (truncated or corrupt file?): {e}"));
     // A Fortran-order file holds the columns one after another: they are gathered PANEL at a
     // time and written out row by row, a cache line per row rather than one per value.
     const PANEL: usize = 8;
     let values = rows * cols;
-    let mut out = vec![0.0; values];
+    let mut out = vec![O::default(); values];
     // At most the data's own size: a header may claim any number of rows when it has no columns.
     let mut panel = Vec::with_capacity(if fortran { PANEL.saturating_mul(rows).min(values) } else { 0 });
     let mut count = 0;
-    let flush = |panel: &mut Vec<f64>, out: &mut [f64], first_col: usize| {
+    let flush = |panel: &mut Vec<O>, out: &mut [O], first_col: usize| {
         let w = panel.len() / rows.max(1);
         for i in 0..rows {
             for c in 0..w {
@@ -87,10 +110,30 @@ fn read_as<T: npyz::Deserialize, R: std::io::Read>(
 /// is read through a buffer, not whole into memory first.
 pub fn read(path: &Path, ndim: usize, allow_ints: bool) -> Result<Array> {
     let name = path.display().to_string();
-    let open = |e: std::io::Error| err(&name, format!("cannot open: {e}"));
+    let (r, len) = open(path, &name)?;
+    parse_from(r, len, &name, ndim, allow_ints)
+}
+
+/// Reads a 2-D float32 or float64 `.npy` file in its own precision (row-major): features of a
+/// network, which `measure` reads a row at a time, so a float32 file is never held as float64.
+pub fn read_features(path: &Path) -> Result<Features> {
+    let name = path.display().to_string();
+    let (r, len) = open(path, &name)?;
+    let h = header(r, len, &name, 2)?;
+    let (name, dims) = (name.as_str(), (h.rows, h.cols));
+    let data = match (h.ts.type_char(), h.ts.size_field()) {
+        (TypeChar::Float, 4) => Floats::F32(read_as::<f32, _, _>(name, h.npy, dims, h.fortran, |v| v)?),
+        (TypeChar::Float, 8) => Floats::F64(read_as::<f64, _, _>(name, h.npy, dims, h.fortran, |v| v)?),
+        _ => return Err(err(name, format!("unsupported dtype {} (expected float32 or float64)", h.ts))),
+    };
+    Ok(Features { rows: h.rows, cols: h.cols, data, dtype: h.ts.to_string() })
+}
+
+fn open(path: &Path, name: &str) -> Result<(std::io::BufReader<std::fs::File>, u64)> {
+    let open = |e: std::io::Error| err(name, format!("cannot open: {e}"));
     let file = std::fs::File::open(path).map_err(open)?;
     let len = file.metadata().map_err(open)?.len();
-    parse_from(std::io::BufReader::with_capacity(1 << 16, file), len, &name, ndim, allow_ints)
+    Ok((std::io::BufReader::with_capacity(1 << 16, file), len))
 }
 
 /// Parses the bytes of a 1-D or 2-D `.npy` file named `path` (for messages). Any byte string
@@ -99,8 +142,17 @@ pub fn parse(bytes: &[u8], path: &str, ndim: usize, allow_ints: bool) -> Result<
     parse_from(bytes, bytes.len() as u64, path, ndim, allow_ints)
 }
 
-/// [`parse`] from a reader of `len` bytes.
-fn parse_from<R: std::io::Read>(mut r: R, len: u64, path: &str, ndim: usize, allow_ints: bool) -> Result<Array> {
+/// A checked header, the reader left at the data.
+struct Header<R: std::io::Read> {
+    npy: NpyFile<R>,
+    rows: usize,
+    cols: usize,
+    fortran: bool,
+    ts: npyz::TypeStr,
+}
+
+/// Reads and checks the magic and the header of a 1-D or 2-D file of `len` bytes.
+fn header<R: std::io::Read>(mut r: R, len: u64, path: &str, ndim: usize) -> Result<Header<impl std::io::Read>> {
     let mut magic = [0u8; 6];
     let got = match r.read_exact(&mut magic) {
         Ok(()) => true,
@@ -110,7 +162,7 @@ fn parse_from<R: std::io::Read>(mut r: R, len: u64, path: &str, ndim: usize, all
     if !got || &magic != b"\x93NUMPY" {
         return Err(err(path, "not a .npy file (missing the \\x93NUMPY magic)"));
     }
-    let npy = NpyFile::new(std::io::Read::chain(&magic[..], r)).map_err(|e| err(path, format!("bad .npy header: {e}")))?;
+    let npy = NpyFile::new(std::io::Read::chain(std::io::Cursor::new(magic), r)).map_err(|e| err(path, format!("bad .npy header: {e}")))?;
     let shape: Vec<u64> = npy.shape().to_vec();
     if shape.len() != ndim {
         return Err(err(path, format!("expected a {ndim}-D array, got shape {shape:?}")));
@@ -118,26 +170,31 @@ fn parse_from<R: std::io::Read>(mut r: R, len: u64, path: &str, ndim: usize, all
     let (rows, cols) = if ndim == 1 { (shape[0], 1) } else { (shape[0], shape[1]) };
     // The data must fit in the file: a header claiming more is refused before any allocation.
     rows.checked_mul(cols).filter(|&v| v <= len).ok_or_else(|| err(path, format!("shape {shape:?} needs more data than the file holds")))?;
-    let (rows, cols) = (rows as usize, cols as usize);
     // A 1-D array reads the same in either order.
     let fortran = npy.order() == Order::Fortran && ndim == 2;
     let DType::Plain(ts) = npy.dtype() else {
         return Err(err(path, "unsupported dtype (structured or nested array)"));
     };
+    Ok(Header { npy, rows: rows as usize, cols: cols as usize, fortran, ts })
+}
+
+/// [`parse`] from a reader of `len` bytes.
+fn parse_from<R: std::io::Read>(r: R, len: u64, path: &str, ndim: usize, allow_ints: bool) -> Result<Array> {
+    let Header { npy, rows, cols, fortran, ts } = header(r, len, path, ndim)?;
     let dtype = ts.to_string();
     let size = ts.size_field();
     let data = match (ts.type_char(), size) {
-        (TypeChar::Float, 4) => read_as::<f32, _>(path, npy, (rows, cols), fortran, f64::from)?,
-        (TypeChar::Float, 8) => read_as::<f64, _>(path, npy, (rows, cols), fortran, |v| v)?,
-        (TypeChar::Bool, 1) if allow_ints => read_as::<bool, _>(path, npy, (rows, cols), fortran, |v| if v { 1.0 } else { 0.0 })?,
-        (TypeChar::Int, 1) if allow_ints => read_as::<i8, _>(path, npy, (rows, cols), fortran, f64::from)?,
-        (TypeChar::Int, 2) if allow_ints => read_as::<i16, _>(path, npy, (rows, cols), fortran, f64::from)?,
-        (TypeChar::Int, 4) if allow_ints => read_as::<i32, _>(path, npy, (rows, cols), fortran, f64::from)?,
-        (TypeChar::Int, 8) if allow_ints => read_as::<i64, _>(path, npy, (rows, cols), fortran, |v| v as f64)?,
-        (TypeChar::Uint, 1) if allow_ints => read_as::<u8, _>(path, npy, (rows, cols), fortran, f64::from)?,
-        (TypeChar::Uint, 2) if allow_ints => read_as::<u16, _>(path, npy, (rows, cols), fortran, f64::from)?,
-        (TypeChar::Uint, 4) if allow_ints => read_as::<u32, _>(path, npy, (rows, cols), fortran, f64::from)?,
-        (TypeChar::Uint, 8) if allow_ints => read_as::<u64, _>(path, npy, (rows, cols), fortran, |v| v as f64)?,
+        (TypeChar::Float, 4) => read_as::<f32, _, _>(path, npy, (rows, cols), fortran, f64::from)?,
+        (TypeChar::Float, 8) => read_as::<f64, _, _>(path, npy, (rows, cols), fortran, |v| v)?,
+        (TypeChar::Bool, 1) if allow_ints => read_as::<bool, _, _>(path, npy, (rows, cols), fortran, |v| if v { 1.0 } else { 0.0 })?,
+        (TypeChar::Int, 1) if allow_ints => read_as::<i8, _, _>(path, npy, (rows, cols), fortran, f64::from)?,
+        (TypeChar::Int, 2) if allow_ints => read_as::<i16, _, _>(path, npy, (rows, cols), fortran, f64::from)?,
+        (TypeChar::Int, 4) if allow_ints => read_as::<i32, _, _>(path, npy, (rows, cols), fortran, f64::from)?,
+        (TypeChar::Int, 8) if allow_ints => read_as::<i64, _, _>(path, npy, (rows, cols), fortran, |v| v as f64)?,
+        (TypeChar::Uint, 1) if allow_ints => read_as::<u8, _, _>(path, npy, (rows, cols), fortran, f64::from)?,
+        (TypeChar::Uint, 2) if allow_ints => read_as::<u16, _, _>(path, npy, (rows, cols), fortran, f64::from)?,
+        (TypeChar::Uint, 4) if allow_ints => read_as::<u32, _, _>(path, npy, (rows, cols), fortran, f64::from)?,
+        (TypeChar::Uint, 8) if allow_ints => read_as::<u64, _, _>(path, npy, (rows, cols), fortran, |v| v as f64)?,
         _ => {
             let allowed = if allow_ints { "float32, float64, bool, int or uint" } else { "float32 or float64" };
             return Err(err(path, format!("unsupported dtype {dtype} (expected {allowed})")));

@@ -15,7 +15,7 @@ def measure(
     """Neural-collapse metrics of one set of features, as ``mlab-nc measure --json`` computes them.
 
     features: N x d, float32 or float64, any memory order (CPU torch tensors work);
-    float64 in C order is read in place, without a copy.
+    C or Fortran order (float32 or float64) is read in place, a row at a time, without a copy.
     labels: N x K multi-hot (0/1; bool, integer or float).
     classifier: optional K x d (``nn.Linear.weight``); bias: optional length K.
     Raises ValueError (shapes, NaN or infinite values, labels not 0/1, a sample with no label,

@@ -48,7 +48,7 @@ pub fn compute() -> Result<Bce> {
         let sol = obj.solve(0, &opts.solve, None)?;
         let x = sol.x.clone();
         let run = assess(&cfg, &obj, &crate::theory::prediction::predict(&cfg), 0, &sol, &opts.tol);
-        let mu = set_means(obj.split(&x).h, &cfg.labels);
+        let mu = set_means(obj.split(&x).h.into(), &cfg.labels);
         // Singular values come sorted, largest first.
         let u = crate::linalg::jacobi::svd(&mu).ok_or_else(|| crate::error::Error::new("figure 8: label-set means are not finite"))?.u;
         let (u1, u2) = (u.column(0).into_owned(), u.column(1).into_owned());
