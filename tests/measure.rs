@@ -313,6 +313,9 @@ fn malformed_inputs_are_rejected_with_one_line() {
     std::fs::write(dd.join("trunc.npy"), &full[..full.len() - 40]).unwrap();
     write_npy(&dd.join("c16.npy"), "<c16", &[n, 4], false, &vec![0u8; n * 4 * 16]);
     write_npy(&dd.join("short.npy"), "<f8", &[n - 1, 4], false, &f64_bytes(&feats[..(n - 1) * 4]));
+    write_npy(&dd.join("int.npy"), "<i4", &[n, 4], false, &vec![0u8; n * 4 * 4]);
+    let f32_full: Vec<u8> = f32_bytes(&feats);
+    write_npy(&dd.join("trunc32.npy"), "<f4", &[n, 4], false, &f32_full[..f32_full.len() - 6]);
     write_npy(&dd.join("w_bad.npy"), "<f8", &[3, 5], false, &f64_bytes(&[0.5; 15]));
     let mut nan = feats.clone();
     nan[5] = f64::NAN;
@@ -332,6 +335,8 @@ fn malformed_inputs_are_rejected_with_one_line() {
         (vec![p("text.npy"), p("y.npy")], "not a .npy file"),
         (vec![p("trunc.npy"), p("y.npy")], "trunc.npy"),
         (vec![p("c16.npy"), p("y.npy")], "unsupported dtype"),
+        (vec![p("int.npy"), p("y.npy")], "unsupported dtype <i4 (expected float32 or float64)"),
+        (vec![p("trunc32.npy"), p("y.npy")], "trunc32.npy"),
         (vec![p("short.npy"), p("y.npy")], "rows"),
         (vec![p("nan.npy"), p("y.npy")], "NaN"),
         (vec![p("inf.npy"), p("y.npy")], "infinite"),

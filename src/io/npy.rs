@@ -42,20 +42,18 @@ pub struct Features {
     pub cols: usize,
     /// Row-major data.
     pub data: Floats,
-    /// Original dtype, e.g. "<f4".
-    pub dtype: String,
 }
 
 fn err(path: &str, msg: impl std::fmt::Display) -> Error {
     Error::new(format!("{path}: {msg}"))
 }
 
-/// The data as f64 in row-major order, converted and placed element by element as it is read
-/// (from a buffered file): no copy of the whole file, none in its own dtype, and none to
-/// transpose a Fortran-order file. `measure` on a float32 file of 205 MB peaked at 846 MB in C
-/// order and 1 GB in Fortran order; now at 440 MB, the f64 features themselves
-/// (docs/performance.md). `rows cols` is the count the header's shape gives, already checked
-/// against the file's size.
+/// The data in row-major order, converted by `conv` (to f64, or not at all) and placed
+/// element by element as it is read (from a buffered file): no copy of the whole file, none
+/// to convert it afterwards, and none to transpose a Fortran-order file. `measure` on a
+/// float32 file of 205 MB peaked at 846 MB in C order and 1 GB in Fortran order; now at
+/// 241 MB, the float32 features themselves (docs/performance.md). `rows cols` is the count the
+/// header's shape gives, already checked against the file's size.
 fn read_as<T: npyz::Deserialize, O: Copy + Default, R: std::io::Read>(
     path: &str,
     npy: NpyFile<R>,
@@ -126,7 +124,7 @@ pub fn read_features(path: &Path) -> Result<Features> {
         (TypeChar::Float, 8) => Floats::F64(read_as::<f64, _, _>(name, h.npy, dims, h.fortran, |v| v)?),
         _ => return Err(err(name, format!("unsupported dtype {} (expected float32 or float64)", h.ts))),
     };
-    Ok(Features { rows: h.rows, cols: h.cols, data, dtype: h.ts.to_string() })
+    Ok(Features { rows: h.rows, cols: h.cols, data })
 }
 
 fn open(path: &Path, name: &str) -> Result<(std::io::BufReader<std::fs::File>, u64)> {
