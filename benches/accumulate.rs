@@ -5,6 +5,10 @@
 //! multiplies with the AVX-512 tiles of `kernels::products`; docs/performance.md), and beside
 //! the same blocked update with matrixmultiply in place of the tiles.
 //!
+//! Beside them, `measure` on the same batch whole (`analysis::measure::measure_inputs`): float32
+//! and float64, C and Fortran order, read a row at a time where they lie, and float32 copied
+//! to row-major float64 first, as `measure` did before it read rows in place.
+//!
 //! `cargo bench --bench accumulate`. The end-to-end comparison with numpy is
 //! `python/benches/accumulator.py`; results in docs/performance.md.
 
@@ -13,7 +17,7 @@ use std::hint::black_box;
 use criterion::{criterion_group, criterion_main, Criterion};
 use mlab_nc::analysis::accumulate::Accumulator;
 use mlab_nc::analysis::arrays::{Array2, Order, Values};
-use mlab_nc::analysis::measure::Names;
+use mlab_nc::analysis::measure::{measure_inputs, Inputs, Names};
 use mlab_nc::linalg::syrk_upper;
 
 const N: usize = 10_000;
@@ -69,5 +73,34 @@ fn stream(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, stream);
+fn whole(c: &mut Criterion) {
+    let (x, y) = batch();
+    let x64: Vec<f64> = x.iter().map(|&v| v as f64).collect();
+    let fortran: Vec<f32> = (0..N * D).map(|e| x[(e % N) * D + e / N]).collect();
+    let l = Array2::row_major(&y, N, K).unwrap();
+    fn inputs<'a>(features: Array2<'a>, labels: Array2<'a>) -> Inputs<'a> {
+        Inputs { features, labels, classifier: None, bias: None }
+    }
+    let mut g = c.benchmark_group("measure");
+    g.sample_size(10);
+    let cases = [
+        ("f32_c", Array2::new(Values::F32(&x), N, D, Order::RowMajor).unwrap()),
+        ("f32_fortran", Array2::new(Values::F32(&fortran), N, D, Order::ColMajor).unwrap()),
+        ("f64_c", Array2::row_major(&x64, N, D).unwrap()),
+    ];
+    for (name, f) in cases {
+        g.bench_function(format!("10000x512/{name}"), |b| b.iter(|| black_box(measure_inputs(&inputs(f, l), &Names::ARGUMENTS).unwrap().samples)));
+    }
+    g.bench_function("10000x512/f32_c_copied_to_f64_first", |b| {
+        let f = Array2::new(Values::F32(&x), N, D, Order::RowMajor).unwrap();
+        b.iter(|| {
+            let copy = f.row_major_f64();
+            let f64_copy = Array2::row_major(&copy, N, D).unwrap();
+            black_box(measure_inputs(&inputs(f64_copy, l), &Names::ARGUMENTS).unwrap().samples)
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, stream, whole);
 criterion_main!(benches);
