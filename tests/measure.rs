@@ -262,6 +262,49 @@ fn noisy_features_agree_at(per: usize) {
     std::fs::remove_dir_all(&dd).ok();
 }
 
+/// Labels in every dtype a user may save them in, in C and Fortran order, give the same report
+/// bit for bit; a value other than 0 or 1 is refused with that value, in float64 too (a
+/// float64 label of 1 + 2^-30 would read as 1 in float32).
+#[test]
+fn labels_in_any_dtype_and_order_give_the_same_report() {
+    let (k, m, per, d) = (4, 2, 3, 5);
+    let (l, y) = layout(k, m, per);
+    let n = l.samples();
+    let feats: Vec<f64> = (0..n * d).map(|i| ((i * 37 % 101) as f64 / 101.0).sin()).collect();
+    let dd = dir("labeldtypes");
+    write_npy(&dd.join("f.npy"), "<f4", &[n, d], false, &f32_bytes(&feats));
+    let col_major: Vec<f64> = (0..k).flat_map(|j| (0..n).map(move |i| (i, j))).map(|(i, j)| y[i * k + j]).collect();
+    let encode = |descr: &str, v: &[f64]| -> Vec<u8> {
+        match descr {
+            "|u1" | "|b1" => v.iter().map(|&x| x as u8).collect(),
+            "<i2" => v.iter().flat_map(|&x| (x as i16).to_le_bytes()).collect(),
+            "<i8" => v.iter().flat_map(|&x| (x as i64).to_le_bytes()).collect(),
+            "<u4" => v.iter().flat_map(|&x| (x as u32).to_le_bytes()).collect(),
+            "<f4" => f32_bytes(v),
+            _ => f64_bytes(v),
+        }
+    };
+    let report = |y_path: &Path| serde_json::to_string(&measure_files(&dd.join("f.npy"), y_path, None, None).unwrap()).unwrap();
+    write_npy(&dd.join("y.npy"), "<f8", &[n, k], false, &f64_bytes(&y));
+    let want = report(&dd.join("y.npy"));
+    for descr in ["|u1", "|b1", "<i2", "<i8", "<u4", "<f4", "<f8"] {
+        for fortran in [false, true] {
+            let path = dd.join(format!("y{}{}.npy", descr.replace(['<', '|'], ""), fortran));
+            write_npy(&path, descr, &[n, k], fortran, &encode(descr, if fortran { &col_major } else { &y }));
+            assert_eq!(report(&path), want, "{descr}, fortran {fortran}");
+        }
+    }
+    for (descr, bad, shown) in [("<i2", 2.0, "is 2;"), ("<f4", 0.5, "is 0.5;"), ("<f8", 1.0 + 2f64.powi(-30), "is 1.0000000009313226;")] {
+        let mut yb = y.clone();
+        yb[k + 1] = bad;
+        let path = dd.join("bad.npy");
+        write_npy(&path, descr, &[n, k], false, &encode(descr, &yb));
+        let err = measure_files(&dd.join("f.npy"), &path, None, None).unwrap_err().to_string();
+        assert!(err.contains("label (1, 1)") && err.contains(shown), "{descr}: {err}");
+    }
+    std::fs::remove_dir_all(&dd).ok();
+}
+
 #[test]
 fn ufm_and_measure_agree_on_the_same_features() {
     use mlab_nc::commands::verify::{verify, VerifyOptions};

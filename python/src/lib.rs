@@ -82,8 +82,9 @@ fn layout(a: &Bound<'_, PyUntypedArray>) -> Option<Order> {
     }
 }
 
-/// Reads `obj` as a 2-D float32 or float64 array (`any_real`: any real dtype, converted to
-/// float64, as labels may be bool or int).
+/// Reads `obj` as a 2-D float32 or float64 array (`any_real`: any real dtype, as labels may
+/// be bool or int, converted to float32 when it holds them exactly (at most 2 bytes: bool,
+/// 8- and 16-bit integers, float16), else to float64).
 fn array2<'py>(py: Python<'py>, obj: &Bound<'py, PyAny>, name: &str, any_real: bool) -> PyResult<Held<'py>> {
     let np = py.import("numpy")?;
     let arr = np.call_method1("asarray", (obj,)).map_err(|e| PyTypeError::new_err(format!("{name}: cannot be read as an array ({e})")))?;
@@ -104,7 +105,7 @@ fn array2<'py>(py: Python<'py>, obj: &Bound<'py, PyAny>, name: &str, any_real: b
         arr
     } else {
         COPIES.fetch_add(1, Ordering::Relaxed);
-        np.call_method1("asarray", (&arr, "float64"))?
+        np.call_method1("asarray", (&arr, if dtype.itemsize() <= 2 { "float32" } else { "float64" }))?
     };
     let order = layout(arr.cast::<PyUntypedArray>()?);
     if let Ok(a) = arr.cast::<PyArray2<f64>>() {

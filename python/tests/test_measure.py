@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 
 import mlab_nc
 from conftest import assert_close, multilabel
@@ -44,6 +45,22 @@ def test_layouts_and_dtypes_give_the_same_numbers():
     assert not wide[:, ::2].flags.c_contiguous
     assert_close(mlab_nc.measure(wide[:, ::2], y.astype(bool)), want, 0.0)
     assert mlab_nc._native._copies() > before
+
+
+def test_labels_in_any_real_dtype_and_order_give_the_same_numbers():
+    x, y = multilabel(120, d=5, seed=4)
+    want = mlab_nc.measure(x, y)
+    for dtype in [np.uint8, np.int8, np.int16, np.int64, np.uint32, np.float16, np.float32, bool]:
+        yt = y.astype(dtype)
+        assert_close(mlab_nc.measure(x, yt), want, 0.0)
+        assert_close(mlab_nc.measure(x, np.asfortranarray(yt)), want, 0.0)
+    # A value other than 0 or 1 is named as it is, in float64 too (1 + 2^-30 reads as 1 in
+    # float32).
+    for dtype, bad, shown in [(np.int16, 2, "is 2;"), (np.uint8, 255, "is 255;"), (np.float64, 1 + 2.0**-30, "is 1.0000000009313226;")]:
+        yb = y.astype(dtype)
+        yb[1, 1] = bad
+        with pytest.raises(ValueError, match=shown):
+            mlab_nc.measure(x, yb)
 
 
 class ArrayProtocol:

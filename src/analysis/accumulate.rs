@@ -23,7 +23,7 @@ use nalgebra::DMatrix;
 use rayon::prelude::*;
 
 use crate::analysis::arrays::{Array2, Order, Values};
-use crate::analysis::measure::{check_head, report, MeasureReport, Names};
+use crate::analysis::measure::{check_head, label_row, report, MeasureReport, Names};
 use crate::analysis::metrics::Spread;
 use crate::bail;
 use crate::error::Result;
@@ -126,20 +126,14 @@ impl Accumulator {
             return Ok(());
         }
         // Each sample's label set, as an index into this batch's sets.
-        let y = labels.row_major_f64();
+        let mut buf = vec![0.0; k];
         let mut batch_sets: Vec<Vec<usize>> = Vec::new();
         let mut batch_index: HashMap<Vec<usize>, usize> = HashMap::new();
         let mut slot = Vec::with_capacity(n);
         let mut set = Vec::with_capacity(k);
-        for (i, row) in y.chunks_exact(k).enumerate() {
+        for i in 0..n {
             set.clear();
-            for (c, &v) in row.iter().enumerate() {
-                if v == 1.0 {
-                    set.push(c);
-                } else if v != 0.0 {
-                    bail!("{}: label ({i}, {c}) is {v}; labels must be 0 or 1", names.labels);
-                }
-            }
+            label_row(labels.row(i, &mut buf), i, names.labels, &mut set)?;
             if set.is_empty() {
                 bail!("{}: sample {i} of the batch has no label", names.labels);
             }

@@ -87,27 +87,37 @@ impl Names<'static> {
     pub const ARGUMENTS: Names<'static> = Names { features: "features", labels: "labels", classifier: "classifier", bias: "bias" };
 }
 
-/// Label sets of multi-hot rows; `name` prefixes errors.
-pub fn label_sets(labels: &[f64], classes: usize, name: &str) -> Result<LabelSets> {
+/// Label sets of the multi-hot rows of `labels` (N x K, any layout, read a row at a time);
+/// `name` prefixes errors.
+pub fn label_sets(labels: Array2, name: &str) -> Result<LabelSets> {
+    let classes = labels.cols();
     if classes < 2 {
         bail!("{name}: K = {classes} classes; at least 2 are needed");
     }
-    let mut samples = Vec::with_capacity(labels.len() / classes);
-    for (i, row) in labels.chunks_exact(classes).enumerate() {
+    let mut samples = Vec::with_capacity(labels.rows());
+    let mut buf = vec![0.0; classes];
+    for i in 0..labels.rows() {
         let mut set = Vec::new();
-        for (k, &v) in row.iter().enumerate() {
-            if v == 1.0 {
-                set.push(k);
-            } else if v != 0.0 {
-                bail!("{name}: label ({i}, {k}) is {v}; labels must be 0 or 1");
-            }
-        }
+        label_row(labels.row(i, &mut buf), i, name, &mut set)?;
         if set.is_empty() {
             bail!("{name}: sample {i} has no label");
         }
         samples.push(set);
     }
     LabelSets::from_samples(classes, &samples)
+}
+
+/// Appends to `set` the classes whose entry in row `i` of the labels is 1; an entry other
+/// than 0 or 1 is an error.
+pub fn label_row(row: &[f64], i: usize, name: &str, set: &mut Vec<usize>) -> Result<()> {
+    for (k, &v) in row.iter().enumerate() {
+        if v == 1.0 {
+            set.push(k);
+        } else if v != 0.0 {
+            bail!("{name}: label ({i}, {k}) is {v}; labels must be 0 or 1");
+        }
+    }
+    Ok(())
 }
 
 fn finite(data: &[f64], name: &str) -> Result<()> {
@@ -149,7 +159,7 @@ pub fn measure_inputs(inp: &Inputs, names: &Names) -> Result<MeasureReport> {
     if let Some((i, j, v)) = f.first_non_finite() {
         bail!("{}: entry ({i}, {j}) is {v} (NaN or infinite values are not allowed)", names.features);
     }
-    let labels = label_sets(&y.row_major_f64(), y.cols(), names.labels)?;
+    let labels = label_sets(*y, names.labels)?;
     // The features as the caller holds them, read a row at a time: no float64 copy.
     let mu = set_means(*f, &labels);
     Ok(report(&labels, &mu, Spread::Samples(*f), inp.classifier.as_ref(), inp.bias))

@@ -1,5 +1,7 @@
 //! Reading `.npy` arrays exported from PyTorch/NumPy (via the `npyz` crate) into f64, or, for
-//! features, in their own precision.
+//! features and labels, into the narrowest float type that holds their values exactly
+//! (float32 for float32, bool and 1- and 2-byte integers; float64 for the rest, 8-byte
+//! integers beyond 2^53 rounded).
 //!
 //! Accepted dtypes: float32/float64 (any matrix), and for labels also bool, int8..int64 and
 //! uint8..uint64. Both C (row-major) and Fortran (column-major) order are accepted; the
@@ -24,24 +26,38 @@ pub struct Array {
     pub dtype: String,
 }
 
-/// Float values in their own precision.
+/// Values in the narrowest float type that holds them exactly.
 #[derive(Debug, Clone)]
 pub enum Floats {
-    /// float32.
+    /// float32 files, and bool and 1- and 2-byte integer files.
     F32(Vec<f32>),
-    /// float64.
+    /// float64 files, and 4- and 8-byte integer files.
     F64(Vec<f64>),
 }
 
-/// A 2-D float array in row-major order, in its own precision ([`read_features`]).
+/// A 1-D or 2-D array in row-major order, its values in the narrowest float type that holds
+/// them exactly ([`read_floats`]).
 #[derive(Debug, Clone)]
-pub struct Features {
-    /// Rows.
+pub struct FloatArray {
+    /// Rows (the length for a 1-D array).
     pub rows: usize,
-    /// Columns.
+    /// Columns (1 for a 1-D array).
     pub cols: usize,
     /// Row-major data.
     pub data: Floats,
+    /// Original dtype, e.g. "<f4".
+    pub dtype: String,
+}
+
+impl FloatArray {
+    /// The same array in float64.
+    pub fn into_f64(self) -> Array {
+        let data = match self.data {
+            Floats::F32(v) => v.into_iter().map(f64::from).collect(),
+            Floats::F64(v) => v,
+        };
+        Array { rows: self.rows, cols: self.cols, data, dtype: self.dtype }
+    }
 }
 
 fn err(path: &str, msg: impl std::fmt::Display) -> Error {
@@ -104,27 +120,19 @@ fn read_as<T: npyz::Deserialize, O: Copy + Default, R: std::io::Read>(
     Ok(out)
 }
 
-/// Reads a 1-D or 2-D `.npy` file; `allow_ints` also accepts bool and integer dtypes. The file
-/// is read through a buffer, not whole into memory first.
+/// Reads a 1-D or 2-D `.npy` file into float64; `allow_ints` also accepts bool and integer
+/// dtypes. The file is read through a buffer, not whole into memory first.
 pub fn read(path: &Path, ndim: usize, allow_ints: bool) -> Result<Array> {
+    Ok(read_floats(path, ndim, allow_ints)?.into_f64())
+}
+
+/// [`read`], the values kept in the narrowest float type that holds them exactly: a float32
+/// file (features of a network) or a bool or uint8 file (labels) is never held as float64;
+/// `measure` reads them a row at a time.
+pub fn read_floats(path: &Path, ndim: usize, allow_ints: bool) -> Result<FloatArray> {
     let name = path.display().to_string();
     let (r, len) = open(path, &name)?;
     parse_from(r, len, &name, ndim, allow_ints)
-}
-
-/// Reads a 2-D float32 or float64 `.npy` file in its own precision (row-major): features of a
-/// network, which `measure` reads a row at a time, so a float32 file is never held as float64.
-pub fn read_features(path: &Path) -> Result<Features> {
-    let name = path.display().to_string();
-    let (r, len) = open(path, &name)?;
-    let h = header(r, len, &name, 2)?;
-    let (name, dims) = (name.as_str(), (h.rows, h.cols));
-    let data = match (h.ts.type_char(), h.ts.size_field()) {
-        (TypeChar::Float, 4) => Floats::F32(read_as::<f32, _, _>(name, h.npy, dims, h.fortran, |v| v)?),
-        (TypeChar::Float, 8) => Floats::F64(read_as::<f64, _, _>(name, h.npy, dims, h.fortran, |v| v)?),
-        _ => return Err(err(name, format!("unsupported dtype {} (expected float32 or float64)", h.ts))),
-    };
-    Ok(Features { rows: h.rows, cols: h.cols, data })
 }
 
 fn open(path: &Path, name: &str) -> Result<(std::io::BufReader<std::fs::File>, u64)> {
@@ -134,10 +142,10 @@ fn open(path: &Path, name: &str) -> Result<(std::io::BufReader<std::fs::File>, u
     Ok((std::io::BufReader::with_capacity(1 << 16, file), len))
 }
 
-/// Parses the bytes of a 1-D or 2-D `.npy` file named `path` (for messages). Any byte string
-/// gives an array or an error, never a panic.
+/// Parses the bytes of a 1-D or 2-D `.npy` file named `path` (for messages) into float64. Any
+/// byte string gives an array or an error, never a panic.
 pub fn parse(bytes: &[u8], path: &str, ndim: usize, allow_ints: bool) -> Result<Array> {
-    parse_from(bytes, bytes.len() as u64, path, ndim, allow_ints)
+    Ok(parse_from(bytes, bytes.len() as u64, path, ndim, allow_ints)?.into_f64())
 }
 
 /// A checked header, the reader left at the data.
@@ -176,29 +184,30 @@ fn header<R: std::io::Read>(mut r: R, len: u64, path: &str, ndim: usize) -> Resu
     Ok(Header { npy, rows: rows as usize, cols: cols as usize, fortran, ts })
 }
 
-/// [`parse`] from a reader of `len` bytes.
-fn parse_from<R: std::io::Read>(r: R, len: u64, path: &str, ndim: usize, allow_ints: bool) -> Result<Array> {
+/// The array in a reader of `len` bytes, its values in the narrowest float type that holds
+/// them exactly.
+fn parse_from<R: std::io::Read>(r: R, len: u64, path: &str, ndim: usize, allow_ints: bool) -> Result<FloatArray> {
     let Header { npy, rows, cols, fortran, ts } = header(r, len, path, ndim)?;
     let dtype = ts.to_string();
-    let size = ts.size_field();
-    let data = match (ts.type_char(), size) {
-        (TypeChar::Float, 4) => read_as::<f32, _, _>(path, npy, (rows, cols), fortran, f64::from)?,
-        (TypeChar::Float, 8) => read_as::<f64, _, _>(path, npy, (rows, cols), fortran, |v| v)?,
-        (TypeChar::Bool, 1) if allow_ints => read_as::<bool, _, _>(path, npy, (rows, cols), fortran, |v| if v { 1.0 } else { 0.0 })?,
-        (TypeChar::Int, 1) if allow_ints => read_as::<i8, _, _>(path, npy, (rows, cols), fortran, f64::from)?,
-        (TypeChar::Int, 2) if allow_ints => read_as::<i16, _, _>(path, npy, (rows, cols), fortran, f64::from)?,
-        (TypeChar::Int, 4) if allow_ints => read_as::<i32, _, _>(path, npy, (rows, cols), fortran, f64::from)?,
-        (TypeChar::Int, 8) if allow_ints => read_as::<i64, _, _>(path, npy, (rows, cols), fortran, |v| v as f64)?,
-        (TypeChar::Uint, 1) if allow_ints => read_as::<u8, _, _>(path, npy, (rows, cols), fortran, f64::from)?,
-        (TypeChar::Uint, 2) if allow_ints => read_as::<u16, _, _>(path, npy, (rows, cols), fortran, f64::from)?,
-        (TypeChar::Uint, 4) if allow_ints => read_as::<u32, _, _>(path, npy, (rows, cols), fortran, f64::from)?,
-        (TypeChar::Uint, 8) if allow_ints => read_as::<u64, _, _>(path, npy, (rows, cols), fortran, |v| v as f64)?,
+    let dims = (rows, cols);
+    let data = match (ts.type_char(), ts.size_field()) {
+        (TypeChar::Float, 4) => Floats::F32(read_as::<f32, _, _>(path, npy, dims, fortran, |v| v)?),
+        (TypeChar::Float, 8) => Floats::F64(read_as::<f64, _, _>(path, npy, dims, fortran, |v| v)?),
+        (TypeChar::Bool, 1) if allow_ints => Floats::F32(read_as::<bool, _, _>(path, npy, dims, fortran, |v| if v { 1.0 } else { 0.0 })?),
+        (TypeChar::Int, 1) if allow_ints => Floats::F32(read_as::<i8, _, _>(path, npy, dims, fortran, f32::from)?),
+        (TypeChar::Int, 2) if allow_ints => Floats::F32(read_as::<i16, _, _>(path, npy, dims, fortran, f32::from)?),
+        (TypeChar::Int, 4) if allow_ints => Floats::F64(read_as::<i32, _, _>(path, npy, dims, fortran, f64::from)?),
+        (TypeChar::Int, 8) if allow_ints => Floats::F64(read_as::<i64, _, _>(path, npy, dims, fortran, |v| v as f64)?),
+        (TypeChar::Uint, 1) if allow_ints => Floats::F32(read_as::<u8, _, _>(path, npy, dims, fortran, f32::from)?),
+        (TypeChar::Uint, 2) if allow_ints => Floats::F32(read_as::<u16, _, _>(path, npy, dims, fortran, f32::from)?),
+        (TypeChar::Uint, 4) if allow_ints => Floats::F64(read_as::<u32, _, _>(path, npy, dims, fortran, f64::from)?),
+        (TypeChar::Uint, 8) if allow_ints => Floats::F64(read_as::<u64, _, _>(path, npy, dims, fortran, |v| v as f64)?),
         _ => {
             let allowed = if allow_ints { "float32, float64, bool, int or uint" } else { "float32 or float64" };
             return Err(err(path, format!("unsupported dtype {dtype} (expected {allowed})")));
         }
     };
-    Ok(Array { rows, cols, data, dtype })
+    Ok(FloatArray { rows, cols, data, dtype })
 }
 
 /// The bytes of a C-order float32 `.npy` file (format 1.0) of the given shape (1-D or 2-D).
