@@ -114,6 +114,11 @@ pub fn norm(x: &[f64]) -> f64 {
 /// `a / 2^e` with `2^e` the power of two nearest above the largest |entry| (1 for a zero
 /// matrix), and `2^e`; `None` if an entry is not finite. Dividing by a power of two is exact.
 pub fn pow2_scaled(a: &DMatrix<f64>) -> Option<(DMatrix<f64>, f64)> {
+    pow2_scale(a).map(|scale| (a / scale, scale))
+}
+
+/// The `2^e` of [`pow2_scaled`], without the scaled copy.
+pub fn pow2_scale(a: &DMatrix<f64>) -> Option<f64> {
     let mut big = 0.0f64;
     for &x in a.iter() {
         if !x.is_finite() {
@@ -122,12 +127,11 @@ pub fn pow2_scaled(a: &DMatrix<f64>) -> Option<(DMatrix<f64>, f64)> {
         big = big.max(x.abs());
     }
     if big == 0.0 {
-        return Some((a.clone(), 1.0));
+        return Some(1.0);
     }
     // An exponent in the normal range, so that 2^e is exact (entries below 2^-1020 are
     // subnormal and far from overflowing anyway).
-    let scale = 2f64.powi((big.log2().ceil() as i32).clamp(-1020, 1020));
-    Some((a / scale, scale))
+    Some(2f64.powi((big.log2().ceil() as i32).clamp(-1020, 1020)))
 }
 
 #[cfg(test)]
