@@ -474,3 +474,36 @@ pub fn synthesis(mu: &DMatrix<f64>, labels: &LabelSets) -> Vec<Synthesis> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Far from the origin the second pass recovers the digits the first loses. Features 1e9
+    /// plus deviations of 2^-23 granularity, 4,000 samples a set, the three sets' samples
+    /// interleaved (the second pass gathers each set's own): the exact mean is 1e8 plus the
+    /// mean deviation (their sum is exact in float64), rounded twice.
+    #[test]
+    fn set_means_keep_their_digits_far_from_the_origin() {
+        let (k, per, d) = (3usize, 4000usize, 2usize);
+        let samples: Vec<Vec<usize>> = (0..k * per).map(|i| vec![i % k]).collect();
+        let labels = LabelSets::from_samples(k, &samples).unwrap();
+        let n = samples.len();
+        let h: Vec<f64> = (0..n * d).map(|e| 1e9 + (((e * 7919) % 20011) as f64 / 10005.5 - 1.0)).collect();
+        let mu = set_means(Mat::new(&h, d, n).into(), &labels);
+        let ulp = 2f64.powi(-23);
+        let mut one_pass_worst = 0.0f64;
+        for j in 0..labels.sets.len() {
+            let members: Vec<usize> = (0..n).filter(|&i| labels.set_of[i] as usize == j).collect();
+            for r in 0..d {
+                // h - 1e9 is exact (Sterbenz), and so is the sum of 4,000 such multiples of 2^-23.
+                let dev: f64 = members.iter().map(|&i| h[i * d + r] - 1e9).sum();
+                let exact = 1e9 + dev / members.len() as f64;
+                assert!((mu[(r, j)] - exact).abs() <= ulp, "set {j}, row {r}: {} against {exact}", mu[(r, j)]);
+                let naive = members.iter().map(|&i| h[i * d + r]).sum::<f64>() / members.len() as f64;
+                one_pass_worst = one_pass_worst.max((naive - exact).abs());
+            }
+        }
+        assert!(one_pass_worst > 2.0 * ulp, "the data must be hard for one pass ({one_pass_worst:e})");
+    }
+}
