@@ -481,7 +481,7 @@ mod tests {
 
     /// Far from the origin the second pass recovers the digits the first loses. Features 1e9
     /// plus deviations of 2^-23 granularity, 4,000 samples a set, the three sets' samples
-    /// interleaved (the second pass gathers each set's own): the exact mean is 1e8 plus the
+    /// interleaved (the second pass gathers each set's own): the exact mean is 1e9 plus the
     /// mean deviation (their sum is exact in float64), rounded twice.
     #[test]
     fn set_means_keep_their_digits_far_from_the_origin() {
