@@ -120,8 +120,20 @@ impl<'a> Array2<'a> {
         }
     }
 
+    /// Whether every element is finite: one pass without early exit, which vectorises
+    /// (`first_non_finite` element by element took 7% of a `measure` run, twice).
+    pub fn all_finite(&self) -> bool {
+        match self.values {
+            Values::F32(v) => v.iter().fold(true, |ok, x| ok & x.is_finite()),
+            Values::F64(v) => v.iter().fold(true, |ok, x| ok & x.is_finite()),
+        }
+    }
+
     /// The first element that is not finite, as (row, col, value).
     pub fn first_non_finite(&self) -> Option<(usize, usize, f64)> {
+        if self.all_finite() {
+            return None;
+        }
         let mut found = None;
         self.for_each(|i, j, v| {
             if found.is_none() && !v.is_finite() {
@@ -191,5 +203,8 @@ mod tests {
         assert!(Array2::new(Values::F64(&c64), 2, 2, Order::RowMajor).is_err());
         let nan = [1.0, f64::NAN, 3.0, 4.0];
         assert_eq!(Array2::new(Values::F64(&nan), 2, 2, Order::ColMajor).unwrap().first_non_finite().map(|(i, j, _)| (i, j)), Some((1, 0)));
+        assert!(arrays.iter().all(Array2::all_finite));
+        assert!(!Array2::new(Values::F64(&nan), 2, 2, Order::RowMajor).unwrap().all_finite());
+        assert!(!Array2::new(Values::F32(&[1.0, 2.0, f32::INFINITY, 4.0]), 2, 2, Order::RowMajor).unwrap().all_finite());
     }
 }

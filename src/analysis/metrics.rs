@@ -191,7 +191,7 @@ impl Spread<'_> {
 
     fn finite(&self) -> bool {
         match self {
-            Spread::Samples(h) => h.first_non_finite().is_none(),
+            Spread::Samples(h) => h.all_finite(),
             Spread::Scatter(h) => h.data.iter().all(|x| x.is_finite()),
         }
     }
