@@ -88,11 +88,20 @@ impl<T: Copy + Default> Staggered<T> {
         Staggered { data: vec![T::default(); n + off], off, n }
     }
 
-    /// A copy of `v`, staggered like [`zeros`](Self::zeros).
-    pub fn from_slice(v: &[T], k: usize) -> Self {
-        let mut s = Self::zeros(v.len(), k);
-        s.copy_from_slice(v);
-        s
+    /// `v` itself, unshifted (as [`zeros`](Self::zeros) with `k = 0`, without a copy).
+    pub fn from_vec(v: Vec<T>) -> Self {
+        let n = v.len();
+        Staggered { data: v, off: 0, n }
+    }
+
+    /// The elements as a `Vec` (the allocation itself when unshifted).
+    pub fn into_vec(self) -> Vec<T> {
+        if self.off == 0 {
+            let mut data = self.data;
+            data.truncate(self.n);
+            return data;
+        }
+        self.data[self.off..self.off + self.n].to_vec()
     }
 }
 
@@ -139,5 +148,19 @@ mod tests {
         assert_eq!((a.len(), b.len()), (100, 100));
         assert_eq!(b.off, 3 * 5 * 8);
         assert!(b.iter().all(|&x| x == 0.0));
+    }
+
+    #[test]
+    fn a_vector_moves_in_and_out_without_a_copy() {
+        let v: Vec<f64> = (0..1000).map(f64::from).collect();
+        let at = v.as_ptr();
+        let s = Staggered::from_vec(v);
+        assert_eq!((s.as_ptr(), s.len(), s[999]), (at, 1000, 999.0));
+        let back = s.into_vec();
+        assert_eq!((back.as_ptr(), back.len()), (at, 1000));
+        assert!(back.iter().enumerate().all(|(i, &x)| x == i as f64));
+        let mut shifted = Staggered::<f64>::zeros(5, 2);
+        shifted.copy_from_slice(&[1.0, 2.0, 3.0, 4.0, 5.0]);
+        assert_eq!(shifted.into_vec(), [1.0, 2.0, 3.0, 4.0, 5.0], "a shifted buffer is copied out");
     }
 }

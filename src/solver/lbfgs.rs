@@ -297,7 +297,7 @@ impl InPlaceLbfgs {
             m,
             tol_grad,
             ls: MoreThuenteParams::default(),
-            x: Staggered::from_slice(&x0, 0),
+            x: Staggered::from_vec(x0),
             at: 0.0,
             g: Staggered::zeros(n, 2),
             g_new: Staggered::zeros(n, 3),
@@ -425,9 +425,9 @@ impl InPlaceLbfgs {
         &self.x
     }
 
-    /// The current iterate, copied out (after the run).
+    /// The current iterate, moved out (after the run).
     pub fn take_x(&mut self) -> Vec<f64> {
-        std::mem::take(&mut self.x).to_vec()
+        std::mem::take(&mut self.x).into_vec()
     }
 
     /// Hands the callback back (for a restart).
