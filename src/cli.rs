@@ -103,8 +103,8 @@ pub struct SolverArgs {
     /// (0 turns the certified stop off; the gradient rule always applies).
     #[arg(long = "tol-stop", default_value = "2e-11", value_parser = non_negative, allow_hyphen_values = true)]
     pub tol_stop: f64,
-    /// Wall-time limit per solve, in seconds: a solve that reaches it stops, not converged,
-    /// and its results are kept.
+    /// Wall-time limit per solve, in seconds, checked after each iteration: a solve that
+    /// reaches it stops, not converged, and its results are kept.
     #[arg(long = "time-limit", value_name = "SECONDS", value_parser = positive, allow_hyphen_values = true)]
     pub time_limit: Option<f64>,
 }

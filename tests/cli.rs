@@ -114,6 +114,25 @@ fn time_limit_stops_a_long_solve_and_keeps_its_report() {
     std::fs::remove_file(&path).ok();
 }
 
+/// A limit shorter than one iteration stops the solve after its first, with the limit as the
+/// reason, directly and after a path (lambda = 1e-6; the path's easier problems get no time):
+/// no solve runs past its limit to a verdict (a floor of 1 ms once let A's whole solve, about
+/// 0.5 ms, finish verified under a limit of 1e-5 s).
+#[test]
+fn a_limit_shorter_than_an_iteration_stops_after_the_first() {
+    for lambda in ["5e-3", "1e-6"] {
+        let path = std::env::temp_dir().join(format!("mlab-nc-short-limit-{}-{lambda}.json", std::process::id()));
+        let args = ["ufm", "-K", "4", "-M", "2", "--lambda-w", lambda, "--lambda-h", lambda, "--lambda-b", lambda, "--time-limit", "1e-9", "--json"];
+        let (code, out, err) = run(&[&args[..], &[path.to_str().unwrap()]].concat());
+        assert_eq!(code, 0, "{err}");
+        assert!(out.contains("VERDICT: not-converged"), "lambda {lambda}: {out}");
+        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(v["runs"][0]["stopped_by"], "time-limit", "lambda {lambda}");
+        assert_eq!(v["runs"][0]["iterations"], 1, "lambda {lambda}");
+        std::fs::remove_file(&path).ok();
+    }
+}
+
 /// A class skew that rounds away (one sample per set: every count is max(1, round(w)) = 1) is
 /// said on stderr, and the run goes on with the balanced problem; a skew that bites is not.
 #[test]

@@ -233,7 +233,9 @@ impl UfmObjective {
         }
         let p = SolveParams {
             max_iters: params.max_iters.saturating_sub(iterations),
-            time_limit: params.time_limit.map(|t| (t - start.elapsed().as_secs_f64()).max(1e-3)),
+            // What the path left of the limit (a limit must be positive: at the smallest one
+            // the solver stops after its first iteration, with the limit as its reason).
+            time_limit: params.time_limit.map(|t| (t - start.elapsed().as_secs_f64()).max(f64::MIN_POSITIVE)),
             ..*params
         };
         let mut r = self.solve_raw(x, &p, callback, certifier)?;

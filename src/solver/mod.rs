@@ -222,7 +222,8 @@ pub fn minimize<O: FusedObjective>(objective: O, x0: Vec<f64>, params: &SolvePar
     let (mut stopped_by, mut certified) = (StopReason::MaxIters, None);
     for attempt in 0..=RESTARTS {
         let solver = InPlaceLbfgs::new(x, params.history, params.tol_grad, callback.take())?.with_certified_stop(params.tol_stop);
-        let left = params.time_limit.map(|t| (t - start.elapsed().as_secs_f64()).max(1e-3));
+        // What is left of the limit; at 0 the solver stops after its first iteration.
+        let left = params.time_limit.map(|t| (t - start.elapsed().as_secs_f64()).max(0.0));
         let res = Executor::new(eval, solver)
             .configure(|s| {
                 let s = s.max_iters(params.max_iters.saturating_sub(iterations));
@@ -258,7 +259,8 @@ pub fn minimize<O: FusedObjective>(objective: O, x0: Vec<f64>, params: &SolvePar
             (Some(Exit::LineSearch), _) => StopReason::LineSearch,
             _ => StopReason::MaxIters,
         };
-        if stopped_by != StopReason::LineSearch || iterations >= params.max_iters {
+        let out_of_time = params.time_limit.is_some_and(|t| start.elapsed().as_secs_f64() >= t);
+        if stopped_by != StopReason::LineSearch || iterations >= params.max_iters || out_of_time {
             break;
         }
     }
