@@ -43,6 +43,7 @@ CASES = [
     ("predict per_set of 3 for M = 2", lambda: mlab_nc.predict(4, 2, [1, 2, 3]), ValueError, "per-set"),
     ("predict unknown loss", lambda: mlab_nc.predict(4, 2, loss="mse"), ValueError, "unknown loss"),
     ("ufm negative seeds", lambda: mlab_nc.ufm(4, 2, seeds=0), ValueError, "seeds"),
+    ("ufm 10^12 seeds", lambda: mlab_nc.ufm(4, 2, seeds=10**12), ValueError, "the reports alone"),
     ("ufm unknown solver", lambda: mlab_nc.ufm(4, 2, solver="sgd"), ValueError, "unknown solver"),
     ("ufm bad tolerance", lambda: mlab_nc.ufm(4, 2, tol_grad=0.0), ValueError, "tol-grad"),
     ("ufm unknown option", lambda: mlab_nc.ufm(4, 2, lambda_x=1.0), TypeError, "lambda_x"),

@@ -4,7 +4,7 @@
 
 use rayon::prelude::*;
 
-use crate::analysis::assess::{assess, summarise};
+use crate::analysis::assess::{assess, report_bytes, summarise};
 use crate::analysis::report::{RunReport, UfmReport};
 use crate::analysis::verdict::{Tolerances, Verdict};
 use crate::error::Result;
@@ -24,32 +24,58 @@ pub struct VerifyOptions {
 
 /// Solves and judges every seed of one configuration.
 pub fn verify(cfg: &ValidConfig, seeds: &[u64], opts: &VerifyOptions) -> Result<UfmReport> {
-    opts.solve.validate()?;
-    opts.tol.validate()?;
-    if seeds.is_empty() {
-        return Err(crate::error::Error::new("--seeds must be at least 1"));
-    }
-    let pred = predict(cfg);
-    let obj = UfmObjective::new(cfg);
-    let runs: Vec<RunReport> = seeds.par_iter().map(|&seed| run_start(cfg, &obj, &pred, seed, opts)).collect::<Result<_>>()?;
-    Ok(summarise(cfg, pred, runs, &opts.solve, &opts.tol))
+    let pred = checked_prediction(cfg, seeds.len() as u64, opts)?;
+    verify_predicted(cfg, pred, seeds, opts, true)
 }
 
 /// `ufm` as the front ends run it: the seeds `seed, seed + 1, ...` (`seeds` of them), with
 /// the iteration history kept only when `trace` asks for it.
 pub fn ufm(cfg: &ValidConfig, seed: u64, seeds: u64, opts: &VerifyOptions, trace: bool) -> Result<UfmReport> {
+    if seed.checked_add(seeds - seeds.min(1)).is_none() {
+        return Err(crate::error::Error::new(format!("--seed {seed} + --seeds {seeds} runs past the largest seed")));
+    }
+    let pred = checked_prediction(cfg, seeds, opts)?;
+    let list: Vec<u64> = (seed..=seed + (seeds - 1)).collect();
+    verify_predicted(cfg, pred, &list, opts, trace)
+}
+
+/// The prediction, after checking the options and that `seeds` reports fit in memory (at
+/// least one; [`report_bytes`] each, without the iteration histories), before anything is
+/// allocated per seed.
+fn checked_prediction(cfg: &ValidConfig, seeds: u64, opts: &VerifyOptions) -> Result<Prediction> {
+    opts.solve.validate()?;
+    opts.tol.validate()?;
     if seeds == 0 {
         return Err(crate::error::Error::new("--seeds must be at least 1"));
     }
-    let list: Vec<u64> = (seed..seed.saturating_add(seeds)).collect();
-    if list.len() as u64 != seeds {
-        return Err(crate::error::Error::new(format!("--seed {seed} + --seeds {seeds} runs past the largest seed")));
+    let pred = predict(cfg);
+    let need = seeds as f64 * report_bytes(cfg, &pred);
+    let available = crate::model::config::available_memory_bytes();
+    if need > available {
+        return Err(crate::error::Error::new(format!(
+            "--seeds {seeds}: the reports alone would need about {} but the machine has {}; run the seeds in parts (--seed, --seeds), or as a sweep, which writes each run as it ends",
+            crate::model::config::human_bytes(need),
+            crate::model::config::human_bytes(available)
+        )));
     }
-    let mut report = verify(cfg, &list, opts)?;
-    if !trace {
-        report.runs.iter_mut().for_each(|r| r.history.clear());
-    }
-    Ok(report)
+    Ok(pred)
+}
+
+/// Every seed solved and judged; each run's iteration history dropped as it ends unless
+/// `keep_history`.
+fn verify_predicted(cfg: &ValidConfig, pred: Prediction, seeds: &[u64], opts: &VerifyOptions, keep_history: bool) -> Result<UfmReport> {
+    let obj = UfmObjective::new(cfg);
+    let runs: Vec<RunReport> = seeds
+        .par_iter()
+        .map(|&seed| {
+            let mut run = run_start(cfg, &obj, &pred, seed, opts)?;
+            if !keep_history {
+                run.history = Vec::new();
+            }
+            Ok(run)
+        })
+        .collect::<Result<_>>()?;
+    Ok(summarise(cfg, pred, runs, &opts.solve, &opts.tol))
 }
 
 /// One start: solved with the certified stop (`theory::solve`), then judged. When the solve
