@@ -26,7 +26,7 @@ fn bad_input_is_one_line_naming_the_flag() {
         (&["ufm", "--classes", "4", "--max-labels", "2", "--seeds", "0"], "--seeds"),
         // Checked before anything per seed is allocated (a list of 10^12 seeds aborted).
         (&["ufm", "--classes", "4", "--max-labels", "2", "--seeds", "1000000000000"], "--seeds"),
-        (&["ufm", "--classes", "20", "--max-labels", "3", "--seeds", "100000000"], "the reports alone"),
+        (&["ufm", "--classes", "20", "--max-labels", "3", "--seeds", "100000000"], "alone would need"),
         (&["ufm", "--classes", "4", "--max-labels", "2", "--seed", "18446744073709551615", "--seeds", "2"], "--seed"),
         (&["ufm", "--classes", "4", "--max-labels", "2", "--tol-geometry", "-1"], "--tol-geometry"),
     ];

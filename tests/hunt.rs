@@ -141,3 +141,24 @@ fn a_start_of_scale_1e6_reaches_the_optimum() {
     let r = verify(&cfg, &[0], &opts).unwrap();
     assert_eq!(r.verdict, Verdict::Verified, "{:?} {}", r.runs[0].reasons, r.runs[0].termination);
 }
+
+/// A count of starts whose reports would not fit in memory is an error naming --seeds, before
+/// any list of seeds is made (10^12 seeds aborted the process on an 8 TB allocation).
+#[test]
+fn too_many_starts_are_refused() {
+    let cfg = mlab_nc::model::config::UfmConfig {
+        classes: 4,
+        max_labels: 2,
+        dim: 4,
+        per_set: vec![1],
+        lambda_w: 5e-3,
+        lambda_h: 5e-3,
+        lambda_b: 5e-3,
+        loss: mlab_nc::model::loss::Loss::Pal,
+    }
+    .validate()
+    .unwrap();
+    let err = classify(&cfg, 1_000_000_000_000, &VerifyOptions::default()).err().unwrap().0;
+    assert!(err.starts_with("--seeds 1000000000000:") && err.contains("alone would need"), "{err}");
+    assert!(classify(&cfg, 2, &VerifyOptions::default()).is_ok());
+}

@@ -111,3 +111,25 @@ fn a_list_of_losses_runs_every_loss() {
     assert!(bad.starts_with("x: "), "{bad}");
     std::fs::remove_file(out).ok();
 }
+
+/// A shard's runs are the runs r = grid_index x seeds + seed with r mod n = i - 1, in order
+/// (checked against that definition run by run), and a sweep too large for its run list, or
+/// beyond 2^64 runs, is refused before anything is listed (10^12 seeds used to be enumerated
+/// one by one, and grid points x seeds could wrap around).
+#[test]
+fn shards_list_their_runs_and_huge_sweeps_are_refused() {
+    let spec = parse_spec("classes = [3, 4, 5]\nmax_labels = 2\nseeds = 7\n", "s").unwrap();
+    for (i, n) in [(1, 1), (1, 4), (4, 4), (2, 5), (3, 30)] {
+        let got: Vec<(usize, u64)> = spec.runs((i, n)).unwrap().iter().map(|r| (r.grid, r.seed)).collect();
+        let want: Vec<(usize, u64)> = (0..21u64).filter(|r| r % n == i - 1).map(|r| ((r / 7) as usize, r % 7)).collect();
+        assert_eq!(got, want, "shard {i}/{n}");
+    }
+    let huge = parse_spec("classes = 4\nmax_labels = 2\nseeds = 1000000000000\n", "h").unwrap();
+    let t0 = std::time::Instant::now();
+    let err = huge.runs((1, 1)).unwrap_err().0;
+    assert!(err.contains("1000000000000 runs") && err.contains("would need about"), "{err}");
+    assert!(huge.runs((1, 1_000_000)).is_ok(), "a shard of 10^6 runs fits");
+    let wrap = parse_spec("classes = [3, 4]\nmax_labels = 2\nseeds = 18446744073709551615\n", "w").unwrap();
+    assert!(wrap.runs((1, 1)).unwrap_err().0.contains("more than 2^64"));
+    assert!(t0.elapsed().as_secs_f64() < 60.0, "listed without enumerating every run of the sweep");
+}

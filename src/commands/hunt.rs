@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::analysis::verdict::Verdict;
 use crate::bail;
-use crate::commands::verify::{verify, VerifyOptions};
+use crate::commands::verify::{ufm, VerifyOptions};
 use crate::error::{Error, Result};
 use crate::io::jsonl::{progress, read_finished, Appender};
 use crate::model::config::{UfmConfig, ValidConfig};
@@ -172,8 +172,7 @@ pub struct Classified {
 
 /// Solves and classifies one configuration.
 pub fn classify(cfg: &ValidConfig, seeds: u64, opts: &VerifyOptions) -> Result<Classified> {
-    let seeds: Vec<u64> = (0..seeds).collect();
-    let r = verify(cfg, &seeds, opts)?;
+    let r = ufm(cfg, 0, seeds, opts, false)?;
     let best = r.best_run().ok_or_else(|| Error::new("no runs"))?;
     let gap = best.relative_objective_gap;
     let cert = best.certificate.relative_gap;

@@ -128,6 +128,11 @@ pub fn parse_spec(text: &str, name: &str) -> Result<SweepSpec> {
     Ok(SweepSpec { grid, seeds })
 }
 
+/// Memory a run of a sweep takes while the sweep runs, at most: its id in the shard's list and
+/// in the list still to do (16 bytes each), and its key once finished (a configuration's
+/// JSON, about 200 bytes).
+pub const RUN_BYTES: f64 = 256.0;
+
 /// Parses `i/n` (1 <= i <= n).
 pub fn parse_shard(s: &str) -> Result<(u64, u64)> {
     let bad = || Error::new(format!("--shard: expected i/n with 1 <= i <= n, got '{s}'"));
@@ -140,10 +145,25 @@ pub fn parse_shard(s: &str) -> Result<(u64, u64)> {
 }
 
 impl SweepSpec {
-    /// All runs of shard `i/n`, in order.
-    pub fn runs(&self, shard: (u64, u64)) -> Vec<RunId> {
-        let total = self.grid.len() as u64 * self.seeds;
-        (0..total).filter(|r| r % shard.1 == shard.0 - 1).map(|r| RunId { grid: (r / self.seeds) as usize, seed: r % self.seeds }).collect()
+    /// All runs of shard `i/n`, in order; an error (before anything is allocated) when their
+    /// list would not fit in memory, about [`RUN_BYTES`] a run.
+    pub fn runs(&self, shard: (u64, u64)) -> Result<Vec<RunId>> {
+        let Some(total) = (self.grid.len() as u64).checked_mul(self.seeds) else {
+            bail!("the sweep's {} grid point(s) x {} seed(s) are more than 2^64 runs; split the sweep", self.grid.len(), self.seeds);
+        };
+        let count = total.saturating_sub(shard.0 - 1).div_ceil(shard.1);
+        let (need, available) = (count as f64 * RUN_BYTES, crate::model::config::available_memory_bytes());
+        if need > available {
+            bail!(
+                "the sweep's {} grid point(s) x {} seed(s) give {count} runs to this shard, whose list alone would need about {} but the machine has {}; split the sweep (fewer seeds or grid points per file, or --shard)",
+                self.grid.len(),
+                self.seeds,
+                crate::model::config::human_bytes(need),
+                crate::model::config::human_bytes(available)
+            );
+        }
+        let step = usize::try_from(shard.1).unwrap_or(usize::MAX);
+        Ok((shard.0 - 1..total).step_by(step).map(|r| RunId { grid: (r / self.seeds) as usize, seed: r % self.seeds }).collect())
     }
 }
 
@@ -192,7 +212,7 @@ pub struct SweepSummary {
 pub fn run_sweep(spec: &SweepSpec, out: &Path, shard: (u64, u64), opts: &VerifyOptions, show_progress: bool) -> Result<SweepSummary> {
     let finished = read_finished::<SweepKey>(out)?;
     let done: HashSet<String> = finished.records.iter().map(|k| key_of(&k.config, k.seed)).collect::<Result<_>>()?;
-    let runs = spec.runs(shard);
+    let runs = spec.runs(shard)?;
     let mut todo = Vec::new();
     for r in &runs {
         if !done.contains(&key_of(&spec.grid[r.grid].config, r.seed)?) {

@@ -53,7 +53,7 @@ fn checked_prediction(cfg: &ValidConfig, seeds: u64, opts: &VerifyOptions) -> Re
     let available = crate::model::config::available_memory_bytes();
     if need > available {
         return Err(crate::error::Error::new(format!(
-            "--seeds {seeds}: the reports alone would need about {} but the machine has {}; run the seeds in parts (--seed, --seeds), or as a sweep, which writes each run as it ends",
+            "--seeds {seeds}: the reports of {seeds} starts alone would need about {} but the machine has {}; use fewer starts at a time",
             crate::model::config::human_bytes(need),
             crate::model::config::human_bytes(available)
         )));
