@@ -85,3 +85,23 @@ fn low_dimension_reports_the_rank_of_the_classifier() {
     assert!(g.classifier_rank <= 3);
     assert_eq!(g.classifier_singular_values.len(), 3);
 }
+
+/// Outside the theorem the geometry's synthesis over all single-label means has one entry per
+/// multi-label set (K = 20, M = 3, d = 4: 190 + 1,140 sets), and above 2,000 sets (K = 25:
+/// 300 + 2,300) it is left out with the tag-wise synthesis, as `synthesis_omitted` says,
+/// while the rest of the geometry stays.
+#[test]
+fn the_geometry_synthesis_is_left_out_with_the_tag_wise_one() {
+    for (k, sets, omitted) in [(20, 1330, false), (25, 2600, true)] {
+        let cfg = config(k, 3, 4, &[1], (5e-3, 5e-3, 5e-3), Loss::Pal);
+        let mut opts = VerifyOptions::default();
+        opts.solve.max_iters = 5;
+        let r = verify(&cfg, &[0], &opts).unwrap();
+        let run = &r.runs[0];
+        let g = run.geometry.as_ref().unwrap();
+        assert_eq!(run.synthesis_omitted, omitted, "K={k}");
+        assert_eq!(g.synthesis_all.len(), if omitted { 0 } else { sets }, "K={k}");
+        assert_eq!(run.synthesis.len(), if omitted { 0 } else { sets }, "K={k}");
+        assert_eq!((g.classifier_norms.len(), g.classifier_cosines.len()), (k, k));
+    }
+}

@@ -12,7 +12,8 @@ use crate::solver::{SolveParams, SolveResult, StopReason};
 use crate::theory::certificate::certify;
 use crate::theory::prediction::Prediction;
 
-/// Above this many multi-label sets the per-set synthesis is left out of the report.
+/// Above this many multi-label sets the per-set syntheses (the tag-wise one, and the
+/// geometry's over all single-label means) are left out of the report.
 const MAX_SYNTHESIS_SETS: usize = 2000;
 
 /// Label sets with two or more labels and samples.
@@ -28,7 +29,7 @@ fn reports_geometry(cfg: &ValidConfig, pred: &Prediction) -> bool {
 /// About how many bytes one start's report holds (without its iteration history, which `ufm`
 /// keeps only for `--trace`), in memory and then as JSON together: twice
 /// its JSON, estimated as 4 KB, 270 bytes per tag-wise synthesis, and with the geometry 40
-/// bytes per classifier cosine (K^2) and 900 per multi-label set. Measured: JSON 3.8 KB a
+/// bytes per classifier cosine (K^2) and 900 per synthesis over all single-label means. Measured: JSON 3.8 KB a
 /// start at K = 5, M = 2; 355 KB at C (1,330 syntheses); 1.58 MB at K = 20, M = 3, d = 4 (the
 /// geometry); the resident memory grew by 1.66 (C, 200 starts) and 1.34 (d = 4, 50 starts)
 /// times the JSON per start.
@@ -36,7 +37,7 @@ pub fn report_bytes(cfg: &ValidConfig, pred: &Prediction) -> f64 {
     let multi = multi_label_sets(cfg) as f64;
     let synthesis = if multi > MAX_SYNTHESIS_SETS as f64 { 0.0 } else { multi };
     let k = cfg.config.classes as f64;
-    let geometry = if reports_geometry(cfg, pred) { 40.0 * k * k + 900.0 * multi } else { 0.0 };
+    let geometry = if reports_geometry(cfg, pred) { 40.0 * k * k + 900.0 * synthesis } else { 0.0 };
     2.0 * (4096.0 + 270.0 * synthesis + geometry)
 }
 
@@ -141,7 +142,7 @@ pub fn assess(cfg: &ValidConfig, obj: &UfmObjective, pred: &Prediction, seed: u6
     let (verdict, reasons) = judge(&evidence, tol);
     let synthesis_omitted = multi_label_sets(cfg) > MAX_SYNTHESIS_SETS;
     let synthesis = if synthesis_omitted { Vec::new() } else { crate::analysis::metrics::synthesis(&mu, &cfg.labels) };
-    let geometry = reports_geometry(cfg, pred).then(|| crate::analysis::metrics::geometry(p.w, &mu, &cfg.labels));
+    let geometry = reports_geometry(cfg, pred).then(|| crate::analysis::metrics::geometry(p.w, &mu, &cfg.labels, !synthesis_omitted));
     RunReport {
         seed,
         objective: sol.objective,

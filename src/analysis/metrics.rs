@@ -408,13 +408,14 @@ pub struct Geometry {
     /// Numerical rank of W (singular values above 1e-8 of the largest).
     pub classifier_rank: usize,
     /// Least squares of each multi-label mean over all multiplicity-1 means:
-    /// weights (one per class) and relative residual.
+    /// weights (one per class) and relative residual (left out with the report's
+    /// `synthesis`, above 2000 multi-label sets).
     pub synthesis_all: Vec<Synthesis>,
 }
 
-/// Classifier norms, cosines, spectrum, and the synthesis over all multiplicity-1 means,
-/// from the label-set means `mu` ([`set_means`]).
-pub fn geometry(w: Mat, mu: &DMatrix<f64>, labels: &LabelSets) -> Geometry {
+/// Classifier norms, cosines, spectrum, and (when `with_synthesis`) the synthesis over all
+/// multiplicity-1 means, from the label-set means `mu` ([`set_means`]).
+pub fn geometry(w: Mat, mu: &DMatrix<f64>, labels: &LabelSets, with_synthesis: bool) -> Geometry {
     let wm = w.to_dmatrix();
     let k = wm.nrows();
     let norms: Vec<f64> = (0..k).map(|i| wm.row(i).norm()).collect();
@@ -423,7 +424,7 @@ pub fn geometry(w: Mat, mu: &DMatrix<f64>, labels: &LabelSets) -> Geometry {
     let rank = sv.first().map_or(0, |&top| sv.iter().filter(|&&x| x > 1e-8 * top).count());
     let singles: Vec<Option<usize>> = (0..labels.classes).map(|c| labels.singleton(c).filter(|&j| labels.counts[j] > 0)).collect();
     let mut all = Vec::new();
-    if singles.iter().all(Option::is_some) {
+    if with_synthesis && singles.iter().all(Option::is_some) {
         let a = DMatrix::from_columns(&singles.iter().flatten().map(|&j| mu.column(j).into_owned()).collect::<Vec<_>>());
         let svd = jacobi::svd(&a);
         let eps = svd.as_ref().map_or(0.0, |s| 1e-12 * s.max());

@@ -51,7 +51,7 @@ pub struct RunReport {
     /// Least-squares synthesis of each multi-label mean over its own tags' means (omitted,
     /// with `synthesis_omitted`, above 2000 multi-label sets).
     pub synthesis: Vec<Synthesis>,
-    /// True when `synthesis` was too large to include.
+    /// True when `synthesis` (and the geometry's `synthesis_all`) was too large to include.
     pub synthesis_omitted: bool,
     /// Classifier norms, cosines and spectrum, and the synthesis over all multiplicity-1
     /// means, when a precondition of the theorem fails.
