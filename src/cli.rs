@@ -529,7 +529,8 @@ fn run_hunt(a: &HuntArgs) -> Result<i32> {
         "tried {} configurations: {} verified, {} trivial, {} outside the theorem ({} where its value is not reached), {} unresolved, {} counterexamples",
         s.tried, s.verified, s.trivial, s.outside, s.outside_failures, s.unresolved, s.counterexamples
     );
-    println!("worst certified gap among the verified: {:.2e}; wall time {:.1} s", s.worst_verified_certified_gap, s.seconds);
+    let worst = if s.verified > 0 { format!("{:.2e}", s.worst_verified_certified_gap) } else { "- (none verified)".to_string() };
+    println!("worst certified gap among the verified: {worst}; wall time {:.1} s", s.seconds);
     for (why, n) in &s.unresolved_reasons {
         println!("unresolved ({n}): {why}");
     }

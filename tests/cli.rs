@@ -137,6 +137,21 @@ fn a_limit_shorter_than_an_iteration_stops_after_the_first() {
     }
 }
 
+/// An error before anything is measured is the only output: `train` without its data prints
+/// no table header, and `hunt` with nothing verified reports no worst gap (it printed 0.00e0).
+#[test]
+fn nothing_is_printed_for_what_did_not_happen() {
+    let (code, out, err) = run(&["train", "--epochs", "1", "--data", "/nonexistent-mlab-nc-data"]);
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(out, "", "stdout stays empty");
+    assert!(err.trim_end().lines().count() == 1 && err.contains("--data"), "{err}");
+    let path = std::env::temp_dir().join(format!("mlab-nc-hunt-none-{}.jsonl", std::process::id()));
+    let (code, out, err) = run(&["hunt", "--budget", "0", "--out", path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("worst certified gap among the verified: - (none verified)"), "{out}");
+    std::fs::remove_file(&path).ok();
+}
+
 /// A class skew that rounds away (one sample per set: every count is max(1, round(w)) = 1) is
 /// said on stderr, and the run goes on with the balanced problem; a skew that bites is not.
 #[test]

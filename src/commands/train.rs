@@ -37,8 +37,17 @@ pub const HEADER: &str = " epoch       loss   train    test        NC1      NC2-
 pub fn run(o: &TrainOptions, outs: &Outputs) -> Result<i32> {
     let out = outs.out.as_deref().unwrap_or(Path::new("-"));
     let pb = progress(o.epochs, "epochs", true);
-    println!("{HEADER}");
-    let mut on_record = |r: &Record| pb.suspend(|| println!("{}", row(r)));
+    // The header comes with the first row, so that an error in the options or the data is
+    // the only output.
+    let mut header = false;
+    let mut on_record = |r: &Record| {
+        pb.suspend(|| {
+            if !std::mem::replace(&mut header, true) {
+                println!("{HEADER}");
+            }
+            println!("{}", row(r))
+        })
+    };
     let mut on_epoch = |p: Progress| {
         pb.set_position(p.epoch as u64);
         pb.set_message(format!("loss {:.3e}  train {:.1}%", p.loss, 100.0 * p.train_exact));
