@@ -27,9 +27,9 @@ fn reports_geometry(cfg: &ValidConfig, pred: &Prediction) -> bool {
 }
 
 /// About how many bytes one start's report holds (without its iteration history, which `ufm`
-/// keeps only for `--trace`), in memory and then as JSON together: twice
-/// its JSON, estimated as 4 KB, 270 bytes per tag-wise synthesis, and with the geometry 40
-/// bytes per classifier cosine (K^2) and 900 per synthesis over all single-label means. Measured: JSON 3.8 KB a
+/// keeps only for `--trace`), in memory and then as JSON together: twice its JSON, estimated
+/// as 4 KB, 270 bytes per tag-wise synthesis, and with the geometry 40 bytes per classifier
+/// cosine (K^2) and 900 per synthesis over all single-label means. Measured: JSON 3.8 KB a
 /// start at K = 5, M = 2; 355 KB at C (1,330 syntheses); 1.58 MB at K = 20, M = 3, d = 4 (the
 /// geometry); the resident memory grew by 1.66 (C, 200 starts) and 1.34 (d = 4, 50 starts)
 /// times the JSON per start.

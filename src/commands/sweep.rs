@@ -152,14 +152,11 @@ impl SweepSpec {
             bail!("the sweep's {} grid point(s) x {} seed(s) are more than 2^64 runs; split the sweep", self.grid.len(), self.seeds);
         };
         let count = total.saturating_sub(shard.0 - 1).div_ceil(shard.1);
-        let (need, available) = (count as f64 * RUN_BYTES, crate::model::config::available_memory_bytes());
-        if need > available {
+        if let Some(short) = crate::model::config::beyond_memory(count as f64 * RUN_BYTES) {
             bail!(
-                "the sweep's {} grid point(s) x {} seed(s) give {count} runs to this shard, whose list alone would need about {} but the machine has {}; split the sweep (fewer seeds or grid points per file, or --shard)",
+                "the sweep's {} grid point(s) x {} seed(s) give {count} runs to this shard, whose list alone would need {short}; split the sweep (fewer seeds or grid points per file, or --shard)",
                 self.grid.len(),
-                self.seeds,
-                crate::model::config::human_bytes(need),
-                crate::model::config::human_bytes(available)
+                self.seeds
             );
         }
         let step = usize::try_from(shard.1).unwrap_or(usize::MAX);

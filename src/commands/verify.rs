@@ -31,11 +31,11 @@ pub fn verify(cfg: &ValidConfig, seeds: &[u64], opts: &VerifyOptions) -> Result<
 /// `ufm` as the front ends run it: the seeds `seed, seed + 1, ...` (`seeds` of them), with
 /// the iteration history kept only when `trace` asks for it.
 pub fn ufm(cfg: &ValidConfig, seed: u64, seeds: u64, opts: &VerifyOptions, trace: bool) -> Result<UfmReport> {
-    if seed.checked_add(seeds - seeds.min(1)).is_none() {
+    let Some(last) = seed.checked_add(seeds.saturating_sub(1)) else {
         return Err(crate::error::Error::new(format!("--seed {seed} + --seeds {seeds} runs past the largest seed")));
-    }
+    };
     let pred = checked_prediction(cfg, seeds, opts)?;
-    let list: Vec<u64> = (seed..=seed + (seeds - 1)).collect();
+    let list: Vec<u64> = (seed..=last).collect();
     verify_predicted(cfg, pred, &list, opts, trace)
 }
 
@@ -49,14 +49,8 @@ fn checked_prediction(cfg: &ValidConfig, seeds: u64, opts: &VerifyOptions) -> Re
         return Err(crate::error::Error::new("--seeds must be at least 1"));
     }
     let pred = predict(cfg);
-    let need = seeds as f64 * report_bytes(cfg, &pred);
-    let available = crate::model::config::available_memory_bytes();
-    if need > available {
-        return Err(crate::error::Error::new(format!(
-            "--seeds {seeds}: the reports of {seeds} starts alone would need about {} but the machine has {}; use fewer starts at a time",
-            crate::model::config::human_bytes(need),
-            crate::model::config::human_bytes(available)
-        )));
+    if let Some(short) = crate::model::config::beyond_memory(seeds as f64 * report_bytes(cfg, &pred)) {
+        return Err(crate::error::Error::new(format!("--seeds {seeds}: the reports of {seeds} starts alone would need {short}; use fewer starts at a time")));
     }
     Ok(pred)
 }

@@ -228,18 +228,8 @@ impl UfmConfig {
             bail!("--per-set: expected 1 count or {} counts (one per multiplicity), got {}", self.max_labels, self.per_set.len());
         }
         self.per_set = self.expanded_per_set();
-        let bytes = self.memory_estimate();
-        let available = available_memory_bytes();
-        if bytes > available {
-            bail!(
-                "problem too large: K={} M={} d={} gives N={:.3e} samples and needs about {} but the machine has {}",
-                self.classes,
-                self.max_labels,
-                self.dim,
-                self.samples_f64(),
-                human_bytes(bytes),
-                human_bytes(available)
-            );
+        if let Some(short) = beyond_memory(self.memory_estimate()) {
+            bail!("problem too large: K={} M={} d={} gives N={:.3e} samples and needs {short}", self.classes, self.max_labels, self.dim, self.samples_f64());
         }
         let labels = LabelSets::balanced(self.classes, self.max_labels, &self.per_set)?;
         Ok(ValidConfig { config: self, labels, counts: None })
@@ -253,6 +243,13 @@ pub fn available_memory_bytes() -> f64 {
         .and_then(|s| s.lines().find(|l| l.starts_with("MemAvailable:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse::<f64>().ok()))
         .map(|kib| kib * 1024.0)
         .unwrap_or(16.0 * 1024.0 * 1024.0 * 1024.0)
+}
+
+/// `Some("about X but the machine has Y")` when `bytes` exceed [`available_memory_bytes`]:
+/// the one comparison behind every "too large" refusal.
+pub fn beyond_memory(bytes: f64) -> Option<String> {
+    let available = available_memory_bytes();
+    (bytes > available).then(|| format!("about {} but the machine has {}", human_bytes(bytes), human_bytes(available)))
 }
 
 /// Formats a byte count as KiB/MiB/GiB/TiB.
