@@ -9,7 +9,7 @@ use crate::analysis::report::PredictionReport;
 use crate::analysis::verdict::Tolerances;
 use crate::commands::verify::{ufm, VerifyOptions};
 use crate::error::{Error, Result};
-use crate::io::report::{prediction_text, table, write_json_atomic};
+use crate::io::report::{check_writable, prediction_text, table, write_json_atomic};
 use crate::model::config::{human_bytes, UfmConfig, ValidConfig};
 use crate::model::loss::Loss;
 use crate::solver::problem::MAX_HISTORY;
@@ -443,6 +443,7 @@ impl ProblemArgs {
 fn run_ufm(a: &UfmArgs) -> Result<i32> {
     let cfg = a.problem.to_config()?;
     let opts = VerifyOptions { solve: a.solver.params(), tol: a.tol.tolerances() };
+    a.json.as_deref().map(check_writable).transpose()?;
     let mem = cfg.config.memory_estimate() * (a.seeds.min(rayon::current_num_threads() as u64)) as f64;
     if mem > 256.0 * 1024.0 * 1024.0 {
         eprintln!("estimated memory: {}", human_bytes(mem));
@@ -459,6 +460,7 @@ fn run_ufm(a: &UfmArgs) -> Result<i32> {
 fn run_timing(a: &TimingArgs) -> Result<i32> {
     let params = a.solver.params();
     params.validate()?;
+    a.json.as_deref().map(check_writable).transpose()?;
     let mut all = Vec::new();
     println!(
         "{:>6} {:>10} {:>10} {:>8} {:>8} {:>10}   (median of {}, {} thread(s), gap {:e})",
@@ -585,6 +587,7 @@ fn run_train(a: &TrainArgs) -> Result<i32> {
 }
 
 fn run_measure(a: &MeasureArgs) -> Result<i32> {
+    a.json.as_deref().map(check_writable).transpose()?;
     let r = crate::commands::measure::measure_files(&a.features, &a.labels, a.classifier.as_deref(), a.bias.as_deref())?;
     print!("{}", crate::io::report::measure_table(&r));
     if let Some(p) = &a.json {
@@ -596,6 +599,7 @@ fn run_measure(a: &MeasureArgs) -> Result<i32> {
 
 fn run_predict(a: &PredictArgs) -> Result<i32> {
     let cfg = a.problem.to_config()?;
+    a.json.as_deref().map(check_writable).transpose()?;
     let t0 = std::time::Instant::now();
     let report = PredictionReport::new(&cfg);
     let pred = &report.predicted;

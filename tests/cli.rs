@@ -164,3 +164,31 @@ fn a_skew_that_changes_nothing_is_said() {
     assert_eq!(code, 0, "{err}");
     assert!(!err.contains("note:"), "{err}");
 }
+
+/// An output that cannot be written is found before the work, not after it: `ufm`, `predict`,
+/// `timing` and `measure` refuse a `--json` in a missing directory, or naming a directory, with
+/// one line and nothing on stdout (the solve's table would come first), and leave nothing behind.
+#[test]
+fn an_unwritable_output_is_refused_before_the_work() {
+    let dir = std::env::temp_dir().join(format!("mlab-nc-cli-out-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let missing = dir.join("no-such-dir").join("r.json");
+    let (missing, here) = (missing.to_str().unwrap(), dir.to_str().unwrap());
+    let ufm = ["ufm", "--classes", "4", "--max-labels", "2", "--json"];
+    let predict = ["predict", "--classes", "4", "--max-labels", "2", "--json"];
+    let timing = ["timing", "--preset", "A", "--repeat", "1", "--json"];
+    let measure = ["measure", "--features", "f.npy", "--labels", "l.npy", "--json"];
+    for head in [&ufm[..], &predict, &timing, &measure] {
+        for (target, want) in [(missing, "No such file or directory"), (here, "it is a directory")] {
+            let args: Vec<&str> = head.iter().copied().chain([target]).collect();
+            let (code, out, err) = run(&args);
+            assert_eq!(code, 2, "{args:?}: {out}{err}");
+            assert_eq!(out, "", "{args:?}: nothing is computed first");
+            assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+            assert!(err.contains(target) && err.contains(want), "{args:?}: {err}");
+        }
+    }
+    let left: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

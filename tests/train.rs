@@ -263,6 +263,14 @@ fn bad_inputs_are_one_line_errors() {
         check(&["train", "--out", &o, "-K", "4", "--classifier", "etf", "--dim", "2"], "needs d >= K-1 = 3");
     }
     let o = format!("{dir}/w.jsonl");
+    if have_data() {
+        // Found before the training, not after it: an export directory that cannot be made.
+        let blocker = d.join("a-file");
+        std::fs::write(&blocker, b"").unwrap();
+        let e = blocker.join("export");
+        check(&["train", "--out", &o, "-K", "4", "--epochs", "20", "--export", e.to_str().unwrap()], "--export");
+        assert!(!Path::new(&o).exists() || std::fs::read_to_string(&o).unwrap().is_empty(), "nothing trained");
+    }
     check(&["train", "--out", &o, "--epochs", "0"], "--epochs");
     check(&["train", "--out", &o, "--batch", "0"], "--batch");
     check(&["train", "--out", &o, "--lr", "0"], "--lr");

@@ -18,11 +18,44 @@ pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     write_atomic(path, text.as_bytes())
 }
 
-/// Writes bytes to `path` atomically.
+/// The temporary sibling that [`write_atomic`] writes before renaming it to `path`.
+fn temporary(path: &Path) -> std::path::PathBuf {
+    path.with_extension(format!("{}.tmp", path.extension().and_then(|e| e.to_str()).unwrap_or("out")))
+}
+
+/// Writes bytes to `path` atomically: a temporary sibling, then a rename. A failed write
+/// (a full disk, say) removes the temporary file instead of leaving it behind.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension(format!("{}.tmp", path.extension().and_then(|e| e.to_str()).unwrap_or("out")));
-    std::fs::write(&tmp, bytes).map_err(|e| Error::new(format!("{}: cannot write: {e}", tmp.display())))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::new(format!("{}: cannot write: {e}", path.display())))
+    let tmp = temporary(path);
+    if let Err(e) = std::fs::write(&tmp, bytes) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::new(format!("{}: cannot write: {e}", path.display())));
+    }
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::new(format!("{}: cannot write: {e}", path.display()))
+    })
+}
+
+/// Checks, before any work, that [`write_atomic`] can write `path` later: it is not a
+/// directory, and its temporary sibling can be created in its directory (which exists and
+/// lets us write). A long run then does not end on an unwritable output after the work is
+/// done. Nothing is left behind.
+pub fn check_writable(path: &Path) -> Result<()> {
+    if path.is_dir() {
+        return Err(Error::new(format!("{}: cannot write: it is a directory", path.display())));
+    }
+    let tmp = temporary(path);
+    let existed = tmp.exists();
+    match std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(&tmp) {
+        Ok(_) => {
+            if !existed {
+                let _ = std::fs::remove_file(&tmp);
+            }
+            Ok(())
+        }
+        Err(e) => Err(Error::new(format!("{}: cannot write: {e}", path.display()))),
+    }
 }
 
 fn fixed(v: Option<f64>) -> String {
@@ -185,4 +218,51 @@ pub fn measure_table(r: &MeasureReport) -> String {
         }
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("mlab-nc-report-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    /// A write whose rename fails (the target is a directory that is not empty) is an error
+    /// naming the target, and the temporary file it wrote is gone.
+    #[test]
+    fn a_failed_write_leaves_nothing_behind() {
+        let d = scratch("failed");
+        let target = d.join("out.json");
+        std::fs::create_dir_all(target.join("inside")).unwrap();
+        let e = write_atomic(&target, b"{}").unwrap_err().to_string();
+        assert!(e.contains(&target.display().to_string()), "{e}");
+        assert!(!temporary(&target).exists());
+        let mut names: Vec<_> = std::fs::read_dir(&d).unwrap().map(|e| e.unwrap().file_name()).collect();
+        names.sort();
+        assert_eq!(names, ["out.json"]);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    /// The check before the work creates nothing and removes nothing it did not create; the
+    /// write after it lands.
+    #[test]
+    fn the_check_before_the_work_leaves_the_directory_as_it_was() {
+        let d = scratch("check");
+        let target = d.join("r.json");
+        check_writable(&target).unwrap();
+        assert_eq!(std::fs::read_dir(&d).unwrap().count(), 0);
+        std::fs::write(temporary(&target), b"stale").unwrap();
+        check_writable(&target).unwrap();
+        assert_eq!(std::fs::read(temporary(&target)).unwrap(), b"stale");
+        write_atomic(&target, b"new").unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), b"new");
+        assert!(!temporary(&target).exists());
+        assert!(check_writable(&d).unwrap_err().to_string().contains("it is a directory"));
+        assert!(check_writable(&d.join("missing").join("r.json")).is_err());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
 }

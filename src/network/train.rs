@@ -510,6 +510,11 @@ pub fn train(o: &TrainOptions, outs: &Outputs, on_record: &mut dyn FnMut(&Record
             bail!("--pause-at {p}: must be a multiple of --eval-every {} below --epochs {}, with --out", o.eval_every, o.epochs);
         }
     }
+    // Where the run will write must be writable before it trains, not after.
+    if let Some(dir) = &outs.export {
+        std::fs::create_dir_all(dir).map_err(|e| Error::new(format!("--export {}: cannot create: {e}", dir.display())))?;
+        crate::io::report::check_writable(&dir.join("features.npy"))?;
+    }
     let device = Device::flex().autodiff();
     let mut net = Net::new(&su.net, o.seed, &device);
     let mut opt = optimizer(o);
@@ -528,7 +533,9 @@ pub fn train(o: &TrainOptions, outs: &Outputs, on_record: &mut dyn FnMut(&Record
             } else if nonempty || dir.join("state.json").exists() {
                 bail!("--out {}: the run exists; pass --resume to continue it, or remove {} and {}", out.display(), out.display(), dir.display());
             }
-            Some(Appender::open(out)?)
+            let file = Appender::open(out)?;
+            std::fs::create_dir_all(&dir).map_err(|e| Error::new(format!("{}: cannot create: {e}", dir.display())))?;
+            Some(file)
         }
         None => None,
     };
