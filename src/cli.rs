@@ -19,8 +19,8 @@ use crate::solver::{Method, SolveParams};
 #[derive(Parser, Debug)]
 #[command(name = "mlab-nc", version, about, allow_negative_numbers = true)]
 pub struct Cli {
-    /// Worker threads (default: all cores). Results do not depend on it.
-    #[arg(long, global = true, value_parser = at_least_1)]
+    /// Worker threads, 1 to 1024 (default: all cores). Results do not depend on it.
+    #[arg(long, global = true, value_parser = thread_count)]
     pub threads: Option<u64>,
     #[command(subcommand)]
     pub command: Command,
@@ -62,6 +62,18 @@ fn at_least_1(s: &str) -> std::result::Result<u64, String> {
     match s.trim().parse::<u64>() {
         Ok(v) if v >= 1 => Ok(v),
         _ => Err(format!("'{s}' is not a whole number >= 1")),
+    }
+}
+
+/// The most worker threads `--threads` starts (4096 took 10 s to start on two cores, before
+/// any work).
+const MAX_THREADS: u64 = 1024;
+
+/// A thread count, 1 to [`MAX_THREADS`].
+fn thread_count(s: &str) -> std::result::Result<u64, String> {
+    match s.trim().parse::<u64>() {
+        Ok(v) if (1..=MAX_THREADS).contains(&v) => Ok(v),
+        _ => Err(format!("'{s}' is not a whole number from 1 to {MAX_THREADS}")),
     }
 }
 
@@ -677,7 +689,10 @@ where
         }
     };
     if let Some(t) = cli.threads {
-        let _ = rayon::ThreadPoolBuilder::new().num_threads(t.min(4096) as usize).build_global();
+        if let Err(e) = rayon::ThreadPoolBuilder::new().num_threads(t as usize).build_global() {
+            eprintln!("error: --threads {t}: cannot start the threads: {e}");
+            return 2;
+        }
     }
     if let Command::Ufm(_) = cli.command {
         keep_freed_memory();

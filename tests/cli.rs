@@ -29,6 +29,9 @@ fn bad_input_is_one_line_naming_the_flag() {
         (&["ufm", "--classes", "20", "--max-labels", "3", "--seeds", "100000000"], "alone would need"),
         (&["ufm", "--classes", "4", "--max-labels", "2", "--seed", "18446744073709551615", "--seeds", "2"], "--seed"),
         (&["ufm", "--classes", "4", "--max-labels", "2", "--tol-geometry", "-1"], "--tol-geometry"),
+        (&["--threads", "0", "ufm", "--classes", "4", "--max-labels", "2"], "--threads"),
+        // Not silently capped (4096 threads took 10 s to start, before any work).
+        (&["--threads", "100000", "ufm", "--classes", "4", "--max-labels", "2"], "--threads"),
     ];
     for (args, flag) in cases {
         let (code, _, err) = run(args);
