@@ -517,7 +517,7 @@ fn run_sweep_cmd(a: &SweepArgs) -> Result<i32> {
         shard.0,
         shard.1,
         s.shard_runs,
-        spec.grid.len(),
+        spec.points(),
         spec.seeds,
         s.skipped,
         s.solved,

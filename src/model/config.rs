@@ -210,30 +210,49 @@ impl UfmConfig {
         if self.dim < 1 {
             bail!("--dim must be at least 1 (got {})", self.dim);
         }
-        for (name, v) in [("--lambda-w", self.lambda_w), ("--lambda-h", self.lambda_h), ("--lambda-b", self.lambda_b)] {
-            if !v.is_finite() || v < 0.0 {
-                bail!("{name} must be a finite number >= 0 (got {v})");
-            }
-        }
-        if self.lambda_w == 0.0 || self.lambda_h == 0.0 {
-            bail!("--lambda-w and --lambda-h must be > 0: without weight decay the UFM has no minimiser");
-        }
-        Ok(())
+        check_lambdas(self.lambda_w, self.lambda_h, self.lambda_b)
+    }
+
+    /// The configuration as [`validate`](Self::validate) keeps it: `per_set` expanded to one
+    /// count per multiplicity.
+    pub fn normalised(mut self) -> UfmConfig {
+        self.per_set = self.expanded_per_set();
+        self
     }
 
     /// Checks every parameter; the error names the flag at fault.
-    pub fn validate(mut self) -> Result<ValidConfig> {
+    pub fn validate(self) -> Result<ValidConfig> {
         self.check_scalars()?;
         if self.per_set.len() != 1 && self.per_set.len() != self.max_labels {
             bail!("--per-set: expected 1 count or {} counts (one per multiplicity), got {}", self.max_labels, self.per_set.len());
         }
-        self.per_set = self.expanded_per_set();
-        if let Some(short) = beyond_memory(self.memory_estimate()) {
-            bail!("problem too large: K={} M={} d={} gives N={:.3e} samples and needs {short}", self.classes, self.max_labels, self.dim, self.samples_f64());
+        let config = self.normalised();
+        if let Some(short) = beyond_memory(config.memory_estimate()) {
+            bail!(
+                "problem too large: K={} M={} d={} gives N={:.3e} samples and needs {short}",
+                config.classes,
+                config.max_labels,
+                config.dim,
+                config.samples_f64()
+            );
         }
-        let labels = LabelSets::balanced(self.classes, self.max_labels, &self.per_set)?;
-        Ok(ValidConfig { config: self, labels, counts: None })
+        let labels = LabelSets::balanced(config.classes, config.max_labels, &config.per_set)?;
+        Ok(ValidConfig { config, labels, counts: None })
     }
+}
+
+/// The weight decays' part of [`UfmConfig::validate`]: each finite and >= 0, those on W and H
+/// positive. It depends on nothing else, so a sweep checks each listed value once.
+pub fn check_lambdas(lambda_w: f64, lambda_h: f64, lambda_b: f64) -> Result<()> {
+    for (name, v) in [("--lambda-w", lambda_w), ("--lambda-h", lambda_h), ("--lambda-b", lambda_b)] {
+        if !v.is_finite() || v < 0.0 {
+            bail!("{name} must be a finite number >= 0 (got {v})");
+        }
+    }
+    if lambda_w == 0.0 || lambda_h == 0.0 {
+        bail!("--lambda-w and --lambda-h must be > 0: without weight decay the UFM has no minimiser");
+    }
+    Ok(())
 }
 
 /// Memory the machine can give us: MemAvailable from /proc/meminfo, or 16 GiB if unknown.
