@@ -195,3 +195,37 @@ fn an_unwritable_output_is_refused_before_the_work() {
     assert!(left.is_empty(), "left behind: {left:?}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A hunt's memory does not grow with its budget: 10^15 configurations were listed up front
+/// (an 8 PB allocation: the process died before its first run). Now it runs, writes records,
+/// and stays small until it is stopped; what it wrote is resumable.
+#[test]
+fn a_huge_hunt_budget_runs_in_little_memory() {
+    let dir = std::env::temp_dir().join(format!("mlab-nc-cli-hunt-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("h.jsonl");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mlab-nc"))
+        .args(["hunt", "--budget", "1000000000000000", "--seed", "5", "--out", out.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = || std::fs::read_to_string(&out).map(|t| t.matches('\n').count()).unwrap_or(0);
+    let mut waited = 0;
+    while lines() < 20 {
+        assert!(child.try_wait().unwrap().is_none(), "the hunt ended: {:?}", child.wait_with_output().map(|o| String::from_utf8_lossy(&o.stderr).into_owned()));
+        assert!(waited < 1200, "no 20 records in 120 s");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        waited += 1;
+    }
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+    let rss_kb: u64 = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(rss_kb < 200 * 1024, "resident {rss_kb} kB");
+    // Its records are a valid hunt file: a small budget resumes it.
+    let (code, stdout, err) = run(&["hunt", "--budget", "3", "--seed", "5", "--out", out.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(stdout.starts_with("tried 3 configurations"), "{stdout}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -279,6 +279,42 @@ fn reason_kind(r: &str) -> String {
     words.join(" ").chars().take(120).collect()
 }
 
+/// The summary counted record by record, and the failures to shrink.
+#[derive(Default)]
+struct Tally {
+    summary: HuntSummary,
+    failures: Vec<HuntRecord>,
+}
+
+impl Tally {
+    fn add(&mut self, r: HuntRecord) {
+        let s = &mut self.summary;
+        s.tried += 1;
+        match r.class {
+            Class::Verified => {
+                s.verified += 1;
+                s.worst_verified_certified_gap = s.worst_verified_certified_gap.max(r.certified_gap.unwrap_or(f64::NAN));
+            }
+            Class::Trivial => s.trivial += 1,
+            Class::Counterexample => {
+                s.counterexamples += 1;
+                self.failures.push(r);
+            }
+            Class::OutsideFailure => {
+                s.outside += 1;
+                s.outside_failures += 1;
+                self.failures.push(r);
+            }
+            Class::OutsideHolds => s.outside += 1,
+            Class::Unresolved => {
+                s.unresolved += 1;
+                let why = r.reasons.first().map_or("no reason recorded".to_string(), |w| reason_kind(w));
+                *s.unresolved_reasons.entry(why).or_insert(0) += 1;
+            }
+        }
+    }
+}
+
 /// The closing summary.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct HuntSummary {
@@ -347,73 +383,54 @@ pub fn hunt(p: &HuntParams, out: &Path, opts: &VerifyOptions) -> Result<HuntSumm
         let was = other.hunt.as_ref().map_or("an unknown or older version".to_string(), settings);
         bail!("{} holds a hunt run with {was}, not {}; resume with those settings or choose another --out", out.display(), settings(&key));
     }
-    let mut records: Vec<HuntRecord> = read_finished::<HuntRecord>(out)?.records.into_iter().filter(|r| r.index < p.budget).collect();
+    let records: Vec<HuntRecord> = read_finished::<HuntRecord>(out)?.records.into_iter().filter(|r| r.index < p.budget).collect();
     let done: std::collections::HashSet<u64> = records.iter().map(|r| r.index).collect();
-    let todo: Vec<u64> = (0..p.budget).filter(|i| !done.contains(i)).collect();
-    let file = Appender::open(out)?;
-    let pb = progress(todo.len(), "configurations", p.progress);
-    let new: Vec<HuntRecord> = todo
-        .par_iter()
-        .map(|&i| -> Result<HuntRecord> {
-            let t = std::time::Instant::now();
-            let (cfg, class_skew, init_std) = if p.wide {
-                let (cfg, std) = draw_wide(p.seed, i)?;
-                (cfg, None, Some(std))
-            } else {
-                let (cfg, skew) = draw_skewed(p.seed, i, p.outside)?;
-                (cfg, skew, None)
-            };
-            let o = VerifyOptions { solve: crate::solver::SolveParams { init_std: init_std.unwrap_or(opts.solve.init_std), ..opts.solve }, ..*opts };
-            let Classified { class, gap: best_gap, certified_gap, verdicts, reasons } = classify(&cfg, p.seeds, &o)?;
-            let inside = cfg.config.dim + 1 >= cfg.config.classes && cfg.labels.balanced_within_multiplicity();
-            let rec = HuntRecord {
-                index: i,
-                hunt: key,
-                inside,
-                config: cfg.config,
-                class_skew,
-                class,
-                best_gap,
-                certified_gap,
-                verdicts,
-                seconds: t.elapsed().as_secs_f64(),
-                init_std,
-                reasons,
-            };
-            file.write(&rec)?;
-            pb.inc(1);
-            Ok(rec)
-        })
-        .collect::<Result<_>>()?;
-    pb.finish_and_clear();
-    records.extend(new);
-    let mut s = HuntSummary { tried: records.len(), ..Default::default() };
-    let mut failures = Vec::new();
-    for r in &records {
-        match r.class {
-            Class::Verified => {
-                s.verified += 1;
-                s.worst_verified_certified_gap = s.worst_verified_certified_gap.max(r.certified_gap.unwrap_or(f64::NAN));
-            }
-            Class::Trivial => s.trivial += 1,
-            Class::Counterexample => {
-                s.counterexamples += 1;
-                failures.push(r);
-            }
-            Class::OutsideFailure => {
-                s.outside += 1;
-                s.outside_failures += 1;
-                failures.push(r);
-            }
-            Class::OutsideHolds => s.outside += 1,
-            Class::Unresolved => {
-                s.unresolved += 1;
-                let why = r.reasons.first().map_or("no reason recorded".to_string(), |w| reason_kind(w));
-                *s.unresolved_reasons.entry(why).or_insert(0) += 1;
-            }
-        }
+    // Counted as they finish, nothing kept but the failures: a hunt's memory does not grow with
+    // its budget (10^15 configurations listed up front were 8 PB; every record kept, about
+    // 500 bytes a configuration).
+    let mut tally = Tally::default();
+    for r in records {
+        tally.add(r);
     }
-    failures.sort_by_key(|r| r.config.classes);
+    let file = Appender::open(out)?;
+    let left = usize::try_from(p.budget - done.len() as u64).unwrap_or(usize::MAX);
+    let pb = progress(left, "configurations", p.progress);
+    let tally = std::sync::Mutex::new(tally);
+    (0..p.budget).into_par_iter().filter(|i| !done.contains(i)).try_for_each(|i| -> Result<()> {
+        let t = std::time::Instant::now();
+        let (cfg, class_skew, init_std) = if p.wide {
+            let (cfg, std) = draw_wide(p.seed, i)?;
+            (cfg, None, Some(std))
+        } else {
+            let (cfg, skew) = draw_skewed(p.seed, i, p.outside)?;
+            (cfg, skew, None)
+        };
+        let o = VerifyOptions { solve: crate::solver::SolveParams { init_std: init_std.unwrap_or(opts.solve.init_std), ..opts.solve }, ..*opts };
+        let Classified { class, gap: best_gap, certified_gap, verdicts, reasons } = classify(&cfg, p.seeds, &o)?;
+        let inside = cfg.config.dim + 1 >= cfg.config.classes && cfg.labels.balanced_within_multiplicity();
+        let rec = HuntRecord {
+            index: i,
+            hunt: key,
+            inside,
+            config: cfg.config,
+            class_skew,
+            class,
+            best_gap,
+            certified_gap,
+            verdicts,
+            seconds: t.elapsed().as_secs_f64(),
+            init_std,
+            reasons,
+        };
+        file.write(&rec)?;
+        pb.inc(1);
+        tally.lock().map_err(|_| Error::new("hunt: a worker panicked"))?.add(rec);
+        Ok(())
+    })?;
+    pb.finish_and_clear();
+    let Tally { summary: mut s, mut failures } = tally.into_inner().map_err(|_| Error::new("hunt: a worker panicked"))?;
+    // The smallest first; the same order whatever order the runs finished in.
+    failures.sort_by_key(|r| (r.config.classes, r.index));
     for f in failures.iter().take(p.shrink) {
         let (small, _) = shrink(&f.config, f.class_skew, p.seeds, opts)?;
         s.shrunk.push(command(&small, f.class_skew, p.seeds));
