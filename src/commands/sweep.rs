@@ -91,7 +91,7 @@ fn per_sets(v: Option<&toml::Value>) -> Result<Vec<Vec<usize>>> {
     let bad = |v: &toml::Value| Error::new(format!("per_set: expected {what}, got {v}"));
     match v {
         None => Ok(vec![vec![1]]),
-        Some(toml::Value::Array(items)) if items.iter().any(toml::Value::is_array) => list("per_set", v.unwrap(), what, counts),
+        Some(all @ toml::Value::Array(items)) if items.iter().any(toml::Value::is_array) => list("per_set", all, what, counts),
         Some(a @ toml::Value::Array(_)) => Ok(vec![counts(a).ok_or_else(|| bad(a))?]),
         Some(x) => Ok(vec![vec![whole(x).ok_or_else(|| bad(x))?]]),
     }
@@ -136,18 +136,13 @@ fn parse(text: &str) -> Result<SweepSpec> {
         bail!("the grid has more than 2^64 points; split the sweep");
     };
     spec.points = points;
-    let (lw0, lh0, lb0) = (spec.lambda_w[0], spec.lambda_h[0], spec.lambda_b[0]);
-    let checks = [(4, &spec.lambda_w), (5, &spec.lambda_h), (6, &spec.lambda_b)];
-    for (axis, values) in checks {
-        for (i, &v) in values.iter().enumerate() {
-            let (lw, lh, lb) = match axis {
-                4 => (v, lh0, lb0),
-                5 => (lw0, v, lb0),
-                _ => (lw0, lh0, v),
-            };
+    // Each weight decay once, at the first value of every other list.
+    for axis in 4..7 {
+        for i in 0..lens[axis] {
             let mut at = [0; 8];
             at[axis] = i;
-            crate::model::config::check_lambdas(lw, lh, lb).map_err(|e| spec.at(spec.index(at), e))?;
+            let c = spec.raw(spec.index(at));
+            crate::model::config::check_lambdas(c.lambda_w, c.lambda_h, c.lambda_b).map_err(|e| spec.at(spec.index(at), e))?;
         }
     }
     let shapes = lens[..4].iter().map(|&l| l as u64).product::<u64>();
