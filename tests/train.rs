@@ -261,6 +261,11 @@ fn bad_inputs_are_one_line_errors() {
         check(&["train", "--out", &o, "-K", "11"], "only 10 classes");
         check(&["train", "--out", &o, "--per-set", "7000,1"], "lower the counts");
         check(&["train", "--out", &o, "-K", "4", "--classifier", "etf", "--dim", "2"], "needs d >= K-1 = 3");
+        // A network too large for the machine is refused before it is built (width 10^8
+        // aborted on a 313 GB allocation).
+        check(&["train", "--out", &o, "-K", "4", "--width", "100000000"], "parameters would need about");
+        check(&["train", "--out", &o, "-K", "4", "--dim", "100000000"], "--dim 100000000");
+        check(&["train", "--out", &o, "-K", "4", "--model", "cnn", "--depth", "100000", "--width", "4096"], "--depth 100000");
     }
     let o = format!("{dir}/w.jsonl");
     if have_data() {

@@ -341,6 +341,10 @@ fn setup(o: &TrainOptions) -> Result<Setup> {
         etf_alpha: alpha,
     };
     net.check()?;
+    let batch = o.batch.min(train.len());
+    if let Some(short) = crate::model::config::beyond_memory(net.training_bytes(batch)) {
+        bail!("--width {} --depth {} --dim {}: training a network of {:.3e} parameters would need {short}", o.width, o.depth, o.dim, net.parameters());
+    }
     let input = (train.rows, train.cols);
     Ok(Setup { pix: train.input_dim(), input, train: Split::of(&train), test: Split::of(&test), pred, net })
 }
