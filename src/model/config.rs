@@ -186,8 +186,8 @@ impl UfmConfig {
         }
         let n: f64 = counts.iter().map(|c| c.count as f64).sum();
         let bytes = estimate_bytes(self.classes as f64, self.dim as f64, n, self.max_labels);
-        if bytes > available_memory_bytes() {
-            bail!("problem too large: N = {n:.3e} samples need about {}", human_bytes(bytes));
+        if let Some(short) = beyond_memory(bytes) {
+            bail!("problem too large: K={} M={} d={} gives N={n:.3e} samples and needs {short}", self.classes, self.max_labels, self.dim);
         }
         let mut sorted = counts.clone();
         sorted.sort_by(|a, b| a.set.len().cmp(&b.set.len()).then_with(|| a.set.cmp(&b.set)));
