@@ -229,3 +229,15 @@ fn a_huge_hunt_budget_runs_in_little_memory() {
     assert!(stdout.starts_with("tried 3 configurations"), "{stdout}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Counts too large for memory are refused like every other size, naming the machine's memory.
+#[test]
+fn counts_too_large_for_memory_are_one_line() {
+    let path = std::env::temp_dir().join(format!("mlab-nc-cli-counts-{}.txt", std::process::id()));
+    std::fs::write(&path, "0 1 : 1000000000000000000\n").unwrap();
+    let (code, out, err) = run(&["ufm", "-K", "4", "-M", "2", "--counts", path.to_str().unwrap()]);
+    assert_eq!((code, out.as_str()), (2, ""), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.contains("problem too large") && err.contains("N=1.000e18") && err.contains("but the machine has"), "{err}");
+    std::fs::remove_file(&path).unwrap();
+}
