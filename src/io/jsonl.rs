@@ -68,12 +68,19 @@ impl Appender {
         Ok(Appender { path: path.to_path_buf(), file: Mutex::new(file) })
     }
 
-    /// Appends one record as one line, in a single write.
+    /// Appends one record as one line, in a single write. A write that fails part way (a full
+    /// disk) is cut off again, so the file keeps only whole records.
     pub fn write<T: Serialize>(&self, record: &T) -> Result<()> {
         let mut line = serde_json::to_string(record).map_err(|e| Error::new(format!("{}: cannot serialise a record: {e}", self.path.display())))?;
         line.push('\n');
         let mut f = self.file.lock().map_err(|_| Error::new("output lock poisoned"))?;
-        f.write_all(line.as_bytes()).map_err(|e| Error::new(format!("{}: write failed: {e}", self.path.display())))
+        let before = f.metadata().map(|m| m.len());
+        f.write_all(line.as_bytes()).map_err(|e| {
+            if let Ok(len) = before {
+                let _ = f.set_len(len);
+            }
+            Error::new(format!("{}: write failed: {e}", self.path.display()))
+        })
     }
 }
 
