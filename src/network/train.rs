@@ -439,12 +439,20 @@ fn save_checkpoint(dir: &Path, net: &Net, opt: &ModuleOptimizer, epoch: usize, t
     let model = format!("model-e{epoch}.safetensors");
     let optim = format!("optimizer-e{epoch}.bpk");
     let tmp_model = dir.join(format!("{model}.tmp"));
-    net.save_into(&mut SafetensorsStore::from_file(&tmp_model)).map_err(|e| Error::new(format!("{}: cannot save the model: {e:?}", tmp_model.display())))?;
-    std::fs::rename(&tmp_model, dir.join(&model)).map_err(|e| Error::new(format!("{}: cannot save: {e}", dir.display())))?;
     let tmp_optim = dir.join(format!("{optim}.tmp"));
-    opt.save(&tmp_optim).map_err(|e| Error::new(format!("{}: cannot save the optimizer state: {e:?}", tmp_optim.display())))?;
-    let saved = if tmp_optim.exists() { tmp_optim.clone() } else { tmp_optim.with_extension("tmp.bpk") };
-    std::fs::rename(&saved, dir.join(&optim)).map_err(|e| Error::new(format!("{}: cannot save: {e}", dir.display())))?;
+    // A save that fails part way (a full disk) leaves none of its temporary files behind.
+    let saved_optim = || if tmp_optim.exists() { tmp_optim.clone() } else { tmp_optim.with_extension("tmp.bpk") };
+    let clean = |e: Error| {
+        for p in [tmp_model.clone(), tmp_optim.clone(), tmp_optim.with_extension("tmp.bpk")] {
+            let _ = std::fs::remove_file(p);
+        }
+        e
+    };
+    net.save_into(&mut SafetensorsStore::from_file(&tmp_model))
+        .map_err(|e| clean(Error::new(format!("{}: cannot save the model: {e:?}", tmp_model.display()))))?;
+    std::fs::rename(&tmp_model, dir.join(&model)).map_err(|e| clean(Error::new(format!("{}: cannot save: {e}", dir.display()))))?;
+    opt.save(&tmp_optim).map_err(|e| clean(Error::new(format!("{}: cannot save the optimizer state: {e:?}", tmp_optim.display()))))?;
+    std::fs::rename(saved_optim(), dir.join(&optim)).map_err(|e| clean(Error::new(format!("{}: cannot save: {e}", dir.display()))))?;
     let state = State { epoch, model: model.clone(), optimizer: optim.clone(), train_seconds, options: o.clone() };
     write_json_atomic(&dir.join("state.json"), &state)?;
     // The state now names the new files; the older ones go.
