@@ -5,9 +5,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::analysis::report::PredictionReport;
+use crate::analysis::report::{PredictionReport, UfmReport};
 use crate::analysis::verdict::Tolerances;
-use crate::commands::verify::{ufm, VerifyOptions};
+use crate::commands::verify::{ufm_with_progress, Progress, VerifyOptions};
 use crate::error::{Error, Result};
 use crate::io::report::{check_writable, prediction_text, table, write_json_atomic};
 use crate::model::config::{human_bytes, UfmConfig, ValidConfig};
@@ -68,6 +68,10 @@ fn at_least_1(s: &str) -> std::result::Result<u64, String> {
 /// The most worker threads `--threads` starts (4096 took 10 s to start on two cores, before
 /// any work).
 const MAX_THREADS: u64 = 1024;
+
+/// The least time between two partial reports of `ufm --seeds N --json` (each rewrites the
+/// whole report).
+const PARTIAL_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A thread count, 1 to [`MAX_THREADS`].
 fn thread_count(s: &str) -> std::result::Result<u64, String> {
@@ -460,7 +464,17 @@ fn run_ufm(a: &UfmArgs) -> Result<i32> {
     if mem > 256.0 * 1024.0 * 1024.0 {
         eprintln!("estimated memory: {}", human_bytes(mem));
     }
-    let report = ufm(&cfg, a.seed, a.seeds, &opts, a.trace)?;
+    // With several starts and --json, the finished starts are written as they come (at most
+    // every 10 s), so that a run stopped part way keeps them.
+    let write_partial = |r: &UfmReport| {
+        if let Some(path) = &a.json {
+            if let Err(e) = write_json_atomic(path, r) {
+                eprintln!("note: the partial report was not written: {e}");
+            }
+        }
+    };
+    let progress = (a.json.is_some() && a.seeds > 1).then_some(Progress { every: PARTIAL_EVERY, show: &write_partial });
+    let report = ufm_with_progress(&cfg, a.seed, a.seeds, &opts, a.trace, progress)?;
     print!("{}", table(&report));
     if let Some(path) = &a.json {
         write_json_atomic(path, &report)?;

@@ -241,3 +241,36 @@ fn counts_too_large_for_memory_are_one_line() {
     assert!(err.contains("problem too large") && err.contains("N=1.000e18") && err.contains("but the machine has"), "{err}");
     std::fs::remove_file(&path).unwrap();
 }
+
+/// `ufm --seeds N --json` writes the finished starts as it goes (at most every 10 s), so a run
+/// killed part way keeps them: a valid report that says how many of how many it holds.
+#[test]
+fn a_killed_run_keeps_its_finished_starts() {
+    let dir = std::env::temp_dir().join(format!("mlab-nc-cli-partial-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("r.json");
+    let d = ["ufm", "-K", "50", "-M", "3", "-d", "64", "--lambda-w", "2e-4", "--lambda-h", "2e-4", "--lambda-b", "2e-4", "--seeds", "200", "--json"];
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mlab-nc"))
+        .args(d.iter().copied().chain([json.to_str().unwrap()]))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut waited = 0;
+    while !json.exists() {
+        assert!(child.try_wait().unwrap().is_none(), "the run ended before writing a partial report");
+        assert!(waited < 1200, "no partial report in 120 s");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        waited += 1;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let (finished, starts) = (v["partial"]["finished"].as_u64().unwrap(), v["partial"]["starts"].as_u64().unwrap());
+    assert!((1..200).contains(&finished) && starts == 200, "{}", v["partial"]);
+    let runs = v["runs"].as_array().unwrap();
+    assert_eq!(runs.len() as u64, finished);
+    assert_eq!(v["summary"]["starts"].as_u64(), Some(finished));
+    assert!(runs.iter().all(|r| r["verdict"] == "verified"), "D's starts are verified");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

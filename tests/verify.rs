@@ -180,3 +180,40 @@ fn the_report_size_estimate_bounds_a_report() {
         assert!(json <= estimate && estimate <= 10.0 * json, "K={k} M={m} d={d}: JSON {json} bytes, estimate {estimate}");
     }
 }
+
+/// A run with several starts shows its finished starts as it goes: each partial report holds
+/// exactly the starts finished so far, in seed order, each as the final report has it, and
+/// says how many of how many; the final report is the one a run without progress gives.
+#[test]
+fn partial_reports_hold_the_finished_starts() {
+    use mlab_nc::commands::verify::{ufm, ufm_with_progress, Progress};
+    let cfg = config(4, 2, 4, &[2, 1], (5e-3, 5e-3, 5e-3), Loss::Pal);
+    let opts = VerifyOptions::default();
+    let seen = std::sync::Mutex::new(Vec::new());
+    let show = |r: &mlab_nc::analysis::report::UfmReport| {
+        let p = r.partial.expect("a partial report says so");
+        let seeds: Vec<u64> = r.runs.iter().map(|x| x.seed).collect();
+        seen.lock().unwrap().push((p.finished, p.starts, r.summary.starts, seeds, serde_json::to_value(&r.runs).unwrap()));
+    };
+    let report = ufm_with_progress(&cfg, 3, 6, &opts, false, Some(Progress { every: std::time::Duration::ZERO, show: &show })).unwrap();
+    let plain = ufm(&cfg, 3, 6, &opts, false).unwrap();
+    let strip = |v: &serde_json::Value| {
+        let mut v = v.clone();
+        for r in v.as_array_mut().unwrap() {
+            r.as_object_mut().unwrap().remove("seconds");
+        }
+        v
+    };
+    assert!(report.partial.is_none());
+    assert_eq!(strip(&serde_json::to_value(&report.runs).unwrap()), strip(&serde_json::to_value(&plain.runs).unwrap()));
+    let seen = seen.into_inner().unwrap();
+    assert_eq!(seen.len(), 5, "one partial report per start finished before the last");
+    let all = strip(&serde_json::to_value(&report.runs).unwrap());
+    for (k, (finished, starts, summarised, seeds, runs)) in seen.iter().enumerate() {
+        assert_eq!((*finished, *starts, *summarised, seeds.len()), (k + 1, 6, k + 1, k + 1));
+        assert!(seeds.windows(2).all(|w| w[0] < w[1]) && seeds.iter().all(|s| (3..9).contains(s)), "{seeds:?}");
+        for (seed, run) in seeds.iter().zip(strip(runs).as_array().unwrap()) {
+            assert_eq!(run, &all[(*seed - 3) as usize], "seed {seed}");
+        }
+    }
+}

@@ -240,5 +240,6 @@ pub fn summarise(cfg: &ValidConfig, pred: Prediction, runs: Vec<RunReport>, solv
         verdict,
         summary,
         certified_prediction,
+        partial: None,
     }
 }

@@ -136,6 +136,19 @@ pub struct UfmReport {
     pub summary: Summary,
     /// The theorem's optimum certified to epsilon, when d >= K-1.
     pub certified_prediction: Option<CertifiedPrediction>,
+    /// Set while the run goes on: a report written before every start has finished, whose
+    /// runs, summary and verdict cover the finished starts only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partial: Option<Partial>,
+}
+
+/// How far a run had got when its report was written.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Partial {
+    /// Starts finished (the report's runs).
+    pub finished: usize,
+    /// Starts asked for.
+    pub starts: u64,
 }
 
 impl UfmReport {

@@ -5,7 +5,7 @@
 use rayon::prelude::*;
 
 use crate::analysis::assess::{assess, report_bytes, summarise};
-use crate::analysis::report::{RunReport, UfmReport};
+use crate::analysis::report::{Partial, RunReport, UfmReport};
 use crate::analysis::verdict::{Tolerances, Verdict};
 use crate::error::Result;
 use crate::model::config::ValidConfig;
@@ -25,18 +25,34 @@ pub struct VerifyOptions {
 /// Solves and judges every seed of one configuration.
 pub fn verify(cfg: &ValidConfig, seeds: &[u64], opts: &VerifyOptions) -> Result<UfmReport> {
     let pred = checked_prediction(cfg, seeds.len() as u64, opts)?;
-    verify_predicted(cfg, pred, seeds, opts, true)
+    verify_predicted(cfg, pred, seeds, opts, true, None)
 }
 
 /// `ufm` as the front ends run it: the seeds `seed, seed + 1, ...` (`seeds` of them), with
 /// the iteration history kept only when `trace` asks for it.
 pub fn ufm(cfg: &ValidConfig, seed: u64, seeds: u64, opts: &VerifyOptions, trace: bool) -> Result<UfmReport> {
+    ufm_with_progress(cfg, seed, seeds, opts, trace, None)
+}
+
+/// Where [`ufm_with_progress`] shows the finished starts while the others run: `show` gets a
+/// partial report (`partial` set, the finished runs in seed order) when a start finishes at
+/// least `every` after the last one it got.
+pub struct Progress<'a> {
+    /// The least time between two partial reports.
+    pub every: std::time::Duration,
+    /// What receives them (the CLI writes each to `--json`, so that a run that is stopped
+    /// keeps its finished starts).
+    pub show: &'a (dyn Fn(&UfmReport) + Sync),
+}
+
+/// [`ufm`], showing partial reports to `progress` as starts finish.
+pub fn ufm_with_progress(cfg: &ValidConfig, seed: u64, seeds: u64, opts: &VerifyOptions, trace: bool, progress: Option<Progress<'_>>) -> Result<UfmReport> {
     let Some(last) = seed.checked_add(seeds.saturating_sub(1)) else {
         return Err(crate::error::Error::new(format!("--seed {seed} + --seeds {seeds} runs past the largest seed")));
     };
     let pred = checked_prediction(cfg, seeds, opts)?;
     let list: Vec<u64> = (seed..=last).collect();
-    verify_predicted(cfg, pred, &list, opts, trace)
+    verify_predicted(cfg, pred, &list, opts, trace, progress)
 }
 
 /// The prediction, after checking the options and that `seeds` reports fit in memory (at
@@ -56,20 +72,39 @@ fn checked_prediction(cfg: &ValidConfig, seeds: u64, opts: &VerifyOptions) -> Re
 }
 
 /// Every seed solved and judged; each run's iteration history dropped as it ends unless
-/// `keep_history`.
-fn verify_predicted(cfg: &ValidConfig, pred: Prediction, seeds: &[u64], opts: &VerifyOptions, keep_history: bool) -> Result<UfmReport> {
+/// `keep_history`; partial reports shown to `progress` as runs finish.
+fn verify_predicted(
+    cfg: &ValidConfig,
+    pred: Prediction,
+    seeds: &[u64],
+    opts: &VerifyOptions,
+    keep_history: bool,
+    progress: Option<Progress<'_>>,
+) -> Result<UfmReport> {
     let obj = UfmObjective::new(cfg);
-    let runs: Vec<RunReport> = seeds
-        .par_iter()
-        .map(|&seed| {
-            let mut run = run_start(cfg, &obj, &pred, seed, opts)?;
-            if !keep_history {
-                run.history = Vec::new();
-            }
-            Ok(run)
-        })
-        .collect::<Result<_>>()?;
-    Ok(summarise(cfg, pred, runs, &opts.solve, &opts.tol))
+    // The finished runs with their places in `seeds`, and when the last partial report went out.
+    let finished = std::sync::Mutex::new((Vec::<(usize, RunReport)>::with_capacity(seeds.len()), std::time::Instant::now()));
+    let lock = || finished.lock().map_err(|_| crate::error::Error::new("ufm: a worker panicked"));
+    seeds.par_iter().enumerate().try_for_each(|(i, &seed)| -> Result<()> {
+        let mut run = run_start(cfg, &obj, &pred, seed, opts)?;
+        if !keep_history {
+            run.history = Vec::new();
+        }
+        let mut guard = lock()?;
+        let (done, last) = &mut *guard;
+        done.push((i, run));
+        if let Some(p) = progress.as_ref().filter(|p| done.len() < seeds.len() && last.elapsed() >= p.every) {
+            done.sort_by_key(|(i, _)| *i);
+            let mut partial = summarise(cfg, pred.clone(), done.iter().map(|(_, r)| r.clone()).collect(), &opts.solve, &opts.tol);
+            partial.partial = Some(Partial { finished: done.len(), starts: seeds.len() as u64 });
+            (p.show)(&partial);
+            *last = std::time::Instant::now();
+        }
+        Ok(())
+    })?;
+    let mut done = std::mem::take(&mut lock()?.0);
+    done.sort_by_key(|(i, _)| *i);
+    Ok(summarise(cfg, pred, done.into_iter().map(|(_, r)| r).collect(), &opts.solve, &opts.tol))
 }
 
 /// One start: solved with the certified stop (`theory::solve`), then judged. When the solve
