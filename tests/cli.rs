@@ -7,6 +7,19 @@ fn run(args: &[&str]) -> (i32, String, String) {
     (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
 }
 
+/// Starts the binary and waits, at most 120 s, until `ready` (it must still be running then).
+fn spawn_until(args: &[&str], ready: impl Fn() -> bool) -> std::process::Child {
+    let mut child =
+        Command::new(env!("CARGO_BIN_EXE_mlab-nc")).args(args).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let t0 = std::time::Instant::now();
+    while !ready() {
+        assert!(child.try_wait().unwrap().is_none(), "{args:?} ended before it was ready");
+        assert!(t0.elapsed().as_secs() < 120, "{args:?} not ready in 120 s");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    child
+}
+
 #[test]
 fn bad_input_is_one_line_naming_the_flag() {
     let cases: &[(&[&str], &str)] = &[
@@ -204,20 +217,8 @@ fn a_huge_hunt_budget_runs_in_little_memory() {
     let dir = std::env::temp_dir().join(format!("mlab-nc-cli-hunt-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let out = dir.join("h.jsonl");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mlab-nc"))
-        .args(["hunt", "--budget", "1000000000000000", "--seed", "5", "--out", out.to_str().unwrap()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
     let lines = || std::fs::read_to_string(&out).map(|t| t.matches('\n').count()).unwrap_or(0);
-    let mut waited = 0;
-    while lines() < 20 {
-        assert!(child.try_wait().unwrap().is_none(), "the hunt ended: {:?}", child.wait_with_output().map(|o| String::from_utf8_lossy(&o.stderr).into_owned()));
-        assert!(waited < 1200, "no 20 records in 120 s");
-        std::thread::sleep(std::time::Duration::from_millis(100));
-        waited += 1;
-    }
+    let mut child = spawn_until(&["hunt", "--budget", "1000000000000000", "--seed", "5", "--out", out.to_str().unwrap()], || lines() >= 20);
     let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
     let rss_kb: u64 = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
     child.kill().unwrap();
@@ -250,19 +251,8 @@ fn a_killed_run_keeps_its_finished_starts() {
     std::fs::create_dir_all(&dir).unwrap();
     let json = dir.join("r.json");
     let d = ["ufm", "-K", "50", "-M", "3", "-d", "64", "--lambda-w", "2e-4", "--lambda-h", "2e-4", "--lambda-b", "2e-4", "--seeds", "200", "--json"];
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mlab-nc"))
-        .args(d.iter().copied().chain([json.to_str().unwrap()]))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut waited = 0;
-    while !json.exists() {
-        assert!(child.try_wait().unwrap().is_none(), "the run ended before writing a partial report");
-        assert!(waited < 1200, "no partial report in 120 s");
-        std::thread::sleep(std::time::Duration::from_millis(100));
-        waited += 1;
-    }
+    let args: Vec<&str> = d.iter().copied().chain([json.to_str().unwrap()]).collect();
+    let mut child = spawn_until(&args, || json.exists());
     child.kill().unwrap();
     child.wait().unwrap();
     let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
