@@ -41,6 +41,50 @@ fn guard<T>(f: impl FnOnce() -> PyResult<T>) -> PyResult<T> {
     }
 }
 
+/// Runs `f` (solves) on a thread of its own while this one, without the GIL, wakes every 50 ms
+/// to let Python see Ctrl-C: on one the running solves are asked to stop (each ends within an
+/// iteration, with an error, nothing judged from it) and the KeyboardInterrupt is raised once
+/// they have. Without it a long `ufm` could not be interrupted until it returned.
+fn interruptible<T: Send>(py: Python<'_>, f: impl FnOnce() -> mlab_nc::error::Result<T> + Send) -> PyResult<T> {
+    let finished = (std::sync::Mutex::new(false), std::sync::Condvar::new());
+    std::thread::scope(|s| {
+        let work = s.spawn(|| {
+            // Said done even if `f` panics (the panic comes back through `join`).
+            struct Done<'a>(&'a (std::sync::Mutex<bool>, std::sync::Condvar));
+            impl Drop for Done<'_> {
+                fn drop(&mut self) {
+                    if let Ok(mut d) = self.0 .0.lock() {
+                        *d = true;
+                    }
+                    self.0 .1.notify_all();
+                }
+            }
+            let _done = Done(&finished);
+            f()
+        });
+        let wait = || {
+            let (lock, cv) = &finished;
+            let Ok(d) = lock.lock() else { return true };
+            cv.wait_timeout_while(d, std::time::Duration::from_millis(50), |d| !*d).map_or(true, |(d, _)| *d)
+        };
+        let mut signal = Ok(());
+        while !py.detach(wait) {
+            if signal.is_ok() {
+                signal = py.check_signals();
+                if signal.is_err() {
+                    mlab_nc::solver::request_interrupt();
+                }
+            }
+        }
+        let out = work.join();
+        if signal.is_err() {
+            mlab_nc::solver::clear_interrupt();
+        }
+        signal?;
+        out.unwrap_or_else(|payload| std::panic::resume_unwind(payload)).map_err(value_error)
+    })
+}
+
 /// A report as a plain dict, through its JSON (the CLI's keys and numbers, exactly).
 fn to_dict<T: serde::Serialize>(py: Python<'_>, value: &T) -> PyResult<Py<PyAny>> {
     let text = serde_json::to_string(value).map_err(|e| PyRuntimeError::new_err(format!("cannot encode the report: {e}")))?;
@@ -389,7 +433,7 @@ fn ufm(
             },
         };
         let (seed, seeds) = (count(seed, "seed", 0)? as u64, count(seeds, "seeds", 1)? as u64);
-        let report = py.detach(|| mlab_nc::commands::verify::ufm(&cfg, seed, seeds, &opts, trace)).map_err(value_error)?;
+        let report = interruptible(py, || mlab_nc::commands::verify::ufm(&cfg, seed, seeds, &opts, trace))?;
         to_dict(py, &report)
     })
 }

@@ -54,3 +54,19 @@ def test_a_skew_that_rounds_away_warns():
     with pytest.warns(UserWarning, match="the problem is the balanced one"):
         r = mlab_nc.predict(4, 2, class_skew=1e300)
     assert r["samples"] == 10
+
+
+def test_ctrl_c_interrupts_a_long_solve():
+    """Ctrl-C stops a long `ufm` within an iteration and raises KeyboardInterrupt (it used to
+    wait for the whole call: 100 starts of D take about a minute here); the next call runs as
+    usual."""
+    import _thread
+
+    timer = threading.Timer(0.5, _thread.interrupt_main)
+    timer.start()
+    t0 = time.perf_counter()
+    with pytest.raises(KeyboardInterrupt):
+        mlab_nc.ufm(50, 3, dim=64, lambda_w=2e-4, lambda_h=2e-4, lambda_b=2e-4, seeds=100)
+    assert time.perf_counter() - t0 < 20.0
+    timer.join()
+    assert mlab_nc.ufm(4, 2, seeds=2)["verdict"] == "verified"

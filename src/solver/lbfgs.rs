@@ -1098,6 +1098,9 @@ impl<O: FusedObjective> Solver<O, LbfgsState> for InPlaceLbfgs {
     }
 
     fn terminate(&mut self, _state: &LbfgsState) -> TerminationStatus {
+        if super::interrupted() {
+            return TerminationStatus::Terminated(TerminationReason::Interrupt);
+        }
         match self.exit {
             Some(Exit::Certified) => {
                 let gap = self.certified.map_or(f64::NAN, |c| c.1);

@@ -159,6 +159,26 @@ impl StopReason {
     }
 }
 
+/// Set while the running solves are asked to stop ([`request_interrupt`]).
+static INTERRUPT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Asks every running in-place solve to stop after its current iteration; each then ends with
+/// the error "interrupted" (nothing is judged from a cut-off solve). The Python binding calls
+/// it on Ctrl-C, and [`clear_interrupt`] once the call has returned.
+pub fn request_interrupt() {
+    INTERRUPT.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Lets solves run again after [`request_interrupt`].
+pub fn clear_interrupt() {
+    INTERRUPT.store(false, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Whether [`request_interrupt`] is in force.
+pub fn interrupted() -> bool {
+    INTERRUPT.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Callback run on the start and on every iterate: `(iteration, x, f(x), ||grad||)`.
 pub type IterCallback = Box<dyn FnMut(u64, &[f64], f64, f64) + Send>;
 
@@ -236,6 +256,9 @@ pub fn minimize<O: FusedObjective>(objective: O, x0: Vec<f64>, params: &SolvePar
             .ctrlc(false)
             .run()
             .map_err(|e| Error::new(format!("solver failed: {e}")))?;
+        if interrupted() {
+            return Err(Error::new("interrupted"));
+        }
         let reason = res.state().get_termination_reason().cloned();
         terminations.push(reason_text(reason.as_ref()));
         let mut solver = res.solver;
