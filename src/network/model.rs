@@ -85,8 +85,10 @@ impl NetConfig {
         Ok(())
     }
 
-    /// The convolutions' output shapes `(channels, height, width)` (none for the MLP) and the
-    /// width of what enters the first linear layer.
+    /// The convolutions' output shapes `(channels, height, width)` (none for the MLP; each a
+    /// stride-2 3 x 3 convolution) and the width of what enters the first linear layer: what
+    /// [`Net::new`] builds, [`parameters`](Self::parameters) counts and
+    /// [`training_bytes`](Self::training_bytes) sizes.
     fn conv_shapes(&self) -> (Vec<(usize, usize, usize)>, usize) {
         let (mut h, mut w) = self.input;
         if self.arch != Arch::Cnn {
@@ -224,15 +226,12 @@ impl Net {
     pub fn new(cfg: &NetConfig, seed: u64, device: &Device) -> Net {
         let mut convs = Vec::new();
         let mut conv_norms = Vec::new();
-        let mut flat = cfg.input.0 * cfg.input.1;
-        if cfg.arch == Arch::Cnn {
-            let (mut h, mut w, mut c) = (cfg.input.0, cfg.input.1, 1);
-            for out in [32usize, 64] {
-                convs.push(Conv2dConfig::new([c, out], [3, 3]).with_stride([2, 2]).with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1)).init(device));
-                conv_norms.push(BatchNormConfig::new(out).init(device));
-                (h, w, c) = (h.div_ceil(2), w.div_ceil(2), out);
-            }
-            flat = h * w * c;
+        let (shapes, flat) = cfg.conv_shapes();
+        let mut c = 1;
+        for (out, _, _) in shapes {
+            convs.push(Conv2dConfig::new([c, out], [3, 3]).with_stride([2, 2]).with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1)).init(device));
+            conv_norms.push(BatchNormConfig::new(out).init(device));
+            c = out;
         }
         let mut hidden = Vec::new();
         let mut norms = Vec::new();
