@@ -7,6 +7,14 @@ fn run(args: &[&str]) -> (i32, String, String) {
     (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
 }
 
+/// An empty folder of this test process's own, named `name`.
+fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("mlab-nc-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 /// Starts the binary and waits, at most 120 s, until `ready` (it must still be running then).
 fn spawn_until(args: &[&str], ready: impl Fn() -> bool) -> std::process::Child {
     let mut child =
@@ -57,8 +65,7 @@ fn bad_input_is_one_line_naming_the_flag() {
 
 #[test]
 fn ufm_prints_a_verdict_and_writes_the_json_keys() {
-    let dir = std::env::temp_dir().join(format!("mlab-nc-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch("report");
     let path = dir.join("r.json");
     let (code, out, err) = run(&["ufm", "--classes", "4", "--max-labels", "2", "--seeds", "2", "--json", path.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
@@ -186,8 +193,7 @@ fn a_skew_that_changes_nothing_is_said() {
 /// one line and nothing on stdout (the solve's table would come first), and leave nothing behind.
 #[test]
 fn an_unwritable_output_is_refused_before_the_work() {
-    let dir = std::env::temp_dir().join(format!("mlab-nc-cli-out-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch("out");
     let missing = dir.join("no-such-dir").join("r.json");
     let (missing, here) = (missing.to_str().unwrap(), dir.to_str().unwrap());
     let ufm = ["ufm", "--classes", "4", "--max-labels", "2", "--json"];
@@ -214,8 +220,7 @@ fn an_unwritable_output_is_refused_before_the_work() {
 /// and stays small until it is stopped; what it wrote is resumable.
 #[test]
 fn a_huge_hunt_budget_runs_in_little_memory() {
-    let dir = std::env::temp_dir().join(format!("mlab-nc-cli-hunt-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch("hunt");
     let out = dir.join("h.jsonl");
     let lines = || std::fs::read_to_string(&out).map(|t| t.matches('\n').count()).unwrap_or(0);
     let mut child = spawn_until(&["hunt", "--budget", "1000000000000000", "--seed", "5", "--out", out.to_str().unwrap()], || lines() >= 20);
@@ -247,8 +252,7 @@ fn counts_too_large_for_memory_are_one_line() {
 /// killed part way keeps them: a valid report that says how many of how many it holds.
 #[test]
 fn a_killed_run_keeps_its_finished_starts() {
-    let dir = std::env::temp_dir().join(format!("mlab-nc-cli-partial-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch("partial");
     let json = dir.join("r.json");
     let d = ["ufm", "-K", "50", "-M", "3", "-d", "64", "--lambda-w", "2e-4", "--lambda-h", "2e-4", "--lambda-b", "2e-4", "--seeds", "200", "--json"];
     let args: Vec<&str> = d.iter().copied().chain([json.to_str().unwrap()]).collect();
