@@ -4,6 +4,7 @@
 //! against a fixed simplex-ETF classifier.
 
 use plotters::coord::Shift;
+use plotters::element::DashedPathElement;
 use plotters::prelude::*;
 use serde_json::Value;
 
@@ -235,11 +236,13 @@ impl Figure for TrainScale {
         ch.draw_series(DashedLineSeries::new(vec![(0.0, pred), (xm, pred)], 8, 5, PALETTE[3].stroke_width(2)))
             .map_err(pe)?
             .label(format!("UFM prediction s_2 = {pred:.4}"))
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], PALETTE[3].stroke_width(2)));
-        ch.draw_series(std::iter::once(PathElement::new(vec![(0.0, 2.0), (xm, 2.0)], BLACK.mix(0.3))))
+            .legend(|(x, y)| DashedPathElement::new(vec![(x, y), (x + 20, y)], 8, 5, PALETTE[3].stroke_width(2)));
+        // Short dashes in black: at s = 2 the line lies on a major grid line, which a thin grey
+        // solid line would be lost in.
+        ch.draw_series(DashedLineSeries::new(vec![(0.0, 2.0), (xm, 2.0)], 3, 4, BLACK.stroke_width(2)))
             .map_err(pe)?
             .label("s = 2: plain sum of the tags")
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.mix(0.3)));
+            .legend(|(x, y)| DashedPathElement::new(vec![(x, y), (x + 20, y)], 3, 4, BLACK.stroke_width(2)));
         legend(&mut ch, SeriesLabelPosition::LowerRight, 14)?;
         Ok(())
     }
