@@ -38,7 +38,7 @@ impl ThreeProducts {
 
     /// The three products of every chunk of `x`.
     pub fn run(&mut self, obj: &UfmObjective, x: &[f64]) {
-        let (k, d, n) = (obj.k, obj.d, obj.n);
+        let (k, d) = (obj.k, obj.d);
         let p = obj.split(x);
         self.products.prepare(p.w);
         for i in 0..k {
@@ -47,8 +47,8 @@ impl ThreeProducts {
             }
         }
         let wt = Mat::new(&self.wt, d, k);
-        for c in 0..n.div_ceil(SAMPLE_CHUNK) {
-            let (a, b) = (c * SAMPLE_CHUNK, ((c + 1) * SAMPLE_CHUNK).min(n));
+        for c in 0..obj.chunks() {
+            let (a, b) = (obj.chunk_range(c).start, obj.chunk_range(c).end);
             let m = b - a;
             let hc = Mat::new(&p.h.data[d * a..d * b], d, m);
             let z = &mut self.z[..k * m];

@@ -443,7 +443,18 @@ impl UfmObjective {
 
     /// Number of hook slots of [`value_and_gradient_hooked`](Self::value_and_gradient_hooked).
     pub fn hook_slots(&self) -> usize {
-        2 + self.n.div_ceil(SAMPLE_CHUNK)
+        2 + self.chunks()
+    }
+
+    /// Number of chunks of the samples (see [`chunk_len`]).
+    pub fn chunks(&self) -> usize {
+        self.n.div_ceil(chunk_len(self.n))
+    }
+
+    /// The samples of chunk `c`.
+    pub fn chunk_range(&self, c: usize) -> std::ops::Range<usize> {
+        let len = chunk_len(self.n);
+        c * len..((c + 1) * len).min(self.n)
     }
 
     fn eval_chunks(&self, w: &[f64], b: &[f64], h: Features<'_>, grad: &mut [f64], ws: &mut Workspace, hooks: Option<&dyn ChunkHooks>) -> f64 {
@@ -452,7 +463,7 @@ impl UfmObjective {
         let w = Mat::new(w, k, d);
         let (gw, rest) = grad.split_at_mut(kd);
         let (gh, gb) = rest.split_at_mut(dn);
-        let chunks = n.div_ceil(SAMPLE_CHUNK);
+        let chunks = self.chunks();
         ws.products.prepare(w);
         // The preconditioner's factors: `cur` holds the previous evaluation's (the point the
         // solver's direction starts from), `nxt` receives this one's.
@@ -478,7 +489,7 @@ impl UfmObjective {
         let (zs, ghs, dws, dbs) = (SharedMut::new(&mut ws.z), SharedMut::new(gh), SharedMut::new(&mut ws.dw), SharedMut::new(&mut ws.db));
         let inv_n = 1.0 / n as f64;
         let body = |c: usize| -> [f64; 2] {
-            let r = c * SAMPLE_CHUNK..((c + 1) * SAMPLE_CHUNK).min(n);
+            let r = self.chunk_range(c);
             let m = r.len();
             let hr = d * r.start..d * r.end;
             // SAFETY: chunk c owns columns r of Z, H and dH, and block c of the partials.
@@ -564,11 +575,11 @@ impl UfmObjective {
     /// workspace, chunked and parallel like the evaluation, summed in chunk order.
     pub fn dual_gram(&self, ws: &mut Workspace) -> Vec<f64> {
         let (k, n) = (self.k, self.n);
-        let chunks = n.div_ceil(SAMPLE_CHUNK);
+        let chunks = self.chunks();
         ws.gram.resize(chunks * k * k, 0.0);
         let z = &ws.z;
         let body = |(c, gr): (usize, &mut [f64])| {
-            let r = c * SAMPLE_CHUNK..((c + 1) * SAMPLE_CHUNK).min(n);
+            let r = self.chunk_range(c);
             let gc = Mat::new(&z[k * r.start..k * r.end], k, r.len());
             gemm(1.0, gc, false, gc, true, 0.0, gr);
         };
@@ -590,7 +601,7 @@ impl UfmObjective {
     pub fn dual_pass(&self, x: &[f64], ws: &mut Workspace) -> (Vec<f64>, Vec<f64>) {
         let (k, d, n) = (self.k, self.d, self.n);
         let p = self.split(x);
-        let chunks = n.div_ceil(SAMPLE_CHUNK);
+        let chunks = self.chunks();
         ws.gram.resize(chunks * k * k, 0.0);
         ws.neg_entropy.resize(n, 0.0);
         let products = &ws.products;
@@ -598,7 +609,7 @@ impl UfmObjective {
         let (zs, grs, dbs, es) = (SharedMut::new(&mut ws.z), SharedMut::new(&mut ws.gram), SharedMut::new(&mut ws.db), SharedMut::new(&mut ws.neg_entropy));
         let inv_n = 1.0 / n as f64;
         let body = |c: usize| {
-            let r = c * SAMPLE_CHUNK..((c + 1) * SAMPLE_CHUNK).min(n);
+            let r = self.chunk_range(c);
             let m = r.len();
             // SAFETY: chunk c owns columns r of Z, entries r of the entropies, and block c of the partials.
             let (z, gr, dbc, ec) =
@@ -683,8 +694,23 @@ impl UfmObjective {
     }
 }
 
-/// Samples per chunk of the fused objective (fixed, so results do not depend on threads).
+/// The most samples in a chunk of the fused objective.
 pub const SAMPLE_CHUNK: usize = 512;
+
+/// Samples per chunk of `n`: the fewest chunks of at most [`SAMPLE_CHUNK`], made an even
+/// number when there are several (two workers then take equal shares: C's 2,700 samples
+/// were five chunks of 512 and one of 140, so one worker took 1,536 samples and the other
+/// 1,164), all of one length but the last, rounded up to a multiple of 8 (the products'
+/// column tiles are 12, 8 and 4 wide, so no chunk ends in 1-wide ones; past 60 chunks the
+/// rounding may leave one chunk fewer, where the imbalance is small anyway). It depends on
+/// `n` alone, so results do not depend on the thread count.
+pub fn chunk_len(n: usize) -> usize {
+    let count = n.div_ceil(SAMPLE_CHUNK);
+    if count <= 1 {
+        return n.max(1);
+    }
+    n.div_ceil(count + count % 2).next_multiple_of(8)
+}
 /// Below this many multiply-adds per GEMM the objective runs on one thread.
 const PARALLEL_FLOPS: usize = 1 << 18;
 
@@ -713,7 +739,7 @@ pub struct Workspace {
 impl Workspace {
     /// Scratch sized for `obj`.
     pub fn new(obj: &UfmObjective) -> Self {
-        let chunks = obj.n.div_ceil(SAMPLE_CHUNK).max(1);
+        let chunks = obj.chunks().max(1);
         let isa = Isa::detect();
         Workspace {
             z: vec![0.0; obj.k * obj.n],
@@ -1011,18 +1037,43 @@ mod tests {
         }
     }
 
+    /// The chunks: as few as hold at most 512 samples, an even number of them when there are
+    /// several (up to 60; beyond, rounding the length up to 8 may leave one fewer), all of one
+    /// length (a multiple of 8) but the last, covering the samples once.
+    #[test]
+    fn chunks_are_few_even_and_equal() {
+        for n in (1..40_000).chain([166_750, 1 << 20]) {
+            let len = chunk_len(n);
+            let count = n.div_ceil(len);
+            let fewest = n.div_ceil(SAMPLE_CHUNK);
+            assert!(len <= SAMPLE_CHUNK, "n = {n}: {len}");
+            if fewest == 1 {
+                assert_eq!((len, count), (n, 1), "n = {n}");
+                continue;
+            }
+            assert_eq!(len % 8, 0, "n = {n}");
+            let even = fewest + fewest % 2;
+            assert!(count <= even && count >= fewest, "n = {n}: {count} of {len}");
+            assert!(count == even || even > 60, "n = {n}: {count} of {len}");
+        }
+        // C's 2,700 samples: five chunks of 456 and one of 420 (three for each of two
+        // workers), where they were five of 512 and one of 140.
+        assert_eq!((chunk_len(2700), 2700usize.div_ceil(chunk_len(2700))), (456, 6));
+    }
+
     /// The hooked evaluation keeps the contract of `ChunkHooks` (one `before` and one `after`
     /// per range of a partition, distinct slots, `after` after its `before` and showing the
     /// final gradient) and computes exactly the plain evaluation at the point the hooks filled,
     /// on one thread or several.
     #[test]
     fn hooked_evaluation_keeps_the_contract_and_matches_the_plain_one() {
-        // 3 chunks: K = 12, M = 3 has 298 label sets, 4 samples each; K d N is above the
-        // threshold of the parallel chunk loop.
+        // 4 chunks: K = 12, M = 3 has 298 label sets, 4 samples each, and 1,192 samples need
+        // 3 chunks of at most 512, made even; K d N is above the threshold of the parallel
+        // chunk loop.
         let cfg = UfmConfig { classes: 12, max_labels: 3, dim: 20, per_set: vec![4], lambda_w: 0.01, lambda_h: 0.02, lambda_b: 0.03, loss: Loss::Pal };
         let obj = UfmObjective::new(&cfg.validate().unwrap());
         let dim = obj.dim();
-        assert_eq!(obj.n.div_ceil(SAMPLE_CHUNK), 3);
+        assert_eq!(obj.chunks(), 4);
         assert!(obj.k * obj.d * obj.n >= PARALLEL_FLOPS);
         let want_x: Vec<f64> = (0..dim).map(|i| filled(i, dim)).collect();
         let mut want_g = vec![0.0; dim];

@@ -383,8 +383,9 @@ pub fn aligned_bound(obj: &UfmObjective, g: &[f64], gram: Vec<f64>, g1: &[f64]) 
     let chunk = |c: usize| -> Option<(f64, Vec<f64>)> {
         let (mut ent, mut row, mut p) = (0.0, vec![0.0; k], vec![0.0; k]);
         let mut lam = vec![0.0; k * block];
-        let chunk_end = ((c + 1) * SAMPLE_CHUNK).min(n);
-        for start in (c * SAMPLE_CHUNK..chunk_end).step_by(block) {
+        let r = obj.chunk_range(c);
+        let chunk_end = r.end;
+        for start in r.step_by(block) {
             let cols = start..(start + block).min(chunk_end);
             let lam = &mut lam[..k * cols.len()];
             gemm(1.0, Mat::new(sm.as_slice(), k, k), false, Mat::new(&g[k * cols.start..k * cols.end], k, cols.len()), false, 0.0, lam);
@@ -400,7 +401,7 @@ pub fn aligned_bound(obj: &UfmObjective, g: &[f64], gram: Vec<f64>, g1: &[f64]) 
         }
         Some((ent, row))
     };
-    let chunks = n.div_ceil(SAMPLE_CHUNK);
+    let chunks = obj.chunks();
     let parts: Vec<Option<(f64, Vec<f64>)>> = if chunks > 1 { (0..chunks).into_par_iter().map(chunk).collect() } else { (0..chunks).map(chunk).collect() };
     let (mut ent, mut row) = (0.0, vec![0.0; k]);
     for part in parts {
