@@ -711,7 +711,7 @@ where
     if let Command::Ufm(_) = cli.command {
         keep_freed_memory();
     }
-    let result = match &cli.command {
+    let result = crate::on_pool(|| match &cli.command {
         Command::Ufm(a) => run_ufm(a),
         Command::Predict(p) => run_predict(p),
         Command::Timing(a) => run_timing(a),
@@ -721,7 +721,7 @@ where
         Command::Hunt(a) => run_hunt(a),
         #[cfg(feature = "train")]
         Command::Train(a) => run_train(a),
-    };
+    });
     match result {
         Ok(code) => code,
         Err(e) => {

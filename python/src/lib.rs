@@ -41,10 +41,11 @@ fn guard<T>(f: impl FnOnce() -> PyResult<T>) -> PyResult<T> {
     }
 }
 
-/// Runs `f` (solves) on a thread of its own while this one, without the GIL, wakes every 50 ms
-/// to let Python see Ctrl-C: on one the running solves are asked to stop (each ends within an
-/// iteration, with an error, nothing judged from it) and the KeyboardInterrupt is raised once
-/// they have. Without it a long `ufm` could not be interrupted until it returned.
+/// Runs `f` (solves) from a thread of its own, which hands it to a worker of the thread pool
+/// (`mlab_nc::on_pool`), while this thread, without the GIL, wakes every 50 ms to let Python
+/// see Ctrl-C: on one the running solves are asked to stop (each ends within an iteration,
+/// with an error, nothing judged from it) and the KeyboardInterrupt is raised once they have.
+/// Without it a long `ufm` could not be interrupted until it returned.
 fn interruptible<T: Send>(py: Python<'_>, f: impl FnOnce() -> mlab_nc::error::Result<T> + Send) -> PyResult<T> {
     let finished = (std::sync::Mutex::new(false), std::sync::Condvar::new());
     std::thread::scope(|s| {
@@ -60,7 +61,7 @@ fn interruptible<T: Send>(py: Python<'_>, f: impl FnOnce() -> mlab_nc::error::Re
                 }
             }
             let _done = Done(&finished);
-            f()
+            mlab_nc::on_pool(f)
         });
         let wait = || {
             let (lock, cv) = &finished;
