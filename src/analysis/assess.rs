@@ -57,13 +57,17 @@ pub fn assess(cfg: &ValidConfig, obj: &UfmObjective, pred: &Prediction, seed: u6
     } else {
         scale_out_of_range(obj, &sol.x, pred.trivial)
     };
-    // The metrics, and the certificate with the rounding bound, are independent: computed
-    // side by side (the same numbers as one after the other).
-    let ((mu, mut metrics), (certificate, rounding)) = rayon::join(
+    // The metrics (with the syntheses and the geometry), and the certificate with the
+    // rounding bound, are independent: computed side by side (the same numbers as one after
+    // the other).
+    let synthesis_omitted = multi_label_sets(cfg) > MAX_SYNTHESIS_SETS;
+    let ((mu, mut metrics, synthesis, report_geometry), (certificate, rounding)) = rayon::join(
         || {
             let mu = set_means(p.h.into(), &cfg.labels);
             let metrics = Metrics::compute_from_means(Spread::Samples(p.h.into()), &mu, &cfg.labels, Some(p.w), Some(p.b));
-            (mu, metrics)
+            let synthesis = if synthesis_omitted { Vec::new() } else { crate::analysis::metrics::synthesis(&mu, &cfg.labels) };
+            let report_geometry = reports_geometry(cfg, pred).then(|| crate::analysis::metrics::geometry(p.w, &mu, &cfg.labels, !synthesis_omitted));
+            (mu, metrics, synthesis, report_geometry)
         },
         || (certify(obj, &sol.x, sol.objective), unholdable.is_none().then(|| obj.rounding_bound(&sol.x, sol.objective))),
     );
@@ -140,9 +144,6 @@ pub fn assess(cfg: &ValidConfig, obj: &UfmObjective, pred: &Prediction, seed: u6
         },
     };
     let (verdict, reasons) = judge(&evidence, tol);
-    let synthesis_omitted = multi_label_sets(cfg) > MAX_SYNTHESIS_SETS;
-    let synthesis = if synthesis_omitted { Vec::new() } else { crate::analysis::metrics::synthesis(&mu, &cfg.labels) };
-    let geometry = reports_geometry(cfg, pred).then(|| crate::analysis::metrics::geometry(p.w, &mu, &cfg.labels, !synthesis_omitted));
     RunReport {
         seed,
         objective: sol.objective,
@@ -163,7 +164,7 @@ pub fn assess(cfg: &ValidConfig, obj: &UfmObjective, pred: &Prediction, seed: u6
         certificate,
         synthesis,
         synthesis_omitted,
-        geometry,
+        geometry: report_geometry,
         history: sol.history.clone(),
     }
 }
