@@ -166,7 +166,7 @@ fn argmin_lbfgs_path_also_reaches_the_prediction() {
 }
 
 /// The estimate that refuses a `--seeds` count whose reports would not fit in memory bounds a
-/// report's own JSON (pretty, as written, without the iteration history) from above, within a factor of 10: in the theorem's
+/// report's own JSON (as written, without the iteration history) from above, within a factor of 10: in the theorem's
 /// regime with the tag-wise syntheses, and outside it (d < K - 1), where the geometry adds a
 /// synthesis per set and the classifier's cosines.
 #[test]
@@ -175,7 +175,7 @@ fn the_report_size_estimate_bounds_a_report() {
         let cfg = config(k, m, d, &[1], (5e-3, 5e-3, 5e-3), Loss::Pal);
         let mut report = verify(&cfg, &[0], &VerifyOptions::default()).unwrap();
         report.runs[0].history.clear();
-        let json = serde_json::to_string_pretty(&report.runs[0]).unwrap().len() as f64;
+        let json = mlab_nc::io::report::to_outline(&report.runs[0]).unwrap().len() as f64;
         let estimate = mlab_nc::analysis::assess::report_bytes(&cfg, &report.predicted);
         assert!(json <= estimate && estimate <= 10.0 * json, "K={k} M={m} d={d}: JSON {json} bytes, estimate {estimate}");
     }

@@ -29,10 +29,12 @@ fn reports_geometry(cfg: &ValidConfig, pred: &Prediction) -> bool {
 /// About how many bytes one start's report holds (without its iteration history, which `ufm`
 /// keeps only for `--trace`), in memory and then as JSON together: twice its JSON, estimated
 /// as 4 KB, 270 bytes per tag-wise synthesis, and with the geometry 40 bytes per classifier
-/// cosine (K^2) and 900 per synthesis over all single-label means. Measured: JSON 3.8 KB a
-/// start at K = 5, M = 2; 355 KB at C (1,330 syntheses); 1.58 MB at K = 20, M = 3, d = 4 (the
-/// geometry); the resident memory grew by 1.66 (C, 200 starts) and 1.34 (d = 4, 50 starts)
-/// times the JSON per start.
+/// cosine (K^2) and 900 per synthesis over all single-label means. Measured, in serde_json's
+/// pretty layout, for which it was made: JSON 3.8 KB a start at K = 5, M = 2; 355 KB at C
+/// (1,330 syntheses); 1.58 MB at K = 20, M = 3, d = 4 (the geometry); the resident memory grew
+/// by 1.66 (C, 200 starts) and 1.34 (d = 4, 50 starts) times the JSON per start. The files
+/// are now written about half as large ([`crate::io::report::to_outline`]: 180 KB and 878 KB),
+/// so the estimate errs further on the safe side.
 pub fn report_bytes(cfg: &ValidConfig, pred: &Prediction) -> f64 {
     let multi = multi_label_sets(cfg) as f64;
     let synthesis = if multi > MAX_SYNTHESIS_SETS as f64 { 0.0 } else { multi };

