@@ -72,11 +72,18 @@ impl Outline {
     /// undecided array's layout from the first element (`container`: an object or array).
     fn value_starts<W: ?Sized + std::io::Write>(&mut self, w: &mut W, container: bool) -> std::io::Result<()> {
         let Some(first) = self.pending.take() else { return Ok(()) };
-        let depth = self.open.len();
         let top = self.open.last_mut().expect("an array element has its array");
         if top.layout == Layout::Undecided {
             top.layout = if container { Layout::Lines } else { Layout::Inline };
         }
+        self.member(w, first)
+    }
+
+    /// Starts a member of the innermost container (an element, or a key and its value):
+    /// the comma before all but the first, and a new line if the container is on lines.
+    fn member<W: ?Sized + std::io::Write>(&mut self, w: &mut W, first: bool) -> std::io::Result<()> {
+        let depth = self.open.len();
+        let top = self.open.last_mut().expect("a member has its container");
         top.members = true;
         match top.layout {
             Layout::Lines => {
@@ -160,19 +167,7 @@ impl serde_json::ser::Formatter for Outline {
     }
 
     fn begin_object_key<W: ?Sized + std::io::Write>(&mut self, w: &mut W, first: bool) -> std::io::Result<()> {
-        let depth = self.open.len();
-        let top = self.open.last_mut().expect("a key has its object");
-        top.members = true;
-        match top.layout {
-            Layout::Lines => {
-                if !first {
-                    w.write_all(b",")?;
-                }
-                Self::newline(w, depth)
-            }
-            _ if first => Ok(()),
-            _ => w.write_all(b", "),
-        }
+        self.member(w, first)
     }
 
     fn begin_object_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
