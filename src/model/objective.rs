@@ -448,12 +448,16 @@ impl UfmObjective {
 
     /// Number of chunks of the samples (see [`chunk_len`]).
     pub fn chunks(&self) -> usize {
-        self.n.div_ceil(chunk_len(self.n))
+        self.n.div_ceil(self.chunk_len())
+    }
+
+    fn chunk_len(&self) -> usize {
+        chunk_len(self.n, self.k * self.d * self.n)
     }
 
     /// The samples of chunk `c`.
     pub fn chunk_range(&self, c: usize) -> std::ops::Range<usize> {
-        let len = chunk_len(self.n);
+        let len = self.chunk_len();
         c * len..((c + 1) * len).min(self.n)
     }
 
@@ -697,22 +701,31 @@ impl UfmObjective {
 /// The most samples in a chunk of the fused objective.
 pub const SAMPLE_CHUNK: usize = 512;
 
-/// Samples per chunk of `n`: the fewest chunks of at most [`SAMPLE_CHUNK`], made an even
-/// number when there are several (two workers then take equal shares: C's 2,700 samples
-/// were five chunks of 512 and one of 140, so one worker took 1,536 samples and the other
-/// 1,164), all of one length but the last, rounded up to a multiple of 8 (the products'
-/// column tiles are 12, 8 and 4 wide, so no chunk ends in 1-wide ones; past 60 chunks the
-/// rounding may leave one chunk fewer, where the imbalance is small anyway). It depends on
-/// `n` alone, so results do not depend on the thread count.
-pub fn chunk_len(n: usize) -> usize {
-    let count = n.div_ceil(SAMPLE_CHUNK);
+/// Samples per chunk of `n` samples whose products take `work` = K d N multiply-adds each:
+/// the fewest chunks of at most [`SAMPLE_CHUNK`], at least two where the work is enough to
+/// share ([`PARALLEL_FLOPS`]; B's 350 samples were one chunk, on one thread), made an even
+/// number (two workers then take equal shares: C's 2,700 samples were five chunks of 512 and
+/// one of 140, so one worker took 1,536 samples and the other 1,164), all of one length but
+/// the last, rounded up to a multiple of 8 (the products' column tiles are 12, 8 and 4 wide,
+/// so no chunk ends in 1-wide ones; past 60 chunks the rounding may leave one chunk fewer,
+/// where the imbalance is small anyway). It depends on the problem's shape alone, so results
+/// do not depend on the thread count.
+pub fn chunk_len(n: usize, work: usize) -> usize {
+    let mut count = n.div_ceil(SAMPLE_CHUNK);
+    if work >= PARALLEL_FLOPS {
+        count = count.max(2);
+    }
     if count <= 1 {
         return n.max(1);
     }
     n.div_ceil(count + count % 2).next_multiple_of(8)
 }
-/// Below this many multiply-adds per GEMM the objective runs on one thread.
-const PARALLEL_FLOPS: usize = 1 << 18;
+
+/// Below this many multiply-adds per product the objective runs on one thread, in one chunk
+/// if its samples fit in one. Measured with the command on a pool worker (`crate::on_pool`),
+/// per evaluation, one chunk on one thread against two chunks on two: 45 -> 31 us at
+/// K d N = 56,000 (preset B), 41.8 -> 36.4 us at 34,560 (K = 8, M = 2, d = 12, 10 per set).
+pub const PARALLEL_FLOPS: usize = 1 << 15;
 
 /// Scratch of the fused objective: logits/G (K x N), per-chunk partials of `G H^T`, `G 1`,
 /// and (loss, ||H||^2). Allocated once per solve.
@@ -1037,28 +1050,34 @@ mod tests {
         }
     }
 
-    /// The chunks: as few as hold at most 512 samples, an even number of them when there are
-    /// several (up to 60; beyond, rounding the length up to 8 may leave one fewer), all of one
-    /// length (a multiple of 8) but the last, covering the samples once.
+    /// The chunks: as few as hold at most 512 samples, at least two where the products are
+    /// large enough to share, an even number of them when there are several (up to 60;
+    /// beyond, rounding the length up to 8 may leave one fewer), all of one length (a multiple
+    /// of 8) but the last, covering the samples once.
     #[test]
     fn chunks_are_few_even_and_equal() {
         for n in (1..40_000).chain([166_750, 1 << 20]) {
-            let len = chunk_len(n);
-            let count = n.div_ceil(len);
-            let fewest = n.div_ceil(SAMPLE_CHUNK);
-            assert!(len <= SAMPLE_CHUNK, "n = {n}: {len}");
-            if fewest == 1 {
-                assert_eq!((len, count), (n, 1), "n = {n}");
-                continue;
+            for work in [0, PARALLEL_FLOPS - 1, PARALLEL_FLOPS] {
+                let len = chunk_len(n, work);
+                let count = n.div_ceil(len);
+                let fewest = n.div_ceil(SAMPLE_CHUNK).max(if work >= PARALLEL_FLOPS { 2 } else { 1 });
+                assert!(len <= SAMPLE_CHUNK, "n = {n}: {len}");
+                if fewest == 1 {
+                    assert_eq!((len, count), (n, 1), "n = {n}");
+                    continue;
+                }
+                assert_eq!(len % 8, 0, "n = {n}");
+                let even = fewest + fewest % 2;
+                // At most 8 samples fit one chunk of the smallest length.
+                assert!(count <= even && (count >= fewest || n <= 8), "n = {n}, work {work}: {count} of {len}");
+                assert!(count == even || even > 60 || n <= 8, "n = {n}, work {work}: {count} of {len}");
             }
-            assert_eq!(len % 8, 0, "n = {n}");
-            let even = fewest + fewest % 2;
-            assert!(count <= even && count >= fewest, "n = {n}: {count} of {len}");
-            assert!(count == even || even > 60, "n = {n}: {count} of {len}");
         }
         // C's 2,700 samples: five chunks of 456 and one of 420 (three for each of two
-        // workers), where they were five of 512 and one of 140.
-        assert_eq!((chunk_len(2700), 2700usize.div_ceil(chunk_len(2700))), (456, 6));
+        // workers), where they were five of 512 and one of 140; B's 350: two of 176 and 174.
+        assert_eq!((chunk_len(2700, 1 << 30), 2700usize.div_ceil(chunk_len(2700, 1 << 30))), (456, 6));
+        assert_eq!(chunk_len(350, 10 * 16 * 350), 176);
+        assert_eq!(chunk_len(350, PARALLEL_FLOPS - 1), 350);
     }
 
     /// The hooked evaluation keeps the contract of `ChunkHooks` (one `before` and one `after`
