@@ -712,7 +712,8 @@ pub const SAMPLE_CHUNK: usize = 512;
 /// do not depend on the thread count.
 pub fn chunk_len(n: usize, work: usize) -> usize {
     let mut count = n.div_ceil(SAMPLE_CHUNK);
-    if work >= PARALLEL_FLOPS {
+    // Eight samples or fewer stay one chunk (a chunk's length is a multiple of 8).
+    if work >= PARALLEL_FLOPS && n > 8 {
         count = count.max(2);
     }
     if count <= 1 {
@@ -1056,21 +1057,20 @@ mod tests {
     /// of 8) but the last, covering the samples once.
     #[test]
     fn chunks_are_few_even_and_equal() {
-        for n in (1..40_000).chain([166_750, 1 << 20]) {
+        for n in (0..40_000).chain([166_750, 1 << 20]) {
             for work in [0, PARALLEL_FLOPS - 1, PARALLEL_FLOPS] {
                 let len = chunk_len(n, work);
                 let count = n.div_ceil(len);
-                let fewest = n.div_ceil(SAMPLE_CHUNK).max(if work >= PARALLEL_FLOPS { 2 } else { 1 });
+                let fewest = n.div_ceil(SAMPLE_CHUNK).max(if work >= PARALLEL_FLOPS && n > 8 { 2 } else { 1 });
                 assert!(len <= SAMPLE_CHUNK, "n = {n}: {len}");
-                if fewest == 1 {
-                    assert_eq!((len, count), (n, 1), "n = {n}");
+                if fewest <= 1 {
+                    assert_eq!((len, count), (n.max(1), n.min(1)), "n = {n}");
                     continue;
                 }
                 assert_eq!(len % 8, 0, "n = {n}");
                 let even = fewest + fewest % 2;
-                // At most 8 samples fit one chunk of the smallest length.
-                assert!(count <= even && (count >= fewest || n <= 8), "n = {n}, work {work}: {count} of {len}");
-                assert!(count == even || even > 60 || n <= 8, "n = {n}, work {work}: {count} of {len}");
+                assert!(count <= even && count >= fewest, "n = {n}, work {work}: {count} of {len}");
+                assert!(count == even || even > 60, "n = {n}, work {work}: {count} of {len}");
             }
         }
         // C's 2,700 samples: five chunks of 456 and one of 420 (three for each of two
