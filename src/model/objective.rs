@@ -724,8 +724,9 @@ pub fn chunk_len(n: usize, work: usize) -> usize {
 
 /// Below this many multiply-adds per product the objective runs on one thread, in one chunk
 /// if its samples fit in one. Measured with the command on a pool worker (`crate::on_pool`),
-/// per evaluation, one chunk on one thread against two chunks on two: 45 -> 31 us at
-/// K d N = 56,000 (preset B), 41.8 -> 36.4 us at 34,560 (K = 8, M = 2, d = 12, 10 per set).
+/// per evaluation, one chunk on one thread against two chunks on two (two runs): 45 -> 31
+/// and 36 us at K d N = 56,000 (preset B), 41.8 -> 36.4 and 40.5 -> 38.6 us at 34,560
+/// (K = 8, M = 2, d = 12, 10 per set).
 pub const PARALLEL_FLOPS: usize = 1 << 15;
 
 /// Scratch of the fused objective: logits/G (K x N), per-chunk partials of `G H^T`, `G 1`,
