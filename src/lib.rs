@@ -101,15 +101,17 @@ pub mod theory;
 pub use kernels::cpu::Isa;
 
 /// Runs `f` on a worker of the current rayon pool and waits for it (runs it directly when
-/// this thread is a worker already). Run a solve through it for full speed.
+/// this thread is a worker already).
 ///
-/// A solve runs a parallel loop per evaluation (on preset C, one every 0.4 ms). Started from
-/// a thread outside the pool, each loop is handed to the workers while the caller sleeps
-/// until it ends; `perf sched` then showed the two workers sharing one of this machine's two
-/// cores for most of C's solve, the other idle 55% to 75% of the run. Started from a worker,
-/// the loops split between workers that keep their cores (C's whole `ufm` 15% faster, D's
-/// 6%; the streaming accumulator, one long loop per batch, gains nothing). The command line
-/// runs every command through it, and the Python module its `ufm`.
+/// A solve runs a parallel loop per evaluation (on preset C, one every 0.4 ms). In the `ufm`
+/// command, started from the main thread, each loop was handed to the workers while the main
+/// thread slept until it ended, and `perf sched` showed the two workers sharing one of this
+/// machine's two cores for most of C's solve, the other idle 55% to 75% of the run; run on a
+/// worker, C's whole `ufm` took 15% less time and D's 6%. The command line runs every command
+/// through it, and the Python module its `ufm` (C: 44 -> 34-38 ms). Not everywhere: a
+/// program's own loop of C's solves from `main` measured the same either way (medians of
+/// 34.1 ms, six alternated runs, without the CLI's allocator settings), and the streaming
+/// accumulator, one long loop per batch, gains nothing.
 pub fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     rayon::scope(|_| f())
 }
