@@ -199,6 +199,10 @@ fn a_bad_sweep_file_names_its_key() {
         ("max_labels = 2\n", "missing key `classes`"),
         ("classes = 3\nmax_labels = 2\n[x]\n", "unknown key `x`"),
         ("classes = 3\nmax_labels = [2, 5]\n", "grid point 1: --max-labels"),
+        // TOML's own errors, with where: its integers are signed 64-bit (the number starts
+        // at column 9 of line 3), and an array left open on line 3.
+        ("classes = 3\nmax_labels = 2\nseeds = 9223372036854775808\n", "line 3, column 9: "),
+        ("classes = 3\nmax_labels = 2\nseeds = [1, \n", "s.toml: line 3, column "),
     ] {
         let e = parse_spec(text, "s.toml").unwrap_err().0;
         assert!(e.starts_with("s.toml: ") && e.contains(want), "{text:?}: {e}");
