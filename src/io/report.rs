@@ -25,7 +25,7 @@ pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<()> {
 /// of objects or arrays to one level deeper; arrays of numbers or strings, and anything
 /// deeper, on one line. So a `ufm` report shows `"per_set": [2, 2, 2]` and one tag-wise
 /// synthesis per line, where serde_json's pretty printer gave every number a line of its own
-/// (C's report: 357 KB there, 180 KB here; written in 0.5 ms against 1.3 ms).
+/// (C's report: 357 KB there, 180 KB here, formed in 0.3 ms against 0.5 ms).
 pub fn to_outline<T: Serialize>(value: &T) -> serde_json::Result<String> {
     let mut out = Vec::with_capacity(4096);
     value.serialize(&mut serde_json::Serializer::with_formatter(&mut out, Outline::default()))?;
