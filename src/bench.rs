@@ -48,7 +48,7 @@ impl ThreeProducts {
         }
         let wt = Mat::new(&self.wt, d, k);
         for c in 0..obj.chunks() {
-            let (a, b) = (obj.chunk_range(c).start, obj.chunk_range(c).end);
+            let std::ops::Range { start: a, end: b } = obj.chunk_range(c);
             let m = b - a;
             let hc = Mat::new(&p.h.data[d * a..d * b], d, m);
             let z = &mut self.z[..k * m];
