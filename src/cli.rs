@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::analysis::report::{PredictionReport, UfmReport};
-use crate::analysis::verdict::Tolerances;
+use crate::analysis::verdict::{Tolerances, Verdict};
 use crate::commands::verify::{ufm_with_progress, Progress, VerifyOptions};
 use crate::error::{Error, Result};
 use crate::io::report::{check_writable, prediction_text, table, write_json_atomic};
@@ -377,8 +377,19 @@ pub struct UfmArgs {
     /// Also write every iteration's objective and gradient norm into the JSON report.
     #[arg(long)]
     pub trace: bool,
+    /// Exit with code 1 unless the verdict is this one (verified, violated, not-converged,
+    /// trivial, outside-theorem, unresolved): the theorem as a test in a script or CI.
+    #[arg(long, value_name = "VERDICT", value_parser = verdict_name)]
+    pub expect: Option<Verdict>,
     #[command(flatten)]
     pub tol: TolArgs,
+}
+
+fn verdict_name(s: &str) -> std::result::Result<Verdict, String> {
+    Verdict::from_name(s).ok_or_else(|| {
+        let names: Vec<&str> = Verdict::ALL.iter().map(|v| v.name()).collect();
+        format!("'{s}' is not a verdict (one of {})", names.join(", "))
+    })
 }
 
 /// Verdict thresholds.
@@ -480,7 +491,13 @@ fn run_ufm(a: &UfmArgs) -> Result<i32> {
         write_json_atomic(path, &report)?;
         println!("report written to {}", path.display());
     }
-    Ok(0)
+    match a.expect {
+        Some(want) if want != report.verdict => {
+            eprintln!("expected VERDICT: {}, got {}", want.name(), report.verdict.name());
+            Ok(1)
+        }
+        _ => Ok(0),
+    }
 }
 
 fn run_timing(a: &TimingArgs) -> Result<i32> {

@@ -53,6 +53,7 @@ fn bad_input_is_one_line_naming_the_flag() {
         (&["--threads", "0", "ufm", "--classes", "4", "--max-labels", "2"], "--threads"),
         // Not silently capped (4096 threads took 10 s to start, before any work).
         (&["--threads", "100000", "ufm", "--classes", "4", "--max-labels", "2"], "--threads"),
+        (&["ufm", "--classes", "4", "--max-labels", "2", "--expect", "proved"], "--expect"),
     ];
     for (args, flag) in cases {
         let (code, _, err) = run(args);
@@ -267,4 +268,21 @@ fn a_killed_run_keeps_its_finished_starts() {
     assert_eq!(v["summary"]["starts"].as_u64(), Some(finished));
     assert!(runs.iter().all(|r| r["verdict"] == "verified"), "D's starts are verified");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `--expect`: exit code 0 when the verdict is the expected one and 1, with one line naming
+/// both, when it is not. K = 4, M = 2 at the default weight decays is verified; at weight
+/// decays of 10 the trivial statistic (docs/theory.md §3) is far below 1, so W = H = 0 is the
+/// optimum and the verdict is trivial.
+#[test]
+fn expect_sets_the_exit_code() {
+    let (code, _, err) = run(&["ufm", "--classes", "4", "--max-labels", "2", "--expect", "verified"]);
+    assert_eq!((code, err.as_str()), (0, ""));
+    let (code, out, err) = run(&["ufm", "--classes", "4", "--max-labels", "2", "--expect", "trivial"]);
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(err, "expected VERDICT: trivial, got verified\n");
+    let big = ["--lambda-w", "10", "--lambda-h", "10"];
+    let (code, out, _) = run(&[&["ufm", "--classes", "4", "--max-labels", "2", "--expect", "trivial"][..], &big].concat());
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("VERDICT: trivial"), "{out}");
 }

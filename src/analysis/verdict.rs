@@ -50,6 +50,14 @@ pub enum Verdict {
 }
 
 impl Verdict {
+    /// Every verdict, in the order of the docs' list.
+    pub const ALL: [Verdict; 6] = [Verdict::Verified, Verdict::Violated, Verdict::NotConverged, Verdict::Trivial, Verdict::OutsideTheorem, Verdict::Unresolved];
+
+    /// The verdict of a kebab-case name ([`Verdict::name`]).
+    pub fn from_name(name: &str) -> Option<Verdict> {
+        Verdict::ALL.into_iter().find(|v| v.name() == name)
+    }
+
     /// Kebab-case name.
     pub fn name(self) -> &'static str {
         match self {
@@ -264,6 +272,23 @@ pub fn judge(e: &Evidence, tol: &Tolerances) -> (Verdict, Vec<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `ALL` lists every verdict once (the match fails to compile when one is added), and
+    /// `from_name` reads back each `name` and nothing else.
+    #[test]
+    fn every_verdict_reads_back_from_its_name() {
+        for v in Verdict::ALL {
+            match v {
+                Verdict::Verified | Verdict::Trivial | Verdict::Violated | Verdict::NotConverged | Verdict::Unresolved | Verdict::OutsideTheorem => {}
+            }
+            assert_eq!(Verdict::from_name(v.name()), Some(v));
+            assert_eq!(serde_json::to_string(&v).unwrap(), format!("\"{}\"", v.name()));
+        }
+        let names: std::collections::BTreeSet<&str> = Verdict::ALL.iter().map(|v| v.name()).collect();
+        assert_eq!(names.len(), 6);
+        assert_eq!(Verdict::from_name("Verified"), None);
+        assert_eq!(Verdict::from_name(""), None);
+    }
 
     fn good() -> Evidence {
         Evidence {
