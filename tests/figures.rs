@@ -18,3 +18,14 @@ fn all_figures_render_as_png_and_svg() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// An experiment file that does not parse is named with the line and column TOML found the
+/// fault at, as a sweep file is (`io::toml_message`): an array left open on line 2, and an
+/// integer beyond TOML's signed 64 bits, which starts at line 2, column 5.
+#[test]
+fn a_bad_experiment_file_says_where() {
+    let e = mlab_nc::commands::figures::experiment::<toml::Table>("x.toml", "a = 1\nb = [1,\n").unwrap_err().0;
+    assert!(e.starts_with("experiments/x.toml: line 2, column "), "{e}");
+    let e = mlab_nc::commands::figures::experiment::<toml::Table>("x.toml", "a = 1\nb = 9223372036854775808\n").unwrap_err().0;
+    assert!(e.starts_with("experiments/x.toml: line 2, column 5: "), "{e}");
+}

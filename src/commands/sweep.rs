@@ -104,18 +104,8 @@ pub fn parse_spec(text: &str, name: &str) -> Result<SweepSpec> {
     parse(text).map_err(|e| Error::new(format!("{name}: {}", e.0)))
 }
 
-/// `line L, column C: ` for the start of `span` in `text` (TOML's own errors, such as an
-/// integer beyond its signed 64 bits, say only what, not where), or nothing.
-fn place(text: &str, span: Option<std::ops::Range<usize>>) -> String {
-    let Some(at) = span.map(|s| s.start.min(text.len())).filter(|&at| text.is_char_boundary(at)) else { return String::new() };
-    let before = &text[..at];
-    let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    format!("line {line}, column {column}: ")
-}
-
 fn parse(text: &str) -> Result<SweepSpec> {
-    let table: toml::Table = toml::from_str(text).map_err(|e| Error::new(format!("{}{}", place(text, e.span()), e.message())))?;
+    let table: toml::Table = toml::from_str(text).map_err(|e| Error::new(crate::io::toml_message(text, &e)))?;
     if let Some(k) = table.keys().find(|k| !KEYS.contains(&k.as_str())) {
         bail!("unknown key `{k}`, expected one of {}", KEYS.map(|k| format!("`{k}`")).join(", "));
     }

@@ -100,7 +100,7 @@ pub fn config(k: usize, m: usize, d: usize, per_set: Vec<usize>, lambda: f64, lo
 
 /// Parses an experiment file.
 pub fn experiment<T: DeserializeOwned>(name: &str, text: &str) -> Result<T> {
-    toml::from_str(text).map_err(|e| Error::new(format!("experiments/{name}: {}", e.message())))
+    toml::from_str(text).map_err(|e| Error::new(format!("experiments/{name}: {}", crate::io::toml_message(text, &e))))
 }
 
 /// Log10 axis bounds covering `v` (positive values only), padded by half a decade.
